@@ -1,0 +1,1 @@
+"""edgetorch.schemas: the program format (program.fbs) and its generated bindings."""
