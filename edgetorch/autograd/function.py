@@ -144,7 +144,8 @@ def _forward_error(opdef, args, attrs, exc):
     try:
         opdef.meta(*metas, **{**opdef.attrs, **attrs})
     except EdgeTorchError as e:
-        return type(e)(f"{opdef.name}: {e}{where}")
+        msg = str(e) if str(e).startswith(opdef.name) else f"{opdef.name}: {e}"
+        return type(e)(f"{msg}{where}")
     except Exception:
         pass
     msg = f"{opdef.name}{where}: {type(exc).__name__}: {exc}\n{_describe(args)}"
@@ -157,6 +158,8 @@ def _forward_error(opdef, args, attrs, exc):
 def apply(opdef, args, attrs):
     """Run `opdef` on Tensors (or None for optional inputs); record for autograd."""
     from ..tensor import Tensor
+    if len(args) < opdef.n_inputs:
+        args = tuple(args) + (None,) * (opdef.n_inputs - len(args))  # omitted optional inputs
     arrays = []
     tens = []
     req = False
@@ -174,7 +177,8 @@ def apply(opdef, args, attrs):
         out = opdef.forward(*arrays, **attrs)
     except EdgeTorchError as e:
         fn, line = user_frame()
-        raise type(e)(f"{opdef.name}: {e}" + (f" (at {fn}:{line})" if fn else "")) from None
+        msg = str(e) if str(e).startswith(opdef.name) else f"{opdef.name}: {e}"
+        raise type(e)(msg + (f" (at {fn}:{line})" if fn else "")) from None
     except (ValueError, TypeError, IndexError) as e:
         raise _forward_error(opdef, tens, attrs, e) from None
     t = Tensor._wrap(out if type(out) is np.ndarray else np.asarray(out))

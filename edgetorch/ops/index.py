@@ -28,7 +28,10 @@ def _dummy(shape, dtype):
 
 
 def _getitem_meta(x, *idx, index):
-    key = _key(index, [np.zeros(i.shape, dtype=i.dtype) for i in idx])
+    # a bool mask's result length depends on its data: the rule gives the
+    # upper bound (every element selected)
+    key = _key(index, [np.ones(i.shape, dtype=i.dtype) if i.dtype == np.bool_ else np.zeros(i.shape, dtype=i.dtype)
+                       for i in idx])
     return TensorMeta(_dummy(x.shape, x.dtype)[key].shape, x.dtype)
 
 
@@ -41,7 +44,9 @@ def _getitem_samples(rng):
         Sample((x, np.array([3, 0, 3])), dict(index=(SLOT,)), nondiff=(1,), note="int array, repeated"),
         Sample((x, np.array([[0, 2], [1, 1]]), np.array([4, 0])), dict(index=(slice(None), SLOT, SLOT)),
                nondiff=(1, 2), note="two advanced, broadcast"),
-        Sample((x, rng.random((4, 5)) > 0.5), dict(index=(SLOT,)), nondiff=(1,), note="bool mask"),
+        Sample((x, np.ones((4, 5), dtype=bool)), dict(index=(SLOT,)), nondiff=(1,), note="bool mask all"),
+        Sample((x, rng.random((4, 5)) > 0.5), dict(index=(SLOT, slice(1, 3))), nondiff=(1,),
+               note="bool mask, data-dependent"),
     ]
 
 

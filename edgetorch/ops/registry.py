@@ -48,6 +48,9 @@ class Sample:
     # positions of inputs that are not differentiable (indices, masks)
     nondiff: tuple = ()
     note: str = ""
+    # False where finite differences disagree with the op's defined gradient
+    # by design (embedding's padding_idx); torch still checks those.
+    gradcheck: bool = True
 
 
 @dataclass
@@ -63,6 +66,8 @@ class OpDef:
     doc: str = ""
     # True when the forward is a fused kernel of several ops (linear + act, ...)
     fused: bool = False
+    # number of declared tensor inputs; -1 when variadic (cat)
+    n_inputs: int = -1
 
     def __call__(self, *args, **attrs):
         return _apply(self, args, attrs)
@@ -97,8 +102,9 @@ def op(name=None, *, meta, samples=None, fused=False):
         if opname in REGISTRY:
             raise RuntimeError(f"op {opname!r} registered twice")
         family = fn.__module__.rsplit(".", 1)[-1]
+        variadic = any(i.startswith("*") for i in ins)
         d = OpDef(opname, fn, meta, tuple(ins), attrs, family, samples,
-                  doc=(fn.__doc__ or "").strip(), fused=fused)
+                  doc=(fn.__doc__ or "").strip(), fused=fused, n_inputs=-1 if variadic else len(ins))
         REGISTRY[opname] = d
         return d
     return deco
