@@ -23,6 +23,11 @@ from .functional import (arange, as_tensor, cat, chunk, einsum, empty, empty_lik
                          full, full_like, linspace, ones, ones_like, rand, rand_like, randint, randn,
                          randn_like, randperm, split, stack, tensor, where, zeros, zeros_like)
 
+from .functional import METHOD_FUNCTIONS as _MF
+
+globals().update(_MF)
+del _MF
+
 __version__ = "0.1.0"
 
 _LAZY = {"nn", "optim", "utils", "models", "autograd", "serialization", "exporter", "runtime", "cli", "quant"}

@@ -211,11 +211,11 @@ def einsum(equation, *operands):
     return L.einsum(*operands, equation=equation)
 
 
-def max(x, dim=None, keepdim=False):  # noqa: A001
+def _max(x, dim=None, keepdim=False):
     return x.max(dim, keepdim) if not isinstance(dim, Tensor) else E.maximum(x, dim)
 
 
-def min(x, dim=None, keepdim=False):  # noqa: A001
+def _min(x, dim=None, keepdim=False):
     return x.min(dim, keepdim) if not isinstance(dim, Tensor) else E.minimum(x, dim)
 
 
@@ -240,6 +240,12 @@ def clamp(x, min=None, max=None):  # noqa: A002
     return x.clamp(min, max)
 
 
+# torch.<name>(x, ...) forms of Tensor methods.  They live in this dict, not
+# in the module namespace, so builtins (sum, max, any, abs, ...) stay usable
+# here; edgetorch/__init__ publishes them.
+METHOD_FUNCTIONS = {"max": _max, "min": _min}
+
+
 def _method(name):
     def f(x, *a, **k):
         return getattr(x, name)(*a, **k)
@@ -254,7 +260,7 @@ for _n in ("abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid"
            "index_select", "triu", "tril", "roll", "flip", "softmax", "log_softmax", "matmul",
            "pow", "maximum", "minimum", "square", "sign", "repeat_interleave", "narrow", "unbind",
            "t", "all", "any"):
-    globals()[_n] = _method(_n)
+    METHOD_FUNCTIONS[_n] = _method(_n)
 
 
 def add(a, b, alpha=1):

@@ -1,0 +1,4 @@
+"""edgetorch.utils: data loading."""
+from . import data
+
+__all__ = ["data"]
