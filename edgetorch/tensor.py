@@ -575,6 +575,17 @@ class Tensor:
                                  f"the tensor's shape {self._data.shape}")
         if not self._data.flags.writeable:
             self._data = np.array(self._data)
+        node = out.grad_fn
+        if node is not None and any(t is self for t in node._inputs):
+            # the op read this tensor's old value: keep a copy for backward,
+            # since the write below overwrites it (edges were taken already)
+            ins = list(node._inputs)
+            for i, t in enumerate(ins):
+                if t is self:
+                    ins[i] = Tensor._wrap(self._data.copy())
+                    ins[i].requires_grad = self.requires_grad
+            node._inputs = tuple(ins)
+            node._in_versions = tuple(0 if t is None else t._version.v for t in ins)
         np.copyto(self._data, out._data, casting="unsafe")
         self._version.v += 1
         if out.grad_fn is not None:
