@@ -142,7 +142,7 @@ def _forward_error(opdef, args, attrs, exc):
     where = f" (at {fn}:{line})" if fn else ""
     metas = [None if a is None else registry.TensorMeta(a._data.shape, a._data.dtype) for a in args]
     try:
-        opdef.meta(*metas, **{**opdef.attrs, **attrs})
+        opdef.meta(*metas, **{**{k: v for k, v in opdef.attrs.items() if v is not registry.REQUIRED}, **attrs})
     except EdgeTorchError as e:
         msg = str(e) if str(e).startswith(opdef.name) else f"{opdef.name}: {e}"
         return type(e)(f"{msg}{where}")

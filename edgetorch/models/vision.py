@@ -32,12 +32,12 @@ class SmallCNN(nn.Module):
         self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
         self.bn2 = nn.BatchNorm2d(2 * width)
         self.pool = nn.MaxPool2d(2)
-        self.head = nn.Linear(2 * width, num_classes)
+        self.head = nn.Linear(2 * width * 4, num_classes)
 
     def forward(self, x):                      # (B, C, H, W)
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.pool(F.relu(self.bn2(self.conv2(x))))   # (B, 2w, H/2, W/2)
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)       # (B, 2w)
+        x = F.adaptive_avg_pool2d(x, 2).flatten(1)       # (B, 2w * 2 * 2): keeps coarse layout
         return self.head(x)                    # (B, classes)
 
 

@@ -58,30 +58,37 @@ def _conv_samples(rng):
             Sample((r(size=(1, 2, 5, 4)), r(size=(3, 2, 1, 1)), None), note="1x1")]
 
 
-def _im2col(x, kh, kw, stride, padding, dilation, groups):
+def _cols(x, kh, kw, stride, padding, dilation):
+    """Patches of the padded input laid out (C, KH, KW, N, OH, OW).
+
+    Built with one strided slice copy per kernel tap, whose inner runs are
+    contiguous rows of the input: much faster in numpy than reshaping a
+    6-d window view.
+    """
     n, c = x.shape[:2]
-    oh = out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
-    ow = out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
-    win = _windows(_pad2(x, padding), kh, kw, stride, dilation, oh, ow)
-    # (N, OH, OW, G, C/G * KH * KW): rows are output pixels
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, groups, (c // groups) * kh * kw)
+    sh, sw = stride
+    dh, dw = dilation
+    oh = out_size(x.shape[2], kh, sh, padding[0], dh)
+    ow = out_size(x.shape[3], kw, sw, padding[1], dw)
+    xt = _pad2(x, padding).transpose(1, 0, 2, 3)                  # (C, N, Hp, Wp) view
+    cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = xt[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
     return cols, oh, ow
 
 
 @op(meta=_conv_meta, samples=_conv_samples)
 def conv2d(x, w, b=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     n = x.shape[0]
-    o, _, kh, kw = w.shape
-    cols, oh, ow = _im2col(x, kh, kw, stride, padding, dilation, groups)
-    wg = w.reshape(groups, o // groups, -1)                       # (G, O/G, K)
-    if groups == 1:
-        y = cols[:, 0, :] @ wg[0].T                               # (P, O)
-    else:
-        y = np.matmul(cols.transpose(1, 0, 2), wg.transpose(0, 2, 1))  # (G, P, O/G)
-        y = y.transpose(1, 0, 2).reshape(-1, o)
+    o, cg, kh, kw = w.shape
+    cols, oh, ow = _cols(x, kh, kw, stride, padding, dilation)
+    cols = cols.reshape(groups, cg * kh * kw, n * oh * ow)        # (G, Cg*K, P)
+    y = np.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols)  # (G, O/G, P)
+    y = y.reshape(o, n, oh, ow)
     if b is not None:
-        y += b
-    return np.ascontiguousarray(y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2))
+        y += b.reshape(o, 1, 1, 1)
+    return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
 
 
 def _tconv_output_padding(in_hw, out_hw, w, stride, padding, dilation):
@@ -114,11 +121,12 @@ def _cw_meta(x, g, *, weight_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 
 @op(meta=_cw_meta)
 def conv2d_weight(x, g, *, weight_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     """Gradient of conv2d w.r.t. its weight, given the input and the output grad."""
-    o, _, kh, kw = weight_shape
-    cols, oh, ow = _im2col(x, kh, kw, stride, padding, dilation, groups)
-    gp = g.transpose(0, 2, 3, 1).reshape(-1, groups, o // groups)   # (P, G, O/G)
-    gw = np.matmul(gp.transpose(1, 2, 0), cols.transpose(1, 0, 2))  # (G, O/G, K)
-    return gw.reshape(weight_shape)
+    o, cg, kh, kw = weight_shape
+    cols, oh, ow = _cols(x, kh, kw, stride, padding, dilation)
+    p = x.shape[0] * oh * ow
+    cols = cols.reshape(groups, cg * kh * kw, p)                   # (G, Cg*K, P)
+    gg = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, o // groups, p)  # (G, O/G, P)
+    return np.matmul(gg, cols.transpose(0, 2, 1)).reshape(weight_shape)
 
 
 def _tconv_meta(x, w, b=None, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1):
@@ -135,7 +143,9 @@ def _tconv_samples(rng):
     r = rng.normal
     return [Sample((r(size=(2, 4, 3, 4)), r(size=(4, 3, 3, 3)), r(size=(3,))), dict(stride=(2, 2), padding=(1, 1))),
             Sample((r(size=(1, 4, 3, 3)), r(size=(4, 1, 2, 3)), None),
-                   dict(stride=(2, 1), output_padding=(1, 0), groups=2, dilation=(1, 2)), note="grouped")]
+                   dict(stride=(2, 1), output_padding=(1, 0), groups=2, dilation=(1, 2)), note="grouped"),
+            Sample((r(size=(2, 4, 5, 4)), r(size=(4, 3, 3, 2)), r(size=(6,))), dict(padding=(1, 0), groups=2),
+                   note="stride 1 (flipped-kernel path)")]
 
 
 @op(meta=_tconv_meta, samples=_tconv_samples)
@@ -144,22 +154,28 @@ def conv_transpose2d(x, w, b=None, *, stride=(1, 1), padding=(0, 0), output_padd
     _, og, kh, kw = w.shape
     sh, sw = stride
     dh, dw = dilation
-    xm = x.transpose(0, 2, 3, 1).reshape(-1, groups, cin // groups)          # (P, G, Cin/G)
-    wg = w.reshape(groups, cin // groups, og * kh * kw)                        # (G, Cin/G, Og*K)
-    contrib = np.matmul(xm.transpose(1, 0, 2), wg)                             # (G, P, Og*K)
-    contrib = contrib.reshape(groups, n, h, wd, og, kh, kw).transpose(1, 0, 4, 5, 6, 2, 3)
-    contrib = contrib.reshape(n, groups * og, kh, kw, h, wd)
+    cing = cin // groups
+    ph2, pw2 = dh * (kh - 1) - padding[0], dw * (kw - 1) - padding[1]
+    if (sh, sw) == (1, 1) and tuple(output_padding) == (0, 0) and ph2 >= 0 and pw2 >= 0:
+        # stride 1: a transposed conv is a conv with the spatially flipped,
+        # in/out-swapped kernel, which skips the scatter-add below
+        wc = w.reshape(groups, cing, og, kh, kw).transpose(0, 2, 1, 3, 4).reshape(groups * og, cing, kh, kw)
+        return conv2d.forward(x, np.ascontiguousarray(wc[:, :, ::-1, ::-1]), b, padding=(ph2, pw2),
+                              dilation=dilation, groups=groups)
+    xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(groups, cing, n * h * wd)   # (G, Cin/G, P)
+    wg = w.reshape(groups, cing, og * kh * kw).transpose(0, 2, 1)                           # (G, Og*K, Cin/G)
+    contrib = np.matmul(wg, xg).reshape(groups * og, kh, kw, n, h, wd)                      # (Cout, KH, KW, N, H, W)
     hc = (h - 1) * sh + dh * (kh - 1) + 1 + output_padding[0]
     wc = (wd - 1) * sw + dw * (kw - 1) + 1 + output_padding[1]
-    canvas = np.zeros((n, groups * og, hc, wc), dtype=np.result_type(x.dtype, w.dtype))
+    canvas = np.zeros((groups * og, n, hc, wc), dtype=contrib.dtype)
     for i in range(kh):
         for j in range(kw):
-            canvas[:, :, i * dh:i * dh + (h - 1) * sh + 1:sh, j * dw:j * dw + (wd - 1) * sw + 1:sw] += contrib[:, :, i, j]
+            canvas[:, :, i * dh:i * dh + (h - 1) * sh + 1:sh, j * dw:j * dw + (wd - 1) * sw + 1:sw] += contrib[:, i, j]
     ph, pw = padding
     out = canvas[:, :, ph:hc - ph, pw:wc - pw]
     if b is not None:
-        out = out + b.reshape(1, -1, 1, 1)
-    return np.ascontiguousarray(out)
+        out = out + b.reshape(-1, 1, 1, 1)
+    return np.ascontiguousarray(out.transpose(1, 0, 2, 3))
 
 
 @conv_transpose2d.grad

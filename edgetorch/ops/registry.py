@@ -34,6 +34,16 @@ REGISTRY: dict[str, "OpDef"] = {}
 _apply: Callable | None = None
 
 
+class _Required:
+    """Marks an attribute without a default."""
+
+    def __repr__(self):
+        return "<required>"
+
+
+REQUIRED = _Required()
+
+
 class TensorMeta(NamedTuple):
     """Shape and dtype of a value, as shape rules see it."""
     shape: tuple
@@ -93,7 +103,7 @@ def op(name=None, *, meta, samples=None, fused=False):
         ins, attrs = [], {}
         for p in sig.parameters.values():
             if p.kind == p.KEYWORD_ONLY:
-                attrs[p.name] = p.default
+                attrs[p.name] = REQUIRED if p.default is p.empty else p.default
             elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                 ins.append(p.name)
             else:

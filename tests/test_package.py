@@ -1,0 +1,88 @@
+"""Packaging: the folder -> package mapping (editable and wheel), lazy imports, the CLI, the demo."""
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+import edgetorch as et
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ["edgetorch", "edgetorch.runtime", "edgetorch.exporter", "edgetorch.devices", "edgetorch.schemas",
+            "edgetorch.nn", "edgetorch.optim", "edgetorch.utils", "edgetorch.models", "edgetorch.ops"]
+
+
+def _py(code, **kw):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_every_package_imports_from_the_install():
+    r = _py("import importlib, os\n"
+            f"for p in {PACKAGES!r}:\n"
+            "    m = importlib.import_module(p)\n"
+            "    print(p, os.path.dirname(m.__file__))")
+    assert r.returncode == 0, r.stderr
+    where = dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())
+    assert where["edgetorch.runtime"].endswith("runtime") and where["edgetorch.exporter"].endswith("exporter")
+
+
+def test_runtime_import_stays_lean():
+    r = _py("import sys, edgetorch.runtime\n"
+            "bad = [m for m in ('onnx', 'safetensors', 'tokenizers', 'torch', 'edgetorch.exporter', "
+            "'edgetorch.nn', 'edgetorch.optim', 'scipy') if m in sys.modules]\n"
+            "print(','.join(bad))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"edgetorch.runtime pulled in: {r.stdout.strip()}"
+
+
+def test_frontend_import_is_lazy():
+    r = _py("import sys, edgetorch as et\n"
+            "print(','.join(m for m in ('edgetorch.nn', 'edgetorch.optim', 'edgetorch.exporter', 'safetensors',"
+            " 'onnx') if m in sys.modules))\n"
+            "et.nn.Linear\nprint('edgetorch.nn' in sys.modules)")
+    assert r.returncode == 0, r.stderr
+    first, second = r.stdout.split("\n")[:2]
+    assert first == "" and second == "True"
+
+
+@pytest.mark.slow
+def test_wheel_contains_the_mapped_packages_and_imports(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path), ROOT], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 and "No module named" in r.stderr:
+        pytest.skip(f"cannot build a wheel here: {r.stderr[-200:]}")
+    assert r.returncode == 0, r.stderr
+    whl = next(p for p in os.listdir(tmp_path) if p.endswith(".whl"))
+    names = zipfile.ZipFile(tmp_path / whl).namelist()
+    for p in ("edgetorch/runtime/__init__.py", "edgetorch/exporter/__init__.py", "edgetorch/devices/__init__.py",
+              "edgetorch/schemas/__init__.py", "edgetorch/ops/registry.py"):
+        assert p in names, p
+    target = tmp_path / "site"
+    zipfile.ZipFile(tmp_path / whl).extractall(target)
+    env = dict(os.environ, PYTHONPATH=str(target))
+    r = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, %r); import edgetorch, "
+                        "edgetorch.runtime, edgetorch.exporter, edgetorch.nn; print(edgetorch.__file__)" % str(target)],
+                       capture_output=True, text=True, env=env, timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith(str(target))
+
+
+def test_cli_version_and_ops():
+    from edgetorch.cli import main
+    assert main(["ops", "--family", "linalg"]) == 0
+    r = subprocess.run([sys.executable, "-m", "edgetorch.cli", "--version"], capture_output=True, text=True)
+    assert r.stdout.strip() == f"edgetorch {et.__version__}"
+    r = subprocess.run([sys.executable, "-m", "edgetorch.cli", "ops"], capture_output=True, text=True)
+    assert r.returncode == 0 and "scaled_dot_product_attention" in r.stdout and "conv2d" in r.stdout
+
+
+def test_demo_trains_digits_quickly():
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        import digits_demo
+    finally:
+        sys.path.pop(0)
+    model, acc, secs, _ = digits_demo.train(epochs=4, progress=False)
+    assert acc > 0.93
