@@ -11,13 +11,14 @@ Only the frontend core (Tensor, ops, autograd) is imported here; `nn`,
 """
 import importlib
 
-from ._errors import AutogradError, DTypeError, EdgeTorchError, ShapeError, StateDictError
+from ._errors import AutogradError, DTypeError, EdgeTorchError, ExportError, ShapeError, StateDictError
 from .dtypes import (bfloat16, bool_, double, dtype, float, float16, float32, float64, half, int,
                      int8, int16, int32, int64, long, uint8)
 from .dtypes import bool_ as bool  # noqa: A001
 from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .random import Generator, manual_seed, seed
 from .tensor import Size, Tensor
+from .autograd.function import is_tracing
 from .functional import *  # noqa: F401,F403
 from .functional import (arange, as_tensor, cat, chunk, einsum, empty, empty_like, eye, from_numpy,
                          full, full_like, linspace, ones, ones_like, rand, rand_like, randint, randn,

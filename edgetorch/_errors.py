@@ -27,3 +27,7 @@ class StateDictError(EdgeTorchError, KeyError):
 
     def __str__(self):  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class ExportError(EdgeTorchError):
+    """Capture met something it cannot record faithfully; names the user's line."""

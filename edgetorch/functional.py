@@ -12,6 +12,7 @@ from .ops import index as I
 from .ops import linalg as L
 from .ops import reduce as R
 from .ops import shape as S
+from .autograd import function as _AF
 from .random import _rng
 from .tensor import Tensor, _shape_arg
 
@@ -61,13 +62,22 @@ def _check_device(device):
         raise EdgeTorchError(f"device {device!r} is not available in the eager frontend (cpu only)")
 
 
+def _traced_full(shape, value, dtype):
+    from .ops import creation
+    return creation.full(shape=tuple(shape), value=value, dtype=np.dtype(dtype).name)
+
+
 def zeros(*size, dtype=None, requires_grad=False, device=None):
     _check_device(device)
+    if _AF.capture_hooks:
+        return _traced_full(_shape_arg(size), 0, _np_dtype(dtype))
     return _finish(np.zeros(_shape_arg(size), dtype=_np_dtype(dtype)), requires_grad)
 
 
 def ones(*size, dtype=None, requires_grad=False, device=None):
     _check_device(device)
+    if _AF.capture_hooks:
+        return _traced_full(_shape_arg(size), 1, _np_dtype(dtype))
     return _finish(np.ones(_shape_arg(size), dtype=_np_dtype(dtype)), requires_grad)
 
 
@@ -79,8 +89,10 @@ def full(size, fill_value, dtype=None, requires_grad=False, device=None):
     _check_device(device)
     if dtype is None:
         dtype = D.float32 if isinstance(fill_value, float) else (D.bool_ if isinstance(fill_value, bool) else D.int64)
-    return _finish(np.full(_shape_arg((size,)) if not isinstance(size, int) else (size,), fill_value,
-                           dtype=_np_dtype(dtype)), requires_grad)
+    shape = _shape_arg((size,)) if not isinstance(size, int) else (size,)
+    if _AF.capture_hooks:
+        return _traced_full(shape, fill_value, _np_dtype(dtype))
+    return _finish(np.full(shape, fill_value, dtype=_np_dtype(dtype)), requires_grad)
 
 
 def _like(fn, t, dtype, requires_grad, *extra):
@@ -108,6 +120,9 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False):
         start, end = 0, start
     if dtype is None:
         dtype = D.float32 if any(isinstance(v, float) for v in (start, end, step)) else D.int64
+    if _AF.capture_hooks:
+        from .ops import creation
+        return creation.arange(start=start, end=end, step=step, dtype=_np_dtype(dtype).name)
     return _finish(np.arange(start, end, step).astype(_np_dtype(dtype)), requires_grad)
 
 

@@ -8,8 +8,10 @@ import numpy as np
 from . import dtypes as D
 from ._errors import AutogradError, DTypeError, EdgeTorchError
 from .autograd import engine, grad_mode
+from .autograd import function as _F
 from .autograd.function import Version
 from .ops import conv as _conv  # noqa: F401  (registers the family)
+from .ops import creation as _creation  # noqa: F401
 from .ops import elementwise as E
 from .ops import index as I
 from .ops import linalg as L
@@ -57,7 +59,7 @@ class Tensor:
     tensor([[2., 4.]])
     """
     __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_version", "_hooks",
-                 "_retain", "_name", "__weakref__")
+                 "_retain", "_name", "_sym", "__weakref__")
     __array_priority__ = 1000  # numpy defers to our reflected operators
 
     def __init__(self, data, dtype=None, requires_grad=False):
@@ -68,6 +70,7 @@ class Tensor:
         self._hooks = None
         self._retain = False
         self._name = None
+        self._sym = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -83,6 +86,7 @@ class Tensor:
         t._hooks = None
         t._retain = False
         t._name = None
+        t._sym = None
         return t
 
     @classmethod
@@ -97,10 +101,12 @@ class Tensor:
     # ------------------------------------------------------------ properties
     @property
     def shape(self):
-        return Size(self._data.shape)
+        # during capture, dynamic dims are SymInts (ints with an expression)
+        return Size(self._sym if self._sym is not None else self._data.shape)
 
     def size(self, dim=None):
-        return Size(self._data.shape) if dim is None else self._data.shape[dim]
+        s = self.shape
+        return s if dim is None else s[dim]
 
     @property
     def ndim(self):
@@ -153,21 +159,29 @@ class Tensor:
 
     # ------------------------------------------------------------ conversion
     def numpy(self):
+        if _F.capture_hooks:
+            _F.data_guard(self, "numpy()")
         if self.requires_grad:
             raise AutogradError("Can't call numpy() on a tensor that requires grad. "
                                 "Use tensor.detach().numpy() instead.")
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        if _F.capture_hooks:
+            _F.data_guard(self, "conversion to a numpy array")
         return self._data if dtype is None else self._data.astype(dtype)
 
     def item(self):
+        if _F.capture_hooks:
+            _F.data_guard(self, "item()")
         if self._data.size != 1:
             raise EdgeTorchError(f"a tensor with {self._data.size} elements cannot be converted to a "
                                  "Python scalar")
         return self._data.reshape(()).item()
 
     def tolist(self):
+        if _F.capture_hooks:
+            _F.data_guard(self, "tolist()")
         return self._data.tolist()
 
     def __float__(self):
@@ -182,6 +196,8 @@ class Tensor:
         return int(self.item())
 
     def __bool__(self):
+        if _F.capture_hooks:
+            _F.data_guard(self, "bool() (an `if` or `while` on a tensor value)")
         if self._data.size != 1:
             raise EdgeTorchError(f"Boolean value of a tensor with {self._data.size} elements is "
                                  "ambiguous; use .any() or .all()")
@@ -190,6 +206,8 @@ class Tensor:
     def __len__(self):
         if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
+        if _F.capture_hooks:
+            _F.data_guard(self, "len()")
         return self._data.shape[0]
 
     def __iter__(self):
@@ -438,7 +456,7 @@ class Tensor:
     # ------------------------------------------------------------ shape
     def reshape(self, *shape):
         shape = _shape_arg(shape)
-        if shape == self._data.shape:
+        if shape == self._data.shape and not _F.capture_hooks:
             return self
         return S.reshape(self, shape=shape)
 
@@ -466,7 +484,7 @@ class Tensor:
         return self.transpose(0, 1) if self.ndim == 2 else self
 
     def squeeze(self, dim=None):
-        s = self._data.shape
+        s = self.shape
         if dim is None:
             new = tuple(d for d in s if d != 1)
         else:
@@ -478,14 +496,14 @@ class Tensor:
         n = self.ndim + 1
         if not -n <= dim < n:
             raise EdgeTorchError(f"unsqueeze: dim {dim} out of range for rank {self.ndim}")
-        s = list(self._data.shape)
+        s = list(self.shape)
         s.insert(dim % n, 1)
         return self.reshape(tuple(s))
 
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        s = self._data.shape
+        s = self.shape
         a, b = start_dim % self.ndim, end_dim % self.ndim
         n = 1
         for d in s[a:b + 1]:
@@ -493,13 +511,13 @@ class Tensor:
         return self.reshape(s[:a] + (n,) + s[b + 1:])
 
     def unflatten(self, dim, sizes):
-        s = self._data.shape
+        s = self.shape
         d = dim % self.ndim
         return self.reshape(s[:d] + tuple(sizes) + s[d + 1:])
 
     def expand(self, *shape):
         shape = _shape_arg(shape)
-        if shape == self._data.shape:
+        if shape == self._data.shape and not _F.capture_hooks:
             return self
         return S.expand(self, shape=shape)
 
@@ -515,7 +533,7 @@ class Tensor:
         if dim is None:
             return self.reshape(-1).repeat_interleave(repeats, 0)
         d = dim % self.ndim
-        s = self._data.shape
+        s = tuple(self.shape)
         x = self.unsqueeze(d + 1).expand(*(s[:d + 1] + (repeats,) + s[d + 1:]))
         return x.reshape(s[:d] + (s[d] * repeats,) + s[d + 1:])
 
@@ -534,7 +552,7 @@ class Tensor:
 
     def unbind(self, dim=0):
         d = dim % self.ndim
-        return tuple(self.narrow(d, i, 1).squeeze(d) for i in range(self._data.shape[d]))
+        return tuple(self.narrow(d, i, 1).squeeze(d) for i in range(self._data.shape[d]))  # count is static
 
     def gather(self, dim, index): return I.gather(self, index, dim=dim)
     def scatter_add(self, dim, index, src): return I.scatter_add(self, index, src, dim=dim)
@@ -552,7 +570,7 @@ class Tensor:
     def __setitem__(self, key, value):
         spec, tens = _index_spec(key)
         v = value if isinstance(value, Tensor) else self._c(value)
-        if grad_mode.is_grad_enabled() and (self.requires_grad or v.requires_grad):
+        if _F.capture_hooks or (grad_mode.is_grad_enabled() and (self.requires_grad or v.requires_grad)):
             self._check_inplace()
             out = I.index_put(self, v.to(self.dtype), *tens, index=spec)
             self._take(out)
@@ -588,6 +606,8 @@ class Tensor:
             node._in_versions = tuple(0 if t is None else t._version.v for t in ins)
         np.copyto(self._data, out._data, casting="unsafe")
         self._version.v += 1
+        for h in _F.capture_hooks:
+            h.rebind(self, out)
         if out.grad_fn is not None:
             # the node's output is now this tensor's buffer and version
             out.grad_fn._out = self._data
@@ -642,6 +662,8 @@ class Tensor:
     def zero_(self): return self.fill_(0)
 
     def fill_(self, value):
+        if _F.capture_hooks:
+            _F.data_guard(self, "fill_()/zero_() (write a new tensor instead)")
         self._check_inplace()
         self._data[...] = value
         self._version.v += 1
@@ -670,7 +692,7 @@ class Tensor:
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list, Size)):
         shape = tuple(shape[0])
-    return tuple(int(s) for s in shape)
+    return tuple(s if isinstance(s, int) else int(s) for s in shape)  # keeps SymInts
 
 
 def _index_spec(key):

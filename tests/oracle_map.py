@@ -138,5 +138,7 @@ TORCH = {
         x, w, b, stride=a.get("stride", 1), padding=a.get("padding", 0),
         output_padding=a.get("output_padding", 0), groups=a.get("groups", 1), dilation=a.get("dilation", 1)),
     "max_pool2d": _pool("max_pool2d"), "avg_pool2d": _pool("avg_pool2d"),
+    "arange": lambda end, start=0, step=1, dtype="int64": _t().arange(start, end, step, dtype=getattr(_t(), dtype)),
+    "full": lambda shape, value=0.0, dtype="float32": _t().full(shape, value, dtype=getattr(_t(), dtype)),
     "adaptive_avg_pool2d": lambda x, output_size: _F().adaptive_avg_pool2d(x, output_size),
 }

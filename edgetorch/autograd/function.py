@@ -21,6 +21,19 @@ from . import grad_mode
 # the exporter's tracer installs itself here.
 capture_hooks: list = []
 
+
+def is_tracing():
+    """True while the exporter captures a model (et.is_tracing())."""
+    return bool(capture_hooks)
+
+
+def data_guard(t, what):
+    """Called before Python reads a tensor's values; capture refuses traced ones."""
+    for h in capture_hooks:
+        g = getattr(h, "guard", None)
+        if g is not None:
+            g(t, what)
+
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

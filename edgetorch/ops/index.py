@@ -23,16 +23,86 @@ def _key(index, arrays):
     return tuple(next(it) if (isinstance(e, str) and e == SLOT) else e for e in index)
 
 
-def _dummy(shape, dtype):
-    return np.broadcast_to(np.zeros((), dtype=dtype), tuple(shape))
+def _slice_len(n, sl):
+    """Length of n[sl] in plain arithmetic (symbolic n and bounds allowed)."""
+    from ..symbolic import SymInt, sym_max, sym_min
+    start, stop, step = sl.start, sl.stop, 1 if sl.step is None else sl.step
+    if step == 0:
+        raise ShapeError("slice step cannot be zero")
+    if step < 0 or isinstance(step, SymInt):
+        return len(range(int(n))[slice(None if start is None else int(start),
+                                        None if stop is None else int(stop), int(step))])
+    start = 0 if start is None else (start + n if start < 0 else start)
+    stop = n if stop is None else (stop + n if stop < 0 else stop)
+    start = sym_min(sym_max(start, 0), n)
+    stop = sym_min(sym_max(stop, 0), n)
+    return sym_max((stop - start + step - 1) // step, 0)
 
 
 def _getitem_meta(x, *idx, index):
-    # a bool mask's result length depends on its data: the rule gives the
-    # upper bound (every element selected)
-    key = _key(index, [np.ones(i.shape, dtype=i.dtype) if i.dtype == np.bool_ else np.zeros(i.shape, dtype=i.dtype)
-                       for i in idx])
-    return TensorMeta(_dummy(x.shape, x.dtype)[key].shape, x.dtype)
+    """numpy's indexing rules: basic indices in order; advanced (tensor) indices
+    broadcast together and go where the first one is when they are adjacent,
+    else to the front.  A bool mask's length depends on data: the rule gives
+    the upper bound (every element selected)."""
+    from .registry import broadcast_shapes, numel
+    shape = tuple(x.shape)
+    items = list(index)
+    metas = iter(idx)
+    tens = {}
+    used = 0
+    for k, e in enumerate(items):
+        if isinstance(e, str) and e == SLOT:
+            m = next(metas)
+            tens[k] = m
+            used += len(m.shape) if np.dtype(m.dtype) == np.bool_ else 1
+        elif e is not None and e is not Ellipsis:
+            used += 1
+    if used > len(shape):
+        raise ShapeError(f"too many indices ({used}) for a tensor of rank {len(shape)}")
+    ell = [k for k, e in enumerate(items) if e is Ellipsis]
+    fill = [slice(None)] * (len(shape) - used)
+    if ell:
+        items = items[:ell[0]] + fill + items[ell[0] + 1:]
+        tens = {(k if k < ell[0] else k + len(fill) - 1): m for k, m in tens.items()}
+    else:
+        items = items + fill
+    has_adv = bool(tens)
+    out, adv, adv_at, last, apart, dim = [], [], None, None, False, 0
+    for k, e in enumerate(items):
+        is_adv = k in tens or (has_adv and isinstance(e, int))
+        if is_adv:
+            if adv_at is None:
+                adv_at = len(out)
+            elif last != k - 1:
+                apart = True
+            last = k
+        if k in tens:
+            m = tens[k]
+            if np.dtype(m.dtype) == np.bool_:
+                adv.append((numel(m.shape),))
+                dim += len(m.shape)
+            else:
+                adv.append(tuple(m.shape))
+                dim += 1
+        elif e is None:
+            out.append(1)
+        elif isinstance(e, int):
+            n = shape[dim]
+            if isinstance(n, int) and not isinstance(e, bool) and not (-n <= e < n) and type(n) is int:
+                raise ShapeError(f"index {e} is out of bounds for dim {dim} of size {n}")
+            if has_adv:
+                adv.append(())
+            dim += 1
+        elif isinstance(e, slice):
+            out.append(_slice_len(shape[dim], e))
+            dim += 1
+        else:
+            raise ShapeError(f"unsupported index item {e!r}")
+    if adv:
+        b = broadcast_shapes(*adv)
+        pos = 0 if apart else adv_at
+        out = out[:pos] + list(b) + out[pos:]
+    return TensorMeta(tuple(out), x.dtype)
 
 
 def _getitem_samples(rng):
@@ -45,6 +115,9 @@ def _getitem_samples(rng):
         Sample((x, np.array([[0, 2], [1, 1]]), np.array([4, 0])), dict(index=(slice(None), SLOT, SLOT)),
                nondiff=(1, 2), note="two advanced, broadcast"),
         Sample((x, np.ones((4, 5), dtype=bool)), dict(index=(SLOT,)), nondiff=(1,), note="bool mask all"),
+        Sample((x, np.array([1, 0]), np.array([[2], [5]])), dict(index=(SLOT, slice(1, 4), SLOT)), nondiff=(1, 2),
+               note="advanced apart -> front"),
+        Sample((x, np.array([3, 1])), dict(index=(0, slice(None), SLOT)), nondiff=(1,), note="int + advanced"),
         Sample((x, rng.random((4, 5)) > 0.5), dict(index=(SLOT, slice(1, 3))), nondiff=(1,),
                note="bool mask, data-dependent"),
     ]

@@ -1,0 +1,4 @@
+"""Exporter errors (defined with the others in edgetorch._errors)."""
+from edgetorch._errors import ExportError
+
+__all__ = ["ExportError"]
