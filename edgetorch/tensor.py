@@ -575,8 +575,11 @@ class Tensor:
             out = I.index_put(self, v.to(self.dtype), *tens, index=spec)
             self._take(out)
         else:
-            key2 = I._key(spec, [t._data for t in tens])
-            self._data[key2] = v._data
+            k1, k2 = I._split_key(spec, [t._data for t in tens])
+            if k2 is None:
+                self._data[k1] = v._data
+            else:
+                self._data[k1][k2] = v._data
             self._version.v += 1
 
     # ------------------------------------------------------------ in-place

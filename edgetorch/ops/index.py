@@ -23,6 +23,33 @@ def _key(index, arrays):
     return tuple(next(it) if (isinstance(e, str) and e == SLOT) else e for e in index)
 
 
+def _split_key(index, arrays):
+    """torch's rule: integer indices act as basic indexing, before tensor indices.
+
+    numpy instead counts ints as advanced when tensors are present (which moves
+    the result dims), so a key mixing both is applied in two steps: the basic
+    part (a view), then the tensor part on what is left.
+    """
+    has_t = any(isinstance(e, str) and e == SLOT for e in index)
+    if not has_t or not any(isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in index):
+        return _key(index, arrays), None
+    it = iter(arrays)
+    k1, k2 = [], []
+    for e in index:
+        if isinstance(e, str) and e == SLOT:
+            k1.append(slice(None))
+            k2.append(next(it))
+        elif isinstance(e, (int, np.integer)):
+            k1.append(e)
+        elif e is None:
+            k1.append(None)
+            k2.append(slice(None))
+        else:
+            k1.append(e)
+            k2.append(Ellipsis if e is Ellipsis else slice(None))
+    return tuple(k1), tuple(k2)
+
+
 def _slice_len(n, sl):
     """Length of n[sl] in plain arithmetic (symbolic n and bounds allowed)."""
     from ..symbolic import SymInt, sym_max, sym_min
@@ -66,10 +93,9 @@ def _getitem_meta(x, *idx, index):
         tens = {(k if k < ell[0] else k + len(fill) - 1): m for k, m in tens.items()}
     else:
         items = items + fill
-    has_adv = bool(tens)
     out, adv, adv_at, last, apart, dim = [], [], None, None, False, 0
     for k, e in enumerate(items):
-        is_adv = k in tens or (has_adv and isinstance(e, int))
+        is_adv = k in tens  # ints are basic indices (torch), not advanced (numpy)
         if is_adv:
             if adv_at is None:
                 adv_at = len(out)
@@ -90,8 +116,6 @@ def _getitem_meta(x, *idx, index):
             n = shape[dim]
             if isinstance(n, int) and not isinstance(e, bool) and not (-n <= e < n) and type(n) is int:
                 raise ShapeError(f"index {e} is out of bounds for dim {dim} of size {n}")
-            if has_adv:
-                adv.append(())
             dim += 1
         elif isinstance(e, slice):
             out.append(_slice_len(shape[dim], e))
@@ -126,7 +150,8 @@ def _getitem_samples(rng):
 @op(meta=_getitem_meta, samples=_getitem_samples)
 def getitem(x, *idx, index):
     """x[index]; tensor indices are inputs, the rest of the key is an attribute."""
-    return x[_key(index, idx)]
+    k1, k2 = _split_key(index, idx)
+    return x[k1] if k2 is None else x[k1][k2]
 
 
 @getitem.grad
@@ -152,11 +177,12 @@ def _index_put_samples(rng):
 def index_put(base, values, *idx, index, accumulate=False):
     """A copy of `base` with `base[index] = values` (or += with repeats summed)."""
     out = np.array(base, copy=True)
-    key = _key(index, idx)
+    k1, k2 = _split_key(index, idx)
+    target, key = (out, k1) if k2 is None else (out[k1], k2)   # out[k1] is a view
     if accumulate:
-        np.add.at(out, key, values)
+        np.add.at(target, key, values)
     else:
-        out[key] = values
+        target[key] = values
     return out
 
 
