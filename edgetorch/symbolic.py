@@ -43,9 +43,24 @@ def _expr(v):
     return ("const", int(v))
 
 
+def _offset(e):
+    """(base, c) when e is base + c with a constant c, else (e, 0)."""
+    if e[0] == "add" and e[2][0] == "const":
+        return e[1], e[2][1]
+    if e[0] == "sub" and e[2][0] == "const":
+        return e[1], -e[2][1]
+    return e, 0
+
+
 def _simplify(op, a, b):
     if a[0] == "const" and b[0] == "const":
         return ("const", _OPS[op](a[1], b[1]))
+    if op in ("add", "sub") and b[0] == "const" and a[0] != "const":
+        base, c = _offset(a)
+        c = c + b[1] if op == "add" else c - b[1]
+        if c == 0:
+            return base
+        return ("add", base, ("const", c)) if c > 0 else ("sub", base, ("const", -c))
     if op == "add" and b == ("const", 0):
         return a
     if op == "add" and a == ("const", 0):

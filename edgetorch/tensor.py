@@ -12,6 +12,7 @@ from .autograd import function as _F
 from .autograd.function import Version
 from .ops import conv as _conv  # noqa: F401  (registers the family)
 from .ops import creation as _creation  # noqa: F401
+from .ops import fused as _fused  # noqa: F401
 from .ops import elementwise as E
 from .ops import index as I
 from .ops import linalg as L
@@ -709,7 +710,7 @@ def _index_spec(key):
                 spec.append(int(k._data))
                 continue
             spec.append(SLOT)
-            tens.append(k.detach())
+            tens.append(k)  # the tensor itself, so capture sees the traced index
         elif isinstance(k, (list, np.ndarray)):
             arr = np.asarray(k)
             if arr.dtype.kind not in "iub":

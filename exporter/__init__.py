@@ -1,17 +1,22 @@
-"""edgetorch.exporter: capture, passes, quantization and serialization (.etp).
+"""edgetorch.exporter: capture eager models into programs, optimize them,
+plan memory and write the .etp format.
 
-Arrives with the exporter issue; `edgetorch.export` resolves here lazily.
+    from edgetorch.exporter import Dim
+    ep = edgetorch.export(model, (x,), dynamic_shapes={"x": {0: Dim("batch", max=64)}})
+    print(ep.graph)          # the IR, one node per line
+    ep.module()(x)           # runs the graph with eager ops
+    ep.save("model.etp")
 """
-from edgetorch._errors import EdgeTorchError
+from edgetorch.symbolic import Dim
+
+from .capture import export, export_methods
+from .errors import ExportError
+from .program import ExportedProgram
+
+__all__ = ["Dim", "ExportError", "ExportedProgram", "export", "export_methods", "read"]
 
 
-class ExportError(EdgeTorchError):
-    """Capture met something it cannot record faithfully."""
-
-
-def export(*args, **kwargs):
-    raise ExportError("edgetorch.export is not implemented yet (exporter issue)")
-
-
-def export_methods(*args, **kwargs):
-    raise ExportError("edgetorch.export_methods is not implemented yet (exporter issue)")
+def read(path_or_bytes):
+    """Parse a .etp file into a ProgramInfo (methods, values, constants, plan, metadata)."""
+    from edgetorch.schemas.reader import read as _read
+    return _read(path_or_bytes)

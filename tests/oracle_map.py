@@ -98,6 +98,12 @@ def _pad(x, pad, value=0.0):
     return _F().pad(x, pad, value=value)
 
 
+def _act(y, a):
+    if a == "gelu_tanh":
+        return _F().gelu(y, approximate="tanh")
+    return getattr(_F(), a)(y) if a in ("relu", "silu", "gelu") else getattr(_t(), a)(y)
+
+
 TORCH = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
     "div": lambda a, b: a / b, "pow": lambda a, b: a ** b,
@@ -140,5 +146,7 @@ TORCH = {
     "max_pool2d": _pool("max_pool2d"), "avg_pool2d": _pool("avg_pool2d"),
     "arange": lambda end, start=0, step=1, dtype="int64": _t().arange(start, end, step, dtype=getattr(_t(), dtype)),
     "full": lambda shape, value=0.0, dtype="float32": _t().full(shape, value, dtype=getattr(_t(), dtype)),
+    "fused_linear": lambda x, w, b=None, activation=None: _act(_F().linear(x, w, b), activation),
+    "fused_conv2d": lambda x, w, b=None, activation=None, **a: _act(_F().conv2d(x, w, b, **_conv_kw(a)), activation),
     "adaptive_avg_pool2d": lambda x, output_size: _F().adaptive_avg_pool2d(x, output_size),
 }

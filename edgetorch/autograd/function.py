@@ -35,14 +35,19 @@ def data_guard(t, what):
             g(t, what)
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Library code that a "user's line" never points into: the frontend's
+# machinery (not edgetorch/models, whose forwards are model code) and the
+# exporter, which adds itself here.
+SKIP_DIRS = [_PKG_DIR + os.sep]
+KEEP_DIRS = [os.path.join(_PKG_DIR, "models") + os.sep]
 
 
 def user_frame():
-    """(file, line) of the innermost stack frame outside edgetorch's frontend."""
+    """(file, line) of the innermost stack frame in user (or reference model) code."""
     f = sys._getframe(1)
     while f is not None:
         fn = f.f_code.co_filename
-        if not fn.startswith(_PKG_DIR):
+        if not any(fn.startswith(d) for d in SKIP_DIRS) or any(fn.startswith(d) for d in KEEP_DIRS):
             return fn, f.f_lineno
         f = f.f_back
     return None, None
