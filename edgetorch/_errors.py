@@ -31,3 +31,11 @@ class StateDictError(EdgeTorchError, KeyError):
 
 class ExportError(EdgeTorchError):
     """Capture met something it cannot record faithfully; names the user's line."""
+
+
+class ProgramError(EdgeTorchError):
+    """A program file is malformed, unsupported or fails verification."""
+
+
+class InputError(EdgeTorchError, ValueError):
+    """A call passed inputs that do not match the method's signature."""

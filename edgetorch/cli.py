@@ -2,6 +2,7 @@
 
     edgetorch --version
     edgetorch ops [--family F]      the op registry as a table, generated from the code
+    edgetorch inspect m.etp [--graph]
 """
 from __future__ import annotations
 
@@ -43,6 +44,19 @@ def cmd_ops(args):
     return 0
 
 
+def cmd_inspect(args):
+    from edgetorch._errors import ProgramError
+    from edgetorch.schemas.describe import summary
+    from edgetorch.schemas.reader import read
+    try:
+        info = read(args.program)
+    except ProgramError as e:
+        print(f"edgetorch inspect: {args.program}: {e}", file=sys.stderr)
+        return 2
+    print(summary(info, args.program, graph=args.graph))
+    return 0
+
+
 def build_parser():
     import edgetorch
     p = argparse.ArgumentParser(prog="edgetorch", description="edgetorch: eager frontend, exporter and runtime")
@@ -51,6 +65,10 @@ def build_parser():
     o = sub.add_parser("ops", help="print the op registry as a table")
     o.add_argument("--family", help="only ops of this family (elementwise, reduce, linalg, shape, index, nn, conv)")
     o.set_defaults(func=cmd_ops)
+    i = sub.add_parser("inspect", help="print what a .etp program holds")
+    i.add_argument("program", help="path to a .etp file")
+    i.add_argument("--graph", action="store_true", help="also print every method's instruction list")
+    i.set_defaults(func=cmd_inspect)
     return p
 
 
