@@ -316,14 +316,21 @@ def sum_to(g, shape):
     return E.sum_to(g, shape)
 
 
+def _unregistered(x, name):
+    if _AF.capture_hooks:
+        _AF.data_guard(x, f"{name} (an op with no registry entry, so it cannot be exported)")
+
+
 def cumsum(x, dim):
     # no registry op yet: computed without autograd
+    _unregistered(x, "cumsum")
     if x.requires_grad:
         raise EdgeTorchError("cumsum has no backward yet")
     return Tensor._wrap(np.cumsum(x._data, axis=dim))
 
 
 def multinomial(probs, num_samples, generator=None):
+    _unregistered(probs, "multinomial")
     p = np.asarray(probs._data, dtype=np.float64)
     p = p / p.sum(-1, keepdims=True)
     rng = _rng(generator)
@@ -333,6 +340,7 @@ def multinomial(probs, num_samples, generator=None):
 
 
 def topk(x, k, dim=-1, largest=True):
+    _unregistered(x, "topk")
     a = x._data
     idx = np.argsort(-a if largest else a, axis=dim, kind="stable")
     idx = np.take(idx, np.arange(k), axis=dim)

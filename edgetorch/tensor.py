@@ -207,8 +207,8 @@ class Tensor:
     def __len__(self):
         if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        if _F.capture_hooks:
-            _F.data_guard(self, "len()")
+        if _F.capture_hooks and self._sym is not None and type(self._sym[0]) is not int:
+            _F.data_guard(self, "len() of a dynamic dim (use x.shape[0], which stays symbolic)")
         return self._data.shape[0]
 
     def __iter__(self):

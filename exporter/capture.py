@@ -204,7 +204,59 @@ def trace_method(model, fn, name, args, kwargs, dynamic_shapes, dim_objs):
     return g
 
 
-def export_methods(model, methods, optimize=True, metadata=None):
+def _resize(a, shape):
+    """An input of a new shape built from the example's values (so token ids stay valid)."""
+    return np.resize(a, shape).astype(a.dtype)
+
+
+def verify_dynamic(ep, model, methods):
+    """Run each method with dynamic dims at their min, middle and max against eager.
+
+    Catches specializations the capture could not see (a size used as a
+    Python constant, broadcasting at size 1). Raises ExportError on a mismatch.
+    """
+    from .program import bind_dims
+    for mname, (fn, args, dyn, kw) in methods.items():
+        g = ep.graphs[mname]
+        if not g.dims:
+            continue
+        for pick in ("min", "mid", "max"):
+            sizes = {i: d.min if pick == "min" else d.max if pick == "max" else (d.min + d.max) // 2
+                     for i, d in enumerate(g.dims)}
+            new_args = list(args)
+            arrays = []
+            ti = 0
+            for k, a in enumerate(args):
+                if isinstance(a, Tensor):
+                    v = g.inputs[ti]
+                    ti += 1
+                    shape = tuple(sizes[d.expr[1]] if isinstance(d, SymInt) else d for d in v.shape)
+                    new_args[k] = Tensor._wrap(_resize(a._data, shape))
+                    arrays.append(new_args[k]._data)
+            bind_dims(g, arrays)
+            saved = [(b, b._data.copy()) for _, b in model.named_buffers()] if model is not None else []
+            mod = ep.module()
+            try:
+                with grad_mode.no_grad():
+                    want = fn(*new_args, **(kw or {}))
+                got = mod.run(mname, *[Tensor._wrap(a) for a in arrays])
+            except Exception as e:
+                raise ExportError(f"method {mname!r} failed at the {pick} dynamic sizes "
+                                  f"{ {g.dims[i].name: n for i, n in sizes.items()} }: {type(e).__name__}: {e}") from e
+            finally:
+                for b, data in saved:
+                    np.copyto(b._data, data)
+            want = [t for _, t in _flatten_outputs(want)]
+            got = got if isinstance(got, tuple) else (got,)
+            for i, (w_, g_) in enumerate(zip(want, got)):
+                if w_._data.shape != g_._data.shape or not np.allclose(w_._data, g_._data, rtol=1e-4, atol=1e-4):
+                    raise ExportError(
+                        f"method {mname!r} output {i} differs from eager at the {pick} dynamic sizes "
+                        f"{ {g.dims[i2].name: n for i2, n in sizes.items()} } (shapes {g_._data.shape} vs "
+                        f"{w_._data.shape}): the model probably uses a size as a Python constant")
+
+
+def export_methods(model, methods, optimize=True, metadata=None, verify=True):
     """Capture several methods of one model into one program sharing constants.
 
     methods: {name: (fn, args) | (fn, args, dynamic_shapes) | (fn, args, dynamic_shapes, kwargs)};
@@ -217,6 +269,7 @@ def export_methods(model, methods, optimize=True, metadata=None):
     from .program import ExportedProgram
     graphs = {}
     dims = []
+    norm = {}
     for mname, spec in methods.items():
         spec = tuple(spec)
         if len(spec) < 2:
@@ -228,17 +281,21 @@ def export_methods(model, methods, optimize=True, metadata=None):
             args = (args,)
         fn = fn.forward if hasattr(fn, "forward") and not inspect.ismethod(fn) and not inspect.isfunction(fn) else fn
         graphs[mname] = trace_method(model, fn, mname, args, kw, dyn, dims)
+        norm[mname] = (fn, args, dyn, kw)
     ep = ExportedProgram(graphs, metadata=dict(metadata or {}))
-    if optimize:
-        ep = ep.transform(default_pipeline(optimize))
+    ep = ep.transform(default_pipeline(optimize))
+    if verify:
+        verify_dynamic(ep, model, norm)
     return ep
 
 
-def export(model, args, kwargs=None, dynamic_shapes=None, method="forward", optimize=True, metadata=None):
+def export(model, args, kwargs=None, dynamic_shapes=None, method="forward", optimize=True, metadata=None,
+           verify=True):
     """Capture `model` on example `args` into an ExportedProgram (torch.export style).
 
     dynamic_shapes: {arg_name: {axis: Dim("seq", min=1, max=2048)}}.
-    optimize: True runs every pass; a list of pass names runs those; False none.
+    optimize: True runs every pass; a list of pass names runs those; False only dead-code removal.
+    verify: with dynamic dims, run the program at their min, middle and max sizes against eager.
 
     >>> ep = edgetorch.export(model, (x,), dynamic_shapes={"x": {0: Dim("batch", max=64)}})
     >>> print(ep.graph); ep.save("model.etp")
@@ -247,4 +304,4 @@ def export(model, args, kwargs=None, dynamic_shapes=None, method="forward", opti
         args = (args,)
     fn = model if method == "forward" else getattr(model, method)
     return export_methods(model, {method: (fn, args, dynamic_shapes, kwargs)}, optimize=optimize,
-                          metadata=metadata)
+                          metadata=metadata, verify=verify)

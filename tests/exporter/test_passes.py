@@ -1,0 +1,90 @@
+"""Each pass alone keeps numerics and does what it says."""
+import numpy as np
+
+import edgetorch as et
+from edgetorch import nn
+from edgetorch.exporter.passes import PASSES
+from edgetorch.models import ResNet
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 5)
+        self.register_buffer("scale", et.full((5,), 2.0))
+
+    def forward(self, x):
+        y = self.bn(self.conv(x)).relu()
+        y = y.mean(dim=(2, 3))
+        a = self.fc(y).relu()
+        b = self.fc(y).relu()                      # common subexpression
+        dead = (a * 100).sum()                     # dead code
+        c = a.reshape(a.shape[0], 5) + b * (self.scale * 0.5)   # no-op view; foldable constant
+        return c.to(et.float32)
+
+
+def _toy():
+    et.manual_seed(0)
+    m = Toy()
+    with et.no_grad():
+        m(et.randn(4, 3, 6, 6))   # running stats
+    return m.eval()
+
+
+def _check(names):
+    m = _toy()
+    x = et.randn(2, 3, 6, 6)
+    raw = et.export(m, (x,), optimize=False)
+    ep = et.export(m, (x,), optimize=names)
+    with et.no_grad():
+        want = m(x).numpy()
+    np.testing.assert_allclose(ep.module()(x).numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(raw.module()(x).numpy(), want, atol=1e-5)
+    return raw, ep
+
+
+def _ops(ep):
+    return [n.op for n in ep.graph.nodes]
+
+
+def test_dce_removes_unused_work():
+    raw, ep = _check(["dce"])
+    assert "sum" not in _ops(ep) and "sum" not in _ops(raw)   # dce always runs
+    assert ep.graph.constants
+
+
+def test_cse_merges_duplicates():
+    raw, ep = _check(["cse", "dce"])
+    assert _ops(raw).count("linear") == 2 and _ops(ep).count("linear") == 1
+
+
+def test_constant_folding():
+    raw, ep = _check(["fold_constants"])
+    assert _ops(raw).count("mul") == 2 and _ops(ep).count("mul") == 1
+
+
+def test_noop_views_removed():
+    raw, ep = _check(["remove_noop_views", "dce"])
+    assert "reshape" in _ops(raw) and "reshape" not in _ops(ep) and "to" not in _ops(ep)
+
+
+def test_conv_bn_folding_and_activation_fusion():
+    raw, ep = _check(["fold_conv_bn", "fuse_bias_activation", "dce"])
+    assert "batch_norm" in _ops(raw) and "batch_norm" not in _ops(ep)
+    assert "fused_conv2d" in _ops(ep) and "fused_linear" in _ops(ep) and "relu" not in _ops(ep)
+
+
+def test_all_passes_on_resnet_keep_numerics():
+    et.manual_seed(0)
+    r = ResNet()
+    with et.no_grad():
+        r(et.randn(4, 3, 32, 32))
+    r.eval()
+    x = et.randn(2, 3, 32, 32)
+    ep = et.export(r, (x,))
+    with et.no_grad():
+        np.testing.assert_allclose(ep.module()(x).numpy(), r(x).numpy(), atol=1e-5)
+    assert set(PASSES) >= {"dce", "cse", "fold_constants", "fold_conv_bn", "fuse_bias_activation",
+                           "remove_noop_views"}
