@@ -139,12 +139,14 @@ class ExportedProgram:
         from .serialize import to_bytes
         return to_bytes(self, **kw)
 
-    def save(self, path, **kw):
+    def save(self, path):
         """Write the program as a .etp file; returns the number of bytes written."""
-        data = self.to_bytes(**kw)
+        from edgetorch.schemas.writer import write_to
+
+        from .serialize import lower
+        info = lower(self)
         with open(path, "wb") as f:
-            f.write(data)
-        return len(data)
+            return write_to(info, f)
 
     def __str__(self):
         return "\n\n".join(str(g) for g in self.graphs.values())

@@ -1,14 +1,14 @@
 """Lower an ExportedProgram to the file description (ProgramInfo) and bytes."""
 from __future__ import annotations
 
-import hashlib
 import os
+import zlib
 
 import numpy as np
 
 from edgetorch import __version__
 from edgetorch.schemas import format as F
-from edgetorch.schemas.writer import write
+from edgetorch.schemas.writer import byte_view, write
 from edgetorch.symbolic import SymInt
 
 from .errors import ExportError
@@ -44,9 +44,12 @@ class _Constants:
     def add(self, name, arr):
         if id(arr) in self.by_id:
             return self.by_id[id(arr)]
-        a = np.ascontiguousarray(arr)
-        key = (F.dtype_name(a.dtype), a.shape, hashlib.blake2b(a.view(np.uint8).reshape(-1) if a.size else b"",
-                                                                digest_size=16).digest())
+        a = arr if arr.flags.c_contiguous else np.array(arr, order="C")
+        # content key: CRC-32 is several times faster than a cryptographic hash;
+        # a CRC match is confirmed by comparing the bytes
+        key = (F.dtype_name(a.dtype), a.shape, zlib.crc32(byte_view(a)) if a.size else 0)
+        if key in self.by_key and not np.array_equal(byte_view(self.arrays[self.by_key[key]]), byte_view(a)):
+            key = key + (len(self.infos),)
         if key not in self.by_key:
             self.by_key[key] = len(self.infos)
             self.infos.append(F.ConstantInfo(name, key[0], tuple(a.shape)))

@@ -240,15 +240,41 @@ def layout_constants(info: F.ProgramInfo):
     return off
 
 
+def byte_view(a):
+    """A flat uint8 view of an array's bytes (any dtype, including bfloat16 and 0-d)."""
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+def _segment_checksum(info, seg_size):
+    crc, pos = 0, 0
+    for c, a in zip(info.constants, info.arrays):
+        if c.offset > pos:
+            crc = zlib.crc32(bytes(c.offset - pos), crc)
+        crc = zlib.crc32(byte_view(a), crc)
+        pos = c.offset + c.nbytes
+    if seg_size > pos:
+        crc = zlib.crc32(bytes(seg_size - pos), crc)
+    return crc
+
+
 def write(info: F.ProgramInfo) -> bytes:
     """The .etp bytes of `info` (info.arrays holds one array per constant)."""
+    import io
+    buf = io.BytesIO()
+    write_to(info, buf)
+    return buf.getvalue()
+
+
+def write_to(info: F.ProgramInfo, f) -> int:
+    """Stream the program into a binary file object; returns the bytes written.
+
+    Constants go from their arrays straight to the file (no intermediate copy
+    of the segment), so saving runs near the speed of the disk.
+    """
     if len(info.arrays) != len(info.constants):
         raise ValueError("ProgramInfo.arrays must hold one array per constant")
     seg_size = layout_constants(info)
-    segment = bytearray(seg_size)
-    for c, a in zip(info.constants, info.arrays):
-        segment[c.offset:c.offset + c.nbytes] = np.ascontiguousarray(a).tobytes()
-    info.constant_checksum = zlib.crc32(segment)
+    info.constant_checksum = _segment_checksum(info, seg_size)
     w = _W()
     b = w.b
     ops = sorted({i.op for m in info.methods for i in m.instructions})
@@ -324,7 +350,15 @@ def write(info: F.ProgramInfo) -> bytes:
     fb_size = len(fb) + F.HEADER_SIZE
     seg_off = align(fb_size)
     header = F.HEADER.pack(F.HEADER_MAGIC, F.HEADER_SIZE, fb_size, seg_off, seg_size)
-    out = bytearray(root_off.to_bytes(4, "little") + fb[4:8] + header + fb[8:])
-    out += bytes(seg_off - len(out))
-    out += segment
-    return bytes(out)
+    f.write(root_off.to_bytes(4, "little") + fb[4:8] + header)
+    f.write(memoryview(fb)[8:])
+    f.write(bytes(seg_off - fb_size))
+    pos = 0
+    for c, a in zip(info.constants, info.arrays):
+        if c.offset > pos:
+            f.write(bytes(c.offset - pos))
+        f.write(byte_view(a))
+        pos = c.offset + c.nbytes
+    if seg_size > pos:
+        f.write(bytes(seg_size - pos))
+    return seg_off + seg_size

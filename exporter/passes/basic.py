@@ -76,7 +76,7 @@ def fold_constants(g: Graph, max_growth=4, small=1 << 16) -> Graph:
                 args = [None if v is None else Tensor._wrap(v.data) for v in n.inputs]
                 res = REGISTRY[n.op](*args, **n.attrs)._data
                 cv = Value(n.output.name, res.dtype, tuple(res.shape), "const",
-                           data=np.ascontiguousarray(res))
+                           data=np.array(res, order="C"))
                 g.constants[f"__fold_{n.output.name}"] = cv
                 replace_uses(g, n.output, cv)
                 continue

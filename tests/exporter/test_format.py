@@ -154,3 +154,19 @@ def test_inspect_cli(tmp_path, capsys):
         assert needle in out, needle
     (tmp_path / "bad.etp").write_bytes(b"garbage" * 20)
     assert main(["inspect", str(tmp_path / "bad.etp")]) == 2
+
+
+def test_scalar_and_bfloat16_constants_keep_shape_and_dtype():
+    class M(et.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("s", et.tensor(2.0))
+            self.register_buffer("w", et.ones(3).to(et.bfloat16))
+
+        def forward(self, x):
+            return x * self.s * self.w.float()
+
+    info = read(et.export(M(), (et.ones(3),), optimize=["dce"]).to_bytes())
+    got = {c.name: (c.dtype, c.shape) for c in info.constants}
+    assert got == {"s": ("float32", ()), "w": ("bfloat16", (3,))}
+    np.testing.assert_array_equal(ReferenceProgram(info).run("forward", np.ones(3, np.float32))[0], [2, 2, 2])
