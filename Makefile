@@ -24,3 +24,4 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/eager_bench.py
+	$(PY) bench/export_bench.py
