@@ -170,3 +170,33 @@ def test_scalar_and_bfloat16_constants_keep_shape_and_dtype():
     got = {c.name: (c.dtype, c.shape) for c in info.constants}
     assert got == {"s": ("float32", ()), "w": ("bfloat16", (3,))}
     np.testing.assert_array_equal(ReferenceProgram(info).run("forward", np.ones(3, np.float32))[0], [2, 2, 2])
+
+
+def _reference_programs():
+    from edgetorch.models import Encoder, ResNet
+
+    from .test_capture import small_bert
+    et.manual_seed(0)
+    m = MLP().eval()
+    yield "mlp", m, et.export(m, (et.randn(2, 784),), dynamic_shapes={"x": {0: Dim("batch", max=64)}}), \
+        [(et.randn(5, 784),)]
+    r = ResNet().eval()
+    yield "resnet", r, et.export(r, (et.randn(2, 3, 32, 32),)), [(et.randn(2, 3, 32, 32),)]
+    e = Encoder(small_bert()).eval()
+    b, s = Dim("batch", max=8), Dim("seq", max=40)
+    yield "encoder", e, et.export(e, (et.randint(1, 97, (2, 5)), et.ones(2, 5, dtype="int64")),
+                                  dynamic_shapes={"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}}), \
+        [(et.randint(1, 97, (3, 9)), et.ones(3, 9, dtype="int64"))]
+
+
+@pytest.mark.parametrize("name,model,ep,calls", list(_reference_programs()), ids=lambda x: x if isinstance(x, str) else "")
+def test_reference_models_round_trip(name, model, ep, calls, tmp_path):
+    ep.save(tmp_path / "m.etp")
+    data = (tmp_path / "m.etp").read_bytes()
+    info = read(tmp_path / "m.etp")
+    assert write(info) == data
+    ref = ReferenceProgram(info)
+    for args in calls:
+        with et.no_grad():
+            want = model(*args).numpy()
+        np.testing.assert_allclose(ref.run("forward", *[a.numpy() for a in args])[0], want, atol=1e-5)
