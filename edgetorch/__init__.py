@@ -6,32 +6,20 @@ to a self-contained `.etp` program, run them with a lean Numba runtime.
     loss = model(et.randn(8, 4)).pow(2).mean()
     loss.backward()
 
-Only the frontend core (Tensor, ops, autograd) is imported here; `nn`,
-`optim`, `utils`, `models` and the exporter load on first use.
+Names load on first use: `import edgetorch.runtime` on a device pulls in
+the runtime alone; the frontend (Tensor, ops, autograd) loads when one of its
+names is first touched, `nn`, `optim`, `utils`, `models` and the exporter
+when they are.
 """
 import importlib
 
-from ._errors import AutogradError, DTypeError, EdgeTorchError, ExportError, ShapeError, StateDictError
-from .dtypes import (bfloat16, bool_, double, dtype, float, float16, float32, float64, half, int,
-                     int8, int16, int32, int64, long, uint8)
-from .dtypes import bool_ as bool  # noqa: A001
-from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
-from .random import Generator, manual_seed, seed
-from .tensor import Size, Tensor
-from .autograd.function import is_tracing
-from .functional import *  # noqa: F401,F403
-from .functional import (arange, as_tensor, cat, chunk, einsum, empty, empty_like, eye, from_numpy,
-                         full, full_like, linspace, ones, ones_like, rand, rand_like, randint, randn,
-                         randn_like, randperm, split, stack, tensor, where, zeros, zeros_like)
-
-from .functional import METHOD_FUNCTIONS as _MF
-
-globals().update(_MF)
-del _MF
+from ._errors import (AutogradError, DTypeError, EdgeTorchError, ExportError, InputError, ProgramError,
+                      ShapeError, StateDictError)
 
 __version__ = "0.1.0"
 
-_LAZY = {"nn", "optim", "utils", "models", "autograd", "serialization", "exporter", "runtime", "cli", "quant"}
+_LAZY = {"nn", "optim", "utils", "models", "autograd", "serialization", "exporter", "runtime", "cli", "ops",
+         "symbolic", "functional", "dtypes", "quant"}
 
 
 def __getattr__(name):
@@ -41,4 +29,15 @@ def __getattr__(name):
         return getattr(importlib.import_module(f"{__name__}.serialization"), name)
     if name in ("export", "export_methods"):
         return getattr(importlib.import_module(f"{__name__}.exporter"), name)
-    raise AttributeError(f"module 'edgetorch' has no attribute {name!r}")
+    front = importlib.import_module(f"{__name__}._frontend")
+    try:
+        value = getattr(front, name)
+    except AttributeError:
+        raise AttributeError(f"module 'edgetorch' has no attribute {name!r}") from None
+    globals()[name] = value   # later lookups skip this function
+    return value
+
+
+def __dir__():
+    front = importlib.import_module(f"{__name__}._frontend")
+    return sorted(set(globals()) | set(dir(front)) | _LAZY)

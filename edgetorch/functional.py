@@ -14,7 +14,7 @@ from .ops import reduce as R
 from .ops import shape as S
 from .autograd import function as _AF
 from .random import _rng
-from .tensor import Tensor, _shape_arg
+from ._tensor import Tensor, _shape_arg
 
 _MinMax = namedtuple("_MinMax", ["values", "indices"])
 
@@ -307,7 +307,7 @@ def is_tensor(x):
 
 
 def index_put(x, indices, values, accumulate=False):
-    from .tensor import _index_spec
+    from ._tensor import _index_spec
     spec, tens = _index_spec(tuple(indices))
     return I.index_put(x, values, *tens, index=spec, accumulate=accumulate)
 

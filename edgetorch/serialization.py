@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from ._errors import EdgeTorchError
-from .tensor import Tensor
+from ._tensor import Tensor
 
 
 def _flatten(obj):

@@ -17,7 +17,7 @@ from edgetorch.autograd import function as AF
 from edgetorch.autograd import grad_mode
 from edgetorch.ops.registry import TensorMeta
 from edgetorch.symbolic import Dim, SymInt
-from edgetorch.tensor import Tensor
+from edgetorch._tensor import Tensor
 
 from .errors import ExportError
 from .graph import Graph, Value

@@ -8,7 +8,7 @@ import numpy as np
 from edgetorch._errors import ShapeError
 from edgetorch.ops.registry import REGISTRY
 from edgetorch.symbolic import SymInt, evaluate
-from edgetorch.tensor import Tensor
+from edgetorch._tensor import Tensor
 
 from .graph import Graph
 

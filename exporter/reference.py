@@ -12,7 +12,7 @@ from edgetorch._errors import ProgramError, ShapeError
 from edgetorch.ops.registry import REGISTRY
 from edgetorch.schemas.format import DimE
 from edgetorch.symbolic import evaluate
-from edgetorch.tensor import Tensor
+from edgetorch._tensor import Tensor
 
 
 def _eval(a, dims):

@@ -42,7 +42,7 @@ def run_backward(tensors, grad_tensors, retain_graph=False, create_graph=False,
     capture: optional list of tensors whose gradient is returned instead of
     (or as well as) accumulated; used by `autograd.grad`.
     """
-    from ..tensor import Tensor
+    from .._tensor import Tensor
     grads = {}        # Node -> accumulated grad of its output
     leaf_grads = {}   # id(leaf) -> (leaf, grad)
     roots = []
@@ -126,7 +126,7 @@ def run_backward(tensors, grad_tensors, retain_graph=False, create_graph=False,
 
 
 def _make_grads(tensors, grad_tensors, create_graph):
-    from ..tensor import Tensor
+    from .._tensor import Tensor
     out = []
     for t, g in zip(tensors, grad_tensors):
         if g is None:
@@ -147,7 +147,7 @@ def _make_grads(tensors, grad_tensors, create_graph):
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
     """Accumulate d(tensors)/d(leaf) into every leaf's `.grad`."""
-    from ..tensor import Tensor
+    from .._tensor import Tensor
     if isinstance(tensors, Tensor):
         tensors = [tensors]
     if grad_tensors is None or isinstance(grad_tensors, Tensor):
@@ -171,7 +171,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     >>> x = et.tensor([2.0], requires_grad=True)
     >>> (g,) = et.autograd.grad((x ** 3).sum(), x, create_graph=True)   # 3x^2 = 12
     """
-    from ..tensor import Tensor
+    from .._tensor import Tensor
     single_out = isinstance(outputs, Tensor)
     outputs = [outputs] if single_out else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)

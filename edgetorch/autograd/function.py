@@ -129,7 +129,7 @@ class Node:
             raise AutogradError(
                 f"{self.name()}: its output, needed for gradient computation, was "
                 "modified by an in-place operation. clone() it before modifying it.")
-        from ..tensor import Tensor
+        from .._tensor import Tensor
         return Tensor._wrap(self._out, grad_fn=self, version=self._out_version)
 
     @property
@@ -175,7 +175,7 @@ def _forward_error(opdef, args, attrs, exc):
 
 def apply(opdef, args, attrs):
     """Run `opdef` on Tensors (or None for optional inputs); record for autograd."""
-    from ..tensor import Tensor
+    from .._tensor import Tensor
     if len(args) < opdef.n_inputs:
         args = tuple(args) + (None,) * (opdef.n_inputs - len(args))  # omitted optional inputs
     arrays = []

@@ -20,7 +20,7 @@ from .. import nn
 from .._errors import ShapeError
 from ..functional import arange
 from ..nn import functional as F
-from ..tensor import Tensor
+from .._tensor import Tensor
 
 
 @dataclass

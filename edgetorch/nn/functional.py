@@ -17,7 +17,7 @@ from ..ops import linalg as L
 from ..ops import nn as N
 from ..ops import shape as S
 from ..random import _rng
-from ..tensor import Tensor
+from .._tensor import Tensor
 
 
 def _pair(v, name="argument"):

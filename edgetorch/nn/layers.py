@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import functional as TF
 from .._errors import ShapeError
-from ..tensor import Tensor
+from .._tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module

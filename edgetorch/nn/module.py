@@ -6,7 +6,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .._errors import EdgeTorchError, StateDictError
-from ..tensor import Tensor
+from .._tensor import Tensor
 from .parameter import Buffer, Parameter
 
 

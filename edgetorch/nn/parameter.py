@@ -1,7 +1,7 @@
 """Parameter: a leaf Tensor that a Module registers as trainable."""
 import numpy as np
 
-from ..tensor import Tensor, _as_array
+from .._tensor import Tensor, _as_array
 
 
 class Parameter(Tensor):

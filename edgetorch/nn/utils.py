@@ -8,7 +8,7 @@ from ..autograd import grad_mode
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale gradients in place so their joint norm is at most max_norm; return the norm."""
-    from ..tensor import Tensor
+    from .._tensor import Tensor
     params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -29,7 +29,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
 
 def clip_grad_value_(parameters, clip_value):
-    from ..tensor import Tensor
+    from .._tensor import Tensor
     params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
     for p in params:
         if p.grad is not None:
@@ -37,5 +37,5 @@ def clip_grad_value_(parameters, clip_value):
 
 
 def parameters_to_vector(parameters):
-    from ..tensor import Tensor
+    from .._tensor import Tensor
     return Tensor(np.concatenate([p._data.reshape(-1) for p in parameters]))

@@ -326,7 +326,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, *, is_causal=False, scale=N
 @scaled_dot_product_attention.grad
 def _(ctx, g):
     from .linalg import matmul
-    from ..tensor import Tensor
+    from .._tensor import Tensor
     q, k, v, mask = ctx.inputs
     a = ctx.attrs
     rep = _gqa_rep(q, k)

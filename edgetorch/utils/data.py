@@ -5,7 +5,7 @@ import numpy as np
 
 from .._errors import EdgeTorchError
 from ..random import Generator, _rng
-from ..tensor import Tensor
+from .._tensor import Tensor
 
 
 class Dataset:

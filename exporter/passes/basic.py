@@ -5,7 +5,7 @@ import numpy as np
 
 from edgetorch.ops.registry import REGISTRY
 from edgetorch.symbolic import SymInt
-from edgetorch.tensor import Tensor
+from edgetorch._tensor import Tensor
 
 from ..capture import _has_sym
 from ..graph import Graph, Value

@@ -1,0 +1,122 @@
+"""Convolution and pooling kernels over NCHW: im2col (one strided copy per
+kernel tap) and one BLAS matmul per group; pooling over strided windows."""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .linalg import apply_activation
+from .registry import kernel
+
+
+def _out(n, k, s, p, d):
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _pad2(x, p, value=0.0):
+    if p[0] == 0 and p[1] == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=value)
+
+
+def conv2d_into(out, x, w, b, stride, padding, dilation, groups):
+    n, c = x.shape[:2]
+    o, cg, kh, kw = w.shape
+    sh, sw = stride
+    dh, dw = dilation
+    oh, ow = out.shape[2:]
+    if kh == 1 and kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and groups == 1:
+        cols = x.transpose(1, 0, 2, 3).reshape(c, n * oh * ow) if n == 1 else \
+            np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(c, n * oh * ow)
+        y = np.matmul(w.reshape(o, c), cols)
+    else:
+        xt = _pad2(x, padding).transpose(1, 0, 2, 3)
+        cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, i, j] = xt[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+        y = np.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols.reshape(groups, cg * kh * kw, n * oh * ow))
+    y = y.reshape(o, n, oh, ow)
+    if b is not None:
+        y += b.reshape(o, 1, 1, 1)
+    out[...] = y.transpose(1, 0, 2, 3)
+
+
+@kernel("conv2d")
+def k_conv2d(out, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    conv2d_into(out, x, w, b, stride, padding, dilation, groups)
+
+
+@kernel("fused_conv2d")
+def k_fused_conv2d(out, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, activation=None):
+    conv2d_into(out, x, w, b, stride, padding, dilation, groups)
+    apply_activation(out, activation)
+
+
+@kernel("conv_transpose2d")
+def k_conv_transpose2d(out, x, w, b=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1),
+                       groups=1):
+    n, cin, h, wd = x.shape
+    _, og, kh, kw = w.shape
+    sh, sw = stride
+    dh, dw = dilation
+    cing = cin // groups
+    xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(groups, cing, n * h * wd)
+    wg = w.reshape(groups, cing, og * kh * kw).transpose(0, 2, 1)
+    contrib = np.matmul(wg, xg).reshape(groups * og, kh, kw, n, h, wd)
+    hc = (h - 1) * sh + dh * (kh - 1) + 1 + output_padding[0]
+    wc = (wd - 1) * sw + dw * (kw - 1) + 1 + output_padding[1]
+    canvas = np.zeros((groups * og, n, hc, wc), dtype=contrib.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            canvas[:, :, i * dh:i * dh + (h - 1) * sh + 1:sh, j * dw:j * dw + (wd - 1) * sw + 1:sw] += contrib[:, i, j]
+    ph, pw = padding
+    res = canvas[:, :, ph:hc - ph, pw:wc - pw]
+    if b is not None:
+        res = res + b.reshape(-1, 1, 1, 1)
+    out[...] = res.transpose(1, 0, 2, 3)
+
+
+def _windows(x, kernel_size, stride, padding, dilation, oh, ow, fill):
+    eh = max(0, (oh - 1) * stride[0] + dilation[0] * (kernel_size[0] - 1) + 1 - x.shape[2] - 2 * padding[0])
+    ew = max(0, (ow - 1) * stride[1] + dilation[1] * (kernel_size[1] - 1) + 1 - x.shape[3] - 2 * padding[1])
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0] + eh), (padding[1], padding[1] + ew)),
+                constant_values=fill) if (padding[0] or padding[1] or eh or ew) else x
+    n, c = xp.shape[:2]
+    s0, s1, s2, s3 = xp.strides
+    return as_strided(xp, (n, c, oh, ow, kernel_size[0], kernel_size[1]),
+                      (s0, s1, s2 * stride[0], s3 * stride[1], s2 * dilation[0], s3 * dilation[1]), writeable=False)
+
+
+@kernel("max_pool2d")
+def k_max_pool2d(out, x, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), ceil_mode=False):
+    win = _windows(x, kernel_size, stride, padding, dilation, out.shape[2], out.shape[3], -np.inf)
+    np.max(win, axis=(4, 5), out=out)
+
+
+@kernel("avg_pool2d")
+def k_avg_pool2d(out, x, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), ceil_mode=False, count_include_pad=True):
+    oh, ow = out.shape[2:]
+    win = _windows(x, kernel_size, stride, padding, (1, 1), oh, ow, 0.0)
+    s = win.sum(axis=(4, 5))
+    if count_include_pad and not ceil_mode:
+        out[...] = s / float(kernel_size[0] * kernel_size[1])
+        return
+    ones = np.ones((1, 1) + x.shape[2:], dtype=x.dtype)
+    if count_include_pad:
+        ones = np.pad(ones, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2), constant_values=1.0)
+        padding = (0, 0)
+    div = _windows(ones, kernel_size, stride, padding, (1, 1), oh, ow, 0.0).sum(axis=(4, 5))[0, 0]
+    out[...] = s / div
+
+
+@kernel("adaptive_avg_pool2d")
+def k_adaptive_avg_pool2d(out, x, output_size=(1, 1)):
+    oh, ow = output_size
+    h, w = x.shape[-2:]
+    if (oh, ow) == (1, 1):
+        np.mean(x, axis=(-2, -1), keepdims=True, out=out)
+        return
+    for i in range(oh):
+        h0, h1 = i * h // oh, -(-(i + 1) * h // oh)
+        for j in range(ow):
+            w0, w1 = j * w // ow, -(-(j + 1) * w // ow)
+            out[..., i, j] = x[..., h0:h1, w0:w1].mean(axis=(-2, -1))

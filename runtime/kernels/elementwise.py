@@ -1,0 +1,130 @@
+"""Elementwise kernels: numpy ufuncs writing into the planned output."""
+import math
+
+import numpy as np
+
+from .registry import kernel
+
+
+def _binary(name, uf):
+    @kernel(name)
+    def k(out, a, b):
+        uf(a, b, out=out, casting="unsafe")
+    k.__name__ = f"k_{name}"
+    return k
+
+
+for _n, _uf in (("add", np.add), ("sub", np.subtract), ("mul", np.multiply), ("div", np.true_divide),
+                ("pow", np.power), ("maximum", np.maximum), ("minimum", np.minimum),
+                ("floor_divide", np.floor_divide), ("remainder", np.remainder), ("eq", np.equal),
+                ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal), ("gt", np.greater),
+                ("ge", np.greater_equal), ("logical_and", np.logical_and), ("logical_or", np.logical_or)):
+    _binary(_n, _uf)
+
+
+def _unary(name, uf):
+    @kernel(name)
+    def k(out, x):
+        uf(x, out=out, casting="unsafe")
+    k.__name__ = f"k_{name}"
+    return k
+
+
+for _n, _uf in (("neg", np.negative), ("abs", np.abs), ("sign", np.sign), ("exp", np.exp), ("log", np.log),
+                ("sqrt", np.sqrt), ("sin", np.sin), ("cos", np.cos), ("tanh", np.tanh),
+                ("logical_not", np.logical_not)):
+    _unary(_n, _uf)
+
+
+@kernel("rsqrt")
+def k_rsqrt(out, x):
+    np.sqrt(x, out=out)
+    np.reciprocal(out, out=out)
+
+
+@kernel("where")
+def k_where(out, c, a, b):
+    out[...] = np.where(c, a, b)
+
+
+@kernel("clamp")
+def k_clamp(out, x, min=None, max=None):  # noqa: A002
+    np.clip(x, min, max, out=out, casting="unsafe")
+
+
+@kernel("relu")
+def k_relu(out, x):
+    np.maximum(x, 0, out=out, casting="unsafe")
+
+
+@kernel("leaky_relu")
+def k_leaky_relu(out, x, negative_slope=0.01):
+    np.multiply(x, negative_slope, out=out, casting="unsafe")
+    np.maximum(x, out, out=out) if negative_slope <= 1 else np.minimum(x, out, out=out)
+
+
+def sigmoid_into(out, x):
+    # exp(-|x|) never overflows; then pick the stable form by sign
+    e = np.exp(-np.abs(x))
+    np.divide(np.where(x >= 0, 1.0, e), 1.0 + e, out=out, casting="unsafe")
+
+
+@kernel("sigmoid")
+def k_sigmoid(out, x):
+    sigmoid_into(out, x)
+
+
+@kernel("silu")
+def k_silu(out, x):
+    sigmoid_into(out, x)
+    np.multiply(out, x, out=out)
+
+
+_SQ2PI = math.sqrt(2.0 / math.pi)
+
+
+def gelu_into(out, x, approximate="none"):
+    if approximate == "tanh":
+        t = x * x
+        t *= 0.044715 * x
+        t += x
+        t *= _SQ2PI
+        np.tanh(t, out=t)
+        t += 1.0
+        t *= x
+        np.multiply(t, 0.5, out=out, casting="unsafe")
+    else:
+        from scipy.special import erf   # numba's np.dot needs scipy anyway
+        np.multiply(0.5 * x, 1.0 + erf(x * (1.0 / math.sqrt(2.0))), out=out, casting="unsafe")
+
+
+@kernel("gelu")
+def k_gelu(out, x, approximate="none"):
+    gelu_into(out, x, approximate)
+
+
+@kernel("softplus")
+def k_softplus(out, x, beta=1.0, threshold=20.0):
+    bx = x * beta
+    y = (np.maximum(bx, 0) + np.log1p(np.exp(-np.abs(bx)))) / beta
+    out[...] = np.where(bx > threshold, x, y)
+
+
+@kernel("to")
+def k_to(out, x, dtype=None):
+    out[...] = x
+
+
+@kernel("clone")
+def k_clone(out, x):
+    out[...] = x
+
+
+@kernel("arange")
+def k_arange(out, end=None, start=0, step=1, dtype=None):
+    out[...] = np.arange(start, end, step)[:out.shape[0]]
+
+
+@kernel("full")
+def k_full(out, shape=None, value=0.0, dtype=None):
+    out.fill(value)

@@ -1,0 +1,113 @@
+"""Indexing kernels. numpy bounds-checks every index; negative indices, which
+numpy would wrap, are refused here so an id never reads the wrong row."""
+import numpy as np
+
+from edgetorch._errors import InputError
+
+from .registry import kernel
+
+SLOT = "#"
+
+
+def check_index(idx, n, what):
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        bad = int(idx.min() if idx.min() < 0 else idx.max())
+        raise InputError(f"{what}: index {bad} is out of range for a dim of size {n}")
+
+
+def _split(index, arrays, x):
+    """torch's indexing rule (ints are basic indices), checked against x's dims."""
+    it = iter(arrays)
+    has_t = any(isinstance(e, str) for e in index)
+    k1, k2 = [], []
+    mixed = has_t and any(isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in index)
+    dim = 0
+    ell = [k for k, e in enumerate(index) if e is Ellipsis]
+    used = sum(1 for e in index if e is not None and e is not Ellipsis)
+    for e in index:
+        if isinstance(e, str):
+            a = next(it)
+            if a.dtype != np.bool_:
+                check_index(a, x.shape[dim], "index")
+                dim += 1
+            else:
+                dim += a.ndim
+            k1.append(slice(None))
+            k2.append(a)
+        elif e is Ellipsis:
+            dim += x.ndim - used
+            k1.append(e)
+            k2.append(e)
+        elif e is None:
+            k1.append(None)
+            k2.append(slice(None))
+        elif isinstance(e, slice):
+            dim += 1
+            k1.append(e)
+            k2.append(slice(None))
+        else:
+            dim += 1
+            k1.append(e)
+    if not has_t:
+        return tuple(k1), None
+    if not mixed:
+        it = iter(arrays)
+        return tuple(next(it) if isinstance(e, str) else e for e in index), None
+    return tuple(k1), tuple(k2)
+
+
+@kernel("getitem")
+def k_getitem(out, x, *idx, index=()):
+    k1, k2 = _split(index, idx, x)
+    out[...] = x[k1] if k2 is None else x[k1][k2]
+
+
+@kernel("index_put")
+def k_index_put(out, base, values, *idx, index=(), accumulate=False):
+    if out is not base:
+        out[...] = base
+    k1, k2 = _split(index, idx, base)
+    target, key = (out, k1) if k2 is None else (out[k1], k2)
+    if accumulate:
+        np.add.at(target, key, values)
+    else:
+        target[key] = values
+
+
+@kernel("gather")
+def k_gather(out, x, index, dim=0):
+    d = dim % x.ndim
+    check_index(index, x.shape[d], "gather")
+    xs = x[tuple(slice(None) if i == d else slice(0, s) for i, s in enumerate(index.shape))]
+    out[...] = np.take_along_axis(xs, index, axis=d)
+
+
+@kernel("scatter_add")
+def k_scatter_add(out, x, index, src, dim=0):
+    d = dim % x.ndim
+    check_index(index, x.shape[d], "scatter_add")
+    out[...] = x
+    grids = list(np.indices(index.shape, sparse=True))
+    grids[d] = index
+    np.add.at(out, tuple(grids), src[tuple(slice(0, s) for s in index.shape)])
+
+
+@kernel("index_select")
+def k_index_select(out, x, index, dim=0):
+    d = dim % x.ndim
+    check_index(index, x.shape[d], "index_select")
+    np.take(x, index, axis=d, out=out)
+
+
+@kernel("index_add")
+def k_index_add(out, x, index, src, dim=0):
+    d = dim % x.ndim
+    check_index(index, x.shape[d], "index_add")
+    out[...] = x
+    np.add.at(out, (slice(None),) * d + (index,), src)
+
+
+@kernel("embedding")
+def k_embedding(out, ids, weight, padding_idx=None):
+    check_index(ids, weight.shape[0], "embedding")
+    np.take(weight, ids, axis=0, out=out)

@@ -1,0 +1,267 @@
+"""Neural-network kernels. The row-wise ones (norms, softmax, rotary
+embedding, attention) are Numba loops over rows (prange when there are
+enough rows to pay for a parallel region), compiled on first use and cached
+on disk."""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .registry import kernel
+
+PAR_ROWS = 64     # below this many rows a serial loop beats a parallel region
+
+
+# ------------------------------------------------------------------ norms
+@njit(cache=True, fastmath=True)
+def _rms_rows(x, w, eps, out):          # x, out (R, D); w (D,) or (0,)
+    for r in range(x.shape[0]):
+        s = 0.0
+        for j in range(x.shape[1]):
+            s += x[r, j] * x[r, j]
+        inv = 1.0 / math.sqrt(s / x.shape[1] + eps)
+        if w.shape[0]:
+            for j in range(x.shape[1]):
+                out[r, j] = x[r, j] * inv * w[j]
+        else:
+            for j in range(x.shape[1]):
+                out[r, j] = x[r, j] * inv
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _rms_rows_par(x, w, eps, out):
+    for r in prange(x.shape[0]):
+        s = 0.0
+        for j in range(x.shape[1]):
+            s += x[r, j] * x[r, j]
+        inv = 1.0 / math.sqrt(s / x.shape[1] + eps)
+        for j in range(x.shape[1]):
+            out[r, j] = x[r, j] * inv * (w[j] if w.shape[0] else 1.0)
+
+
+_EMPTY = np.zeros(0, np.float32)
+
+
+def _rows(x, n):
+    return x.reshape(-1, n) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1, n)
+
+
+@kernel("rms_norm")
+def k_rms_norm(out, x, w=None, normalized_shape=(), eps=None):
+    n = int(np.prod(normalized_shape))
+    e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
+    x2, o2 = _rows(x, n), out.reshape(-1, n)
+    ww = _EMPTY.astype(x.dtype) if w is None else w.reshape(-1)
+    (_rms_rows_par if x2.shape[0] >= PAR_ROWS else _rms_rows)(x2, ww, e, o2)
+
+
+@njit(cache=True, fastmath=True)
+def _ln_rows(x, w, b, eps, out):
+    n = x.shape[1]
+    for r in range(x.shape[0]):
+        m = 0.0
+        for j in range(n):
+            m += x[r, j]
+        m /= n
+        v = 0.0
+        for j in range(n):
+            d = x[r, j] - m
+            v += d * d
+        inv = 1.0 / math.sqrt(v / n + eps)
+        for j in range(n):
+            y = (x[r, j] - m) * inv
+            if w.shape[0]:
+                y = y * w[j]
+            if b.shape[0]:
+                y = y + b[j]
+            out[r, j] = y
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _ln_rows_par(x, w, b, eps, out):
+    n = x.shape[1]
+    for r in prange(x.shape[0]):
+        m = 0.0
+        for j in range(n):
+            m += x[r, j]
+        m /= n
+        v = 0.0
+        for j in range(n):
+            d = x[r, j] - m
+            v += d * d
+        inv = 1.0 / math.sqrt(v / n + eps)
+        for j in range(n):
+            y = (x[r, j] - m) * inv
+            if w.shape[0]:
+                y = y * w[j]
+            if b.shape[0]:
+                y = y + b[j]
+            out[r, j] = y
+
+
+@kernel("layer_norm")
+def k_layer_norm(out, x, w=None, b=None, normalized_shape=(), eps=1e-5):
+    n = int(np.prod(normalized_shape))
+    x2, o2 = _rows(x, n), out.reshape(-1, n)
+    e = _EMPTY.astype(x.dtype)
+    (_ln_rows_par if x2.shape[0] >= PAR_ROWS else _ln_rows)(
+        x2, e if w is None else w.reshape(-1), e if b is None else b.reshape(-1), float(eps), o2)
+
+
+@kernel("batch_norm")
+def k_batch_norm(out, x, mean, var, w=None, b=None, eps=1e-5):
+    scale = 1.0 / np.sqrt(var + eps)
+    if w is not None:
+        scale = scale * w
+    shift = -mean * scale
+    if b is not None:
+        shift = shift + b
+    shp = (1, -1) + (1,) * (x.ndim - 2)
+    np.multiply(x, scale.reshape(shp), out=out, casting="unsafe")
+    out += shift.reshape(shp)
+
+
+# ------------------------------------------------------------------ softmax
+@njit(cache=True, fastmath=True)
+def _softmax_rows(x, out, log):
+    for r in range(x.shape[0]):
+        m = -np.inf
+        for j in range(x.shape[1]):
+            if x[r, j] > m:
+                m = x[r, j]
+        s = 0.0
+        for j in range(x.shape[1]):
+            e = math.exp(x[r, j] - m)
+            out[r, j] = e
+            s += e
+        if log:
+            ls = math.log(s) + m
+            for j in range(x.shape[1]):
+                out[r, j] = x[r, j] - ls
+        else:
+            inv = 1.0 / s
+            for j in range(x.shape[1]):
+                out[r, j] *= inv
+
+
+def _softmax(out, x, dim, log):
+    if dim % x.ndim == x.ndim - 1:
+        _softmax_rows(_rows(x, x.shape[-1]), out.reshape(-1, x.shape[-1]), log)
+        return
+    m = np.max(x, axis=dim, keepdims=True)
+    s = x - m
+    if log:
+        out[...] = s - np.log(np.sum(np.exp(s), axis=dim, keepdims=True))
+    else:
+        e = np.exp(s)
+        out[...] = e / np.sum(e, axis=dim, keepdims=True)
+
+
+@kernel("softmax")
+def k_softmax(out, x, dim=-1):
+    _softmax(out, x, dim, False)
+
+
+@kernel("log_softmax")
+def k_log_softmax(out, x, dim=-1):
+    _softmax(out, x, dim, True)
+
+
+# ------------------------------------------------------------------ rotary
+@njit(cache=True, fastmath=True)
+def _rope(x, cos, sin, out):      # x/out (B, H, T, D); cos/sin (T, D)
+    h = x.shape[3] // 2
+    for b in range(x.shape[0]):
+        for hh in range(x.shape[1]):
+            for t in range(x.shape[2]):
+                for j in range(h):
+                    x1 = x[b, hh, t, j]
+                    x2 = x[b, hh, t, j + h]
+                    out[b, hh, t, j] = x1 * cos[t, j] - x2 * sin[t, j]
+                    out[b, hh, t, j + h] = x2 * cos[t, j + h] + x1 * sin[t, j + h]
+
+
+@kernel("rotary_embedding")
+def k_rotary_embedding(out, x, cos, sin):
+    if x.ndim == 4 and cos.ndim == 2 and cos.shape[0] == x.shape[2] and sin.shape == cos.shape:
+        _rope(x, np.ascontiguousarray(cos), np.ascontiguousarray(sin), out)
+        return
+    h = x.shape[-1] // 2
+    rot = np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+    out[...] = x * cos + rot * sin
+
+
+# ------------------------------------------------------------------ attention
+@njit(cache=True, fastmath=True, parallel=True)
+def _attention(q, k, v, bias, scale, out):
+    # q (B, Hq, L, E); k (B, Hk, S, E); v (B, Hk, S, Ev); bias (L, S) additive; out (B, Hq, L, Ev)
+    B, Hq, L, E = q.shape
+    Hk, S = k.shape[1], k.shape[2]
+    rep = Hq // Hk
+    Ev = v.shape[3]
+    for job in prange(B * Hq):
+        b = job // Hq
+        h = job % Hq
+        kh = h // rep
+        s = np.empty(S, dtype=np.float32)
+        for i in range(L):
+            m = -np.inf
+            for j in range(S):
+                acc = 0.0
+                for e in range(E):
+                    acc += q[b, h, i, e] * k[b, kh, j, e]
+                val = acc * scale + bias[i, j]
+                s[j] = val
+                if val > m:
+                    m = val
+            tot = 0.0
+            if m == -np.inf:
+                for j in range(S):
+                    s[j] = 0.0
+            else:
+                for j in range(S):
+                    p = math.exp(s[j] - m)
+                    s[j] = p
+                    tot += p
+            inv = 1.0 / tot if tot > 0 else 0.0
+            for e in range(Ev):
+                out[b, h, i, e] = 0.0
+            for j in range(S):
+                p = s[j] * inv
+                if p != 0.0:
+                    for e in range(Ev):
+                        out[b, h, i, e] += p * v[b, kh, j, e]
+
+
+def _bias(mask, is_causal, L, S, dtype):
+    bias = np.zeros((L, S), dtype=np.float32)
+    if is_causal:
+        bias[~np.tril(np.ones((L, S), dtype=bool))] = -np.inf
+    if mask is not None:
+        m = mask
+        if m.dtype == np.bool_:
+            m = np.where(m, 0.0, -np.inf).astype(np.float32)
+        return m.astype(np.float32) + bias
+    return bias
+
+
+@kernel("scaled_dot_product_attention")
+def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=False):
+    L, S = q.shape[-2], k.shape[-2]
+    sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    bias = _bias(mask, is_causal, L, S, q.dtype)
+    if q.ndim == 4 and q.dtype == np.float32 and bias.ndim == 2 and k.shape[0] == q.shape[0]:
+        _attention(np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v), bias,
+                   np.float32(sc), out)
+        return
+    rep = q.shape[-3] // k.shape[-3] if q.ndim >= 3 and q.shape[-3] != k.shape[-3] else 1
+    if rep > 1:
+        k = np.repeat(k, rep, axis=-3)
+        v = np.repeat(v, rep, axis=-3)
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) * sc + bias
+    m = np.max(s, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    p = np.exp(s - m)
+    den = np.sum(p, axis=-1, keepdims=True)
+    p /= np.where(den == 0, 1, den)
+    np.matmul(p.astype(q.dtype), v, out=out)
