@@ -1,0 +1,338 @@
+"""Loaded programs: `load(path)` verifies the file, maps its constants,
+allocates each method's arena once, and runs instructions by calling kernels
+with preallocated outputs.
+
+Concurrency: a method holds one arena. A call takes the method's lock; when
+another thread holds it, a stateless method runs on a fresh arena of its own
+(one allocation of arena size per such call), while a method that writes
+program state waits, since state is shared by all callers.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgetorch._errors import InputError, ProgramError
+from edgetorch.schemas.format import DimE, np_dtype
+from edgetorch.schemas.reader import read
+from edgetorch.symbolic import evaluate
+
+from . import threads
+from .kernels import KERNELS
+from .verify import DEFAULT_BUDGET, verify
+
+# Input casts done silently: same-kind conversions (float64 -> float32,
+# int32 -> int64, ...). Anything else (float -> int, int -> bool) is an InputError.
+CASTING = "same_kind"
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple        # ints and dim names
+    ranges: dict        # dim name -> (min, max)
+
+    def __repr__(self):
+        dims = ", ".join(str(d) for d in self.shape)
+        rng = "".join(f", {k} in [{lo}, {hi}]" for k, (lo, hi) in self.ranges.items())
+        return f"{self.name}: {self.dtype}[{dims}]{rng}"
+
+
+def _has_dims(a):
+    if isinstance(a, DimE):
+        return True
+    if isinstance(a, tuple):
+        return any(_has_dims(x) for x in a)
+    if isinstance(a, slice):
+        return any(_has_dims(x) for x in (a.start, a.stop, a.step))
+    return False
+
+
+def _eval(a, dims):
+    if isinstance(a, DimE):
+        return evaluate(a.expr, dims)
+    if isinstance(a, tuple):
+        return tuple(_eval(x, dims) for x in a)
+    if isinstance(a, slice):
+        return slice(*(_eval(x, dims) for x in (a.start, a.stop, a.step)))
+    return a
+
+
+class Method:
+    """One method of a loaded program: `m(*arrays, **named)` -> array or tuple of arrays."""
+
+    def __init__(self, program, info):
+        self._p = program
+        self.info = info
+        self.name = info.name
+        self._names = [d[0] for d in info.dims]
+        self._lock = threading.Lock()
+        self._arena = self._new_arena()
+        vals = info.values
+        self._dtypes = [np_dtype(v.dtype) for v in vals]
+        self._shape_static = [all(not isinstance(d, DimE) for d in v.shape) for v in vals]
+        self._const = {}
+        for i, v in enumerate(vals):
+            if v.kind == "constant":
+                self._const[i] = program._arrays[v.constant]
+        self._state_of = {i: program._info.states[v.state].name for i, v in enumerate(vals) if v.kind == "state"}
+        self._writes = [(program._info.states[s].name, v) for s, v in info.state_updates]
+        self._steps = []
+        for ins in info.instructions:
+            static = not any(_has_dims(a) for a in ins.attrs.values())
+            self._steps.append((KERNELS[ins.op], ins.inputs, ins.outputs[0], ins.attrs, static, ins))
+        self.inputs = [self._spec(i, n) for i, n in zip(info.inputs, info.input_names)]
+        self.outputs = [self._spec(i, n) for i, n in zip(info.outputs, info.output_names)]
+        self._in_dims = []
+        for k, vi in enumerate(info.inputs):
+            for ax, d in enumerate(vals[vi].shape):
+                if isinstance(d, DimE) and d.expr[0] == "sym":
+                    self._in_dims.append((k, ax, d.expr[1]))
+        self.stateful = bool(self._writes)
+
+    def _new_arena(self):
+        raw = np.empty(self.info.arena_size + 64, dtype=np.uint8)
+        start = (-raw.ctypes.data) % 64
+        return raw[start:start + self.info.arena_size]
+
+    def _spec(self, vi, name):
+        v = self.info.values[vi]
+        shape = tuple(self._names[d.expr[1]] if isinstance(d, DimE) and d.expr[0] == "sym"
+                      else (repr(d) if isinstance(d, DimE) else d) for d in v.shape)
+        rng = {self._names[d.expr[1]]: tuple(self.info.dims[d.expr[1]][1:]) for d in v.shape
+               if isinstance(d, DimE) and d.expr[0] == "sym"}
+        return TensorSpec(name, v.dtype, shape, rng)
+
+    # ------------------------------------------------------------------ inputs
+    def _bind(self, args, named):
+        specs = self.inputs
+        if named:
+            pos = list(args) + [None] * (len(specs) - len(args))
+            for k, a in named.items():
+                idx = [i for i, s in enumerate(specs) if s.name == k]
+                if not idx:
+                    raise InputError(f"method {self.name!r} has no input named {k!r}; inputs: "
+                                     f"{', '.join(s.name for s in specs)}")
+                if pos[idx[0]] is not None:
+                    raise InputError(f"input {k!r} given twice")
+                pos[idx[0]] = a
+            args = pos
+        if len(args) != len(specs) or any(a is None for a in args):
+            raise InputError(f"method {self.name!r} takes {len(specs)} inputs ({', '.join(map(repr, specs))}); "
+                             f"got {sum(a is not None for a in args)}")
+        arrays = []
+        for s, a, vi in zip(specs, args, self.info.inputs):
+            a = a.numpy() if hasattr(a, "numpy") and not isinstance(a, np.ndarray) else a
+            a = np.asarray(a)
+            want = self._dtypes[vi]
+            if a.dtype != want:
+                if not np.can_cast(a.dtype, want, casting=CASTING) or a.dtype.kind != want.kind and not (
+                        a.dtype.kind in "iu" and want.kind in "iu"):
+                    raise InputError(f"input {s.name!r}: expected {s.dtype}, got {a.dtype} (only same-kind "
+                                     "casts such as float64 -> float32 or int32 -> int64 are done implicitly)")
+                a = a.astype(want)
+            if a.ndim != len(s.shape):
+                raise InputError(f"input {s.name!r}: expected rank {len(s.shape)} {s!r}, got shape {a.shape}")
+            arrays.append(np.ascontiguousarray(a))
+        dims = {}
+        for k, ax, i in self._in_dims:
+            n = arrays[k].shape[ax]
+            name, lo, hi = self.info.dims[i]
+            if not lo <= n <= hi:
+                raise InputError(f"input {specs[k].name!r} dim {ax} ({name}) is {n}; expected {lo} <= {name} <= {hi}")
+            if dims.setdefault(i, n) != n:
+                raise InputError(f"input {specs[k].name!r} dim {ax} is {n}, but {name} = {dims[i]} from another "
+                                 "input")
+        for k, (s, a, vi) in enumerate(zip(specs, arrays, self.info.inputs)):
+            for ax, d in enumerate(self.info.values[vi].shape):
+                want = evaluate(d.expr, dims) if isinstance(d, DimE) else d
+                if a.shape[ax] != want:
+                    raise InputError(f"input {s.name!r} dim {ax}: expected {want}, got {a.shape[ax]} "
+                                     f"(shape {a.shape}, expected {s!r})")
+        return arrays, dims
+
+    # ------------------------------------------------------------------ run
+    def _views(self, arena, dims):
+        vals = self.info.values
+        env = [None] * len(vals)
+        for i, v in enumerate(vals):
+            if v.kind != "activation":
+                continue
+            shape = tuple(d if not isinstance(d, DimE) else evaluate(d.expr, dims) for d in v.shape)
+            n = self._dtypes[i].itemsize
+            for s in shape:
+                n *= s
+            slot = vals[v.alias] if v.alias >= 0 else v
+            if n > slot.nbytes:
+                raise ProgramError(f"value {v.name!r} of shape {shape} exceeds its planned slot ({slot.nbytes} B)")
+            env[i] = np.ndarray(shape, self._dtypes[i], buffer=arena, offset=slot.offset)
+        return env
+
+    def _run(self, arena, arrays, dims, timings=None):
+        env = self._views(arena, dims)
+        for k, a in zip(self.info.inputs, arrays):
+            env[k] = a
+        for i, a in self._const.items():
+            env[i] = a
+        for i, name in self._state_of.items():
+            env[i] = self._p.state[name]
+        for fn, ins, out, attrs, static, info in self._steps:
+            t0 = time.perf_counter() if timings is not None else 0.0
+            args = [None if k < 0 else env[k] for k in ins]
+            kw = attrs if static else {k: _eval(v, dims) for k, v in attrs.items()}
+            try:
+                fn(env[out], *args, **kw)
+            except (InputError, ProgramError):
+                raise
+            except (ValueError, IndexError, TypeError) as e:
+                where = f" ({info.source}:{info.line})" if info.source else ""
+                raise ProgramError(f"method {self.name!r}: {info.op}{where} failed: {type(e).__name__}: {e}") from None
+            if timings is not None:
+                timings.append(time.perf_counter() - t0)
+        for name, vi in self._writes:
+            np.copyto(self._p.state[name], env[vi])
+        return tuple(np.array(env[k], copy=True) for k in self.info.outputs)
+
+    def __call__(self, *args, **named):
+        arrays, dims = self._bind(args, named)
+        if self._lock.acquire(blocking=self.stateful):
+            try:
+                outs = self._run(self._arena, arrays, dims)
+            finally:
+                self._lock.release()
+        else:
+            outs = self._run(self._new_arena(), arrays, dims)
+        return outs[0] if len(outs) == 1 else outs
+
+    def profile(self, *args, **named):
+        """Run once, timing every instruction; returns a Profile (print it for a table)."""
+        arrays, dims = self._bind(args, named)
+        timings = []
+        with self._lock:
+            self._run(self._arena, arrays, dims, timings)
+        return Profile(self, timings)
+
+    def __repr__(self):
+        return f"<Method {self.name} inputs={self.inputs} outputs={self.outputs}>"
+
+
+class Profile:
+    def __init__(self, method, timings):
+        self.rows = [(ins.op, ins.source, ins.line, t) for ins, t in zip(method.info.instructions, timings)]
+        self.total = sum(timings)
+
+    def by_op(self):
+        agg = {}
+        for op, _, _, t in self.rows:
+            n, s = agg.get(op, (0, 0.0))
+            agg[op] = (n + 1, s + t)
+        return dict(sorted(agg.items(), key=lambda kv: -kv[1][1]))
+
+    def __str__(self):
+        lines = [f"{'op':<30} {'calls':>5} {'total us':>10} {'share':>6}"]
+        for op, (n, s) in self.by_op().items():
+            lines.append(f"{op:<30} {n:>5} {s * 1e6:>10.1f} {100 * s / max(self.total, 1e-12):>5.1f}%")
+        lines.append(f"{'total':<30} {len(self.rows):>5} {self.total * 1e6:>10.1f}")
+        lines.append("")
+        lines.append("slowest instructions:")
+        for i, (op, src, line, t) in sorted(enumerate(self.rows), key=lambda r: -r[1][3])[:10]:
+            where = f"{src}:{line}" if src else ""
+            lines.append(f"  #{i:<4} {op:<28} {t * 1e6:>9.1f} us  {where}")
+        return "\n".join(lines)
+
+
+class Program:
+    """A loaded, verified program. `prog(*arrays)` runs "forward"; `prog.method(name)` any method."""
+
+    def __init__(self, info, memory_budget=DEFAULT_BUDGET):
+        verify(info, memory_budget)
+        self._info = info
+        self._arrays = info.arrays
+        self.metadata = dict(info.metadata)
+        self.state = {}
+        self.reset_state()
+        self._methods = {m.name: Method(self, m) for m in info.methods}
+
+    @property
+    def methods(self):
+        return list(self._methods)
+
+    def method(self, name) -> Method:
+        try:
+            return self._methods[name]
+        except KeyError:
+            raise InputError(f"program has no method {name!r}; methods: {self.methods}") from None
+
+    def reset_state(self):
+        for s in self._info.states:
+            init = self._arrays[s.init] if s.init >= 0 else None
+            arr = np.array(init, copy=True) if init is not None else np.zeros(s.shape, np_dtype(s.dtype))
+            if s.name in self.state:
+                np.copyto(self.state[s.name], arr)
+            else:
+                self.state[s.name] = arr
+
+    def __call__(self, *args, **named):
+        name = "forward" if "forward" in self._methods else self.methods[0]
+        return self._methods[name](*args, **named)
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in self.__dict__.get("_methods", {}):
+            raise AttributeError(name)
+        return self._methods[name]
+
+    @property
+    def constant_bytes(self):
+        return self._info.constant_bytes()
+
+    def arena_bytes(self):
+        return {m.name: m.info.arena_size for m in self._methods.values()}
+
+    def warmup(self):
+        """Compile (or load from the cache) the kernels this program uses, by running each method once
+        on inputs at the dims' lower bounds; state is restored afterwards."""
+        saved = {k: v.copy() for k, v in self.state.items()}
+        for m in self._methods.values():
+            m(*random_inputs(m, "min"))
+        for k, v in saved.items():
+            np.copyto(self.state[k], v)
+
+    def __repr__(self):
+        return f"<edgetorch.runtime.Program methods={self.methods} constants={self.constant_bytes:,} B>"
+
+
+def random_inputs(method, size="min", seed=0):
+    """Inputs matching a method's specs (dims at min, max or mid); ints in [0, 2)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in method.inputs:
+        shape = []
+        for d in s.shape:
+            if isinstance(d, int):
+                shape.append(d)
+            else:
+                lo, hi = s.ranges.get(d, (1, 1))
+                shape.append(lo if size == "min" else hi if size == "max" else (lo + hi) // 2)
+        dt = np_dtype(s.dtype)
+        if dt.kind == "f":
+            out.append(rng.standard_normal(shape).astype(dt))
+        elif dt == np.bool_:
+            out.append(np.ones(shape, dtype=bool))
+        else:
+            out.append(rng.integers(0, 2, size=shape).astype(dt))
+    return out
+
+
+def load(path_or_bytes, *, memory_budget=DEFAULT_BUDGET, verify_checksum=True) -> Program:
+    """Load and verify a .etp program (memory-mapped file, or bytes).
+
+    >>> prog = load("model.etp")
+    >>> y = prog(x)                              # the "forward" method
+    >>> logits = prog.method("decode")(ids, pos)
+    """
+    threads.choose_threading_layer()
+    return Program(read(path_or_bytes, verify_checksum=verify_checksum), memory_budget=memory_budget)

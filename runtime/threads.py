@@ -1,0 +1,68 @@
+"""Threading choices for the runtime's kernels.
+
+Numba's threading layer is chosen deliberately: OpenMP (~2 us per parallel
+region) when present, else TBB, never workqueue (~100 us per region, and it
+aborts when two Python threads enter parallel kernels at once; see
+../shared/NUMBA.md).  BLAS (numpy's OpenBLAS) and Numba share the cores: the
+runtime gives both the same thread count so they do not oversubscribe.
+"""
+from __future__ import annotations
+
+import os
+
+import numba
+
+_chosen = None
+
+
+def choose_threading_layer():
+    global _chosen
+    if _chosen is not None:
+        return _chosen
+    want = os.environ.get("NUMBA_THREADING_LAYER")
+    if not want:
+        for layer in ("omp", "tbb"):
+            try:
+                __import__(f"numba.np.ufunc.{layer}pool")
+            except ImportError:
+                continue
+            numba.config.THREADING_LAYER = layer
+            break
+    _chosen = numba.config.THREADING_LAYER
+    return _chosen
+
+
+def set_num_threads(n: int):
+    """Threads for Numba kernels and BLAS (results do not depend on it beyond float reassociation)."""
+    n = int(n)
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        from edgetorch._errors import EdgeTorchError
+        raise EdgeTorchError(f"set_num_threads: {n} is outside [1, {numba.config.NUMBA_NUM_THREADS}]")
+    numba.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(n)
+    except ImportError:
+        pass
+
+
+def get_num_threads() -> int:
+    return numba.get_num_threads()
+
+
+def info() -> dict:
+    """Threading layer, Numba threads and BLAS libraries (for `edgetorch bench`)."""
+    out = {"numba_threading_layer": choose_threading_layer(), "numba_threads": numba.get_num_threads()}
+    try:
+        out["numba_threading_layer_active"] = numba.threading_layer()
+    except ValueError:
+        out["numba_threading_layer_active"] = "(no parallel region run yet)"
+    try:
+        from threadpoolctl import threadpool_info
+        out["blas"] = [f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}" for i in threadpool_info()]
+    except ImportError:
+        pass
+    return out
+
+
+choose_threading_layer()

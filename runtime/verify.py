@@ -1,0 +1,164 @@
+"""Verification of a parsed program before anything runs.
+
+The reader checked the container and the tables' structure; this checks
+meaning: every op has a kernel, values are defined once before use, every
+constant and state matches its declaration, the memory plan holds every
+value at the dims' upper bounds inside its arena without two live values
+overlapping, sizes stay within a memory budget (all arithmetic in Python
+ints: no wraparound), and attributes are valid for the ranks they apply to.
+Any failure raises ProgramError naming the method, instruction and value.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgetorch._errors import ProgramError
+from edgetorch.schemas.format import DimE, np_dtype
+from edgetorch.symbolic import bounds
+
+from .kernels import KERNELS
+
+DEFAULT_BUDGET = 16 << 30     # bytes of arena + constants + state a program may ask for
+
+
+def dim_bounds(d, ranges):
+    if isinstance(d, DimE):
+        return bounds(d.expr, ranges)
+    return d, d
+
+
+def max_nbytes(v, ranges, what):
+    n = 1
+    for d in v.shape:
+        lo, hi = dim_bounds(d, ranges)
+        if lo < 0:
+            raise ProgramError(f"{what}: a dim can be negative ({lo}) within the declared ranges")
+        n *= hi
+    return n * np_dtype(v.dtype).itemsize
+
+
+_AXIS_ATTRS = {"softmax": "dim", "log_softmax": "dim", "cat": "dim", "gather": "dim", "scatter_add": "dim",
+               "index_select": "dim", "index_add": "dim", "argmax": "dim", "argmin": "dim"}
+_REDUCE = {"sum", "mean", "amax", "amin", "var", "logsumexp", "prod"}
+
+
+def _check_attrs(ins, m, what):
+    rank = len(m.values[ins.inputs[0]].shape) if ins.inputs and ins.inputs[0] >= 0 else 0
+    a = ins.attrs
+    if ins.op == "permute":
+        dims = a.get("dims")
+        if not isinstance(dims, tuple) or sorted(int(d) % max(rank, 1) for d in dims) != list(range(rank)) \
+                or any(not -rank <= int(d) < rank for d in dims):
+            raise ProgramError(f"{what}: permute dims {dims} is not a permutation of rank {rank}")
+    if ins.op in _AXIS_ATTRS:
+        d = a.get(_AXIS_ATTRS[ins.op])
+        if d is not None and (not isinstance(d, int) or not -max(rank, 1) <= d < max(rank, 1)):
+            raise ProgramError(f"{what}: {ins.op} dim {d!r} is out of range for rank {rank}")
+    if ins.op in _REDUCE:
+        d = a.get("dim")
+        dims = () if d is None else ((d,) if isinstance(d, int) else d)
+        if not isinstance(dims, tuple) or any(not isinstance(x, int) or not -max(rank, 1) <= x < max(rank, 1)
+                                              for x in dims):
+            raise ProgramError(f"{what}: {ins.op} dim {d!r} is out of range for rank {rank}")
+    for k, v in a.items():
+        if isinstance(v, float) and not np.isfinite(v) and k not in ("value", "min", "max"):
+            raise ProgramError(f"{what}: attribute {k!r} is {v}")
+
+
+def verify(info, memory_budget=DEFAULT_BUDGET):
+    total = info.constant_bytes()
+    for s in info.states:
+        n = 1
+        for d in s.shape:
+            n *= d
+        total += n * np_dtype(s.dtype).itemsize
+        if s.init >= 0:
+            c = info.constants[s.init]
+            if c.dtype != s.dtype or tuple(c.shape) != tuple(s.shape):
+                raise ProgramError(f"state {s.name!r}: initial value {c.name!r} is {c.dtype}{list(c.shape)}, "
+                                   f"the state is {s.dtype}{list(s.shape)}")
+    for m in info.methods:
+        w = f"method {m.name!r}"
+        ranges = {i: (lo, hi) for i, (_, lo, hi) in enumerate(m.dims)}
+        total += m.arena_size
+        if total > memory_budget:
+            raise ProgramError(f"{w}: program needs {total:,} bytes (arena, constants, state), over the memory "
+                               f"budget of {memory_budget:,}; pass a larger memory_budget= to load() if intended")
+        defined = set()
+        for i, v in enumerate(m.values):
+            vw = f"{w} value {i} ({v.name!r})"
+            if v.kind in ("input", "constant", "state"):
+                defined.add(i)
+            if v.kind == "constant":
+                c = info.constants[v.constant]
+                if c.dtype != v.dtype or tuple(c.shape) != tuple(v.shape):
+                    raise ProgramError(f"{vw}: declared {v.dtype}{list(v.shape)} but constant {c.name!r} is "
+                                       f"{c.dtype}{list(c.shape)}")
+            if v.kind == "state":
+                s = info.states[v.state]
+                if s.dtype != v.dtype or tuple(s.shape) != tuple(v.shape):
+                    raise ProgramError(f"{vw}: declared {v.dtype}{list(v.shape)} but state {s.name!r} is "
+                                       f"{s.dtype}{list(s.shape)}")
+            need = max_nbytes(v, ranges, vw)
+            if v.kind == "activation":
+                if v.alias >= 0:
+                    if not v.alias < len(m.values) or m.values[v.alias].kind != "activation" \
+                            or m.values[v.alias].alias >= 0:
+                        raise ProgramError(f"{vw}: alias {v.alias} is not a planned activation")
+                    if need > m.values[v.alias].nbytes:
+                        raise ProgramError(f"{vw}: needs {need} bytes but aliases a {m.values[v.alias].nbytes}-byte slot")
+                elif need > v.nbytes or v.offset % 64 or v.offset + v.nbytes > m.arena_size:
+                    raise ProgramError(f"{vw}: needs {need:,} bytes at the upper bounds; planned slot "
+                                       f"[{v.offset:,}, {v.offset + v.nbytes:,}) in a {m.arena_size:,}-byte arena")
+        for k in m.inputs:
+            if m.values[k].kind != "input":
+                raise ProgramError(f"{w}: method input {k} is a {m.values[k].kind}, not an input value")
+        first, last = {}, {}
+        for j, ins in enumerate(m.instructions):
+            iw = f"{w} instruction {j} ({ins.op})"
+            if ins.op not in KERNELS:
+                raise ProgramError(f"{iw}: op {ins.op!r} has no kernel in this runtime (edgetorch "
+                                   f"{__import__('edgetorch').__version__}); known ops: {len(KERNELS)}")
+            for k in ins.inputs:
+                if k >= 0 and k not in defined:
+                    raise ProgramError(f"{iw}: reads value {k} ({m.values[k].name!r}) before it is defined")
+            if len(ins.outputs) != 1:
+                raise ProgramError(f"{iw}: has {len(ins.outputs)} outputs; every op has exactly one")
+            o = ins.outputs[0]
+            if m.values[o].kind != "activation" or o in defined:
+                raise ProgramError(f"{iw}: output {o} must be an activation defined once")
+            defined.add(o)
+            _check_attrs(ins, m, iw)
+
+            def own(k):
+                return m.values[k].alias if m.values[k].alias >= 0 else k
+            first.setdefault(own(o), j)
+            last[own(o)] = max(last.get(own(o), j), j)
+            for k in ins.inputs:
+                if k >= 0 and m.values[k].kind == "activation":
+                    last[own(k)] = max(last.get(own(k), j), j)
+        for k in m.outputs:
+            if k not in defined:
+                raise ProgramError(f"{w}: output value {k} is never defined")
+        end = len(m.instructions)
+        for k in list(m.outputs) + [v for _, v in m.state_updates]:
+            if m.values[k].kind == "activation":
+                kk = m.values[k].alias if m.values[k].alias >= 0 else k
+                last[kk] = end
+        for s, v in m.state_updates:
+            st, val = info.states[s], m.values[v]
+            if val.dtype != st.dtype or tuple(val.shape) != tuple(st.shape):
+                raise ProgramError(f"{w}: writes {val.dtype}{list(val.shape)} into state {st.name!r} "
+                                   f"({st.dtype}{list(st.shape)})")
+        slots = sorted((m.values[k].offset, m.values[k].offset + m.values[k].nbytes, first[k], last[k], k)
+                       for k in first if m.values[k].nbytes)
+        for a in range(len(slots)):
+            a0, a1, f0, l0, ka = slots[a]
+            for b in range(a + 1, len(slots)):
+                b0, b1, f1, l1, kb = slots[b]
+                if b0 >= a1:
+                    break
+                if not (l0 < f1 or l1 < f0):
+                    raise ProgramError(f"{w}: values {m.values[ka].name!r} and {m.values[kb].name!r} are alive "
+                                       f"together but share arena bytes [{b0}, {min(a1, b1)})")
+    return True
