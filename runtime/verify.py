@@ -65,6 +65,34 @@ def _check_attrs(ins, m, what):
             raise ProgramError(f"{what}: attribute {k!r} is {v}")
 
 
+_INDEX_OPS = {"embedding": (0, 1, 0), "gather": (1, 0, None), "index_select": (1, 0, None)}
+
+
+def _check_constant_indices(info, ins, m, what):
+    """Index tensors stored in the program must be in range of the dim they index."""
+    spec = _INDEX_OPS.get(ins.op)
+    if spec is None:
+        return
+    ii, di, fixed = spec
+    if len(ins.inputs) <= max(ii, di) or ins.inputs[ii] < 0:
+        return
+    iv, dv = m.values[ins.inputs[ii]], m.values[ins.inputs[di]]
+    if iv.kind != "constant":
+        return
+    dim = fixed if fixed is not None else ins.attrs.get("dim", 0)
+    if not isinstance(dim, int) or not dv.shape or not -len(dv.shape) <= dim < len(dv.shape):
+        raise ProgramError(f"{what}: dim {dim!r} is out of range")
+    n = dv.shape[dim]
+    if isinstance(n, DimE):
+        n = bounds(n.expr, {i: (lo, hi) for i, (_, lo, hi) in enumerate(m.dims)})[0]
+    idx = info.arrays[iv.constant]
+    if idx.dtype.kind not in "iu":
+        raise ProgramError(f"{what}: index constant {iv.name!r} has dtype {idx.dtype}")
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise ProgramError(f"{what}: index constant {iv.name!r} holds {int(idx.min())}..{int(idx.max())}, "
+                           f"outside [0, {n})")
+
+
 def verify(info, memory_budget=DEFAULT_BUDGET):
     total = info.constant_bytes()
     for s in info.states:
@@ -129,6 +157,7 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
                 raise ProgramError(f"{iw}: output {o} must be an activation defined once")
             defined.add(o)
             _check_attrs(ins, m, iw)
+            _check_constant_indices(info, ins, m, iw)
 
             def own(k):
                 return m.values[k].alias if m.values[k].alias >= 0 else k

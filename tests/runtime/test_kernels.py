@@ -1,0 +1,82 @@
+"""Every runtime kernel against the frontend's numpy forward (the reference)
+on the registry's sample inputs, plus odd shapes for the Numba kernels."""
+import numpy as np
+import pytest
+
+from edgetorch.ops import REGISTRY
+from edgetorch.ops.registry import TensorMeta
+from edgetorch.runtime.kernels import KERNELS
+
+HELPERS = {"conv2d_weight", "max_pool2d_backward", "avg_pool2d_backward", "adaptive_avg_pool2d_backward"}
+
+
+def test_kernel_table_and_registry_agree():
+    assert set(KERNELS) == set(REGISTRY) - HELPERS
+    assert not set(KERNELS) - set(REGISTRY)
+
+
+def _cases():
+    for name, d in sorted(REGISTRY.items()):
+        if d.samples is None or name not in KERNELS:
+            continue
+        for i, s in enumerate(d.samples(np.random.default_rng(7))):
+            yield pytest.param(name, i, id=f"{name}-{i}")
+
+
+def _f32(a):
+    return a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
+
+
+@pytest.mark.parametrize("name,i", list(_cases()))
+def test_kernel_matches_reference(name, i):
+    d = REGISTRY[name]
+    s = d.samples(np.random.default_rng(7))[i]
+    if "data-dependent" in s.note:
+        pytest.skip("data-dependent output shape: never in a program")
+    args = [_f32(a) for a in s.args]
+    want = np.asarray(d.forward(*args, **s.attrs))
+    metas = [None if a is None else TensorMeta(a.shape, a.dtype) for a in args]
+    m = d.meta(*metas, **s.attrs)
+    out = np.full(tuple(m.shape), 123.0).astype(m.dtype)
+    KERNELS[name](out, *args, **s.attrs)
+    np.testing.assert_allclose(out.astype(np.float64), want.astype(np.float64), rtol=2e-5, atol=2e-5,
+                               err_msg=name)
+
+
+@pytest.mark.parametrize("rows,n", [(1, 1), (1, 7), (3, 17), (97, 33), (130, 5)])
+def test_row_kernels_odd_shapes(rows, n):
+    rng = np.random.default_rng(rows * 100 + n)
+    x = rng.normal(size=(rows, n)).astype(np.float32)
+    w = rng.normal(size=n).astype(np.float32)
+    b = rng.normal(size=n).astype(np.float32)
+    for op, args, attrs in [("rms_norm", (x, w), dict(normalized_shape=(n,), eps=1e-6)),
+                            ("rms_norm", (x, None), dict(normalized_shape=(n,))),
+                            ("layer_norm", (x, w, b), dict(normalized_shape=(n,))),
+                            ("layer_norm", (x, None, None), dict(normalized_shape=(n,))),
+                            ("softmax", (x,), dict(dim=-1)), ("log_softmax", (x,), dict(dim=-1))]:
+        out = np.empty_like(x)
+        KERNELS[op](out, *args, **attrs)
+        np.testing.assert_allclose(out, REGISTRY[op].forward(*args, **attrs), rtol=1e-5, atol=1e-5, err_msg=op)
+
+
+@pytest.mark.parametrize("b,hq,hk,l,s,e", [(1, 1, 1, 1, 1, 1), (1, 6, 6, 1, 37, 48), (2, 4, 2, 5, 5, 16),
+                                            (1, 8, 2, 3, 130, 64)])
+def test_attention_kernel_odd_shapes(b, hq, hk, l, s, e):
+    rng = np.random.default_rng(l * s)
+    q = rng.normal(size=(b, hq, l, e)).astype(np.float32)
+    k = rng.normal(size=(b, hk, s, e)).astype(np.float32)
+    v = rng.normal(size=(b, hk, s, e)).astype(np.float32)
+    mask = np.arange(s)[None, :] <= (np.arange(l)[:, None] + s - l)      # decode-style causal
+    out = np.empty((b, hq, l, e), np.float32)
+    KERNELS["scaled_dot_product_attention"](out, q, k, v, mask, enable_gqa=hq != hk)
+    want = REGISTRY["scaled_dot_product_attention"].forward(q, k, v, mask, enable_gqa=hq != hk)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+
+
+def test_negative_and_out_of_range_ids_are_input_errors():
+    from edgetorch.runtime import InputError
+    w = np.ones((5, 3), np.float32)
+    out = np.empty((2, 3), np.float32)
+    for ids in (np.array([0, 5]), np.array([-1, 0])):
+        with pytest.raises(InputError, match="out of range"):
+            KERNELS["embedding"](out, ids, w)

@@ -1,0 +1,137 @@
+"""Loaded programs: reference models against eager, inputs, state, threads."""
+import threading
+
+import numpy as np
+import pytest
+
+import edgetorch as et
+from edgetorch.exporter import Dim
+from edgetorch.models import MLP, Decoder, Encoder, ResNet
+from edgetorch.runtime import InputError, load
+
+from ..exporter.test_capture import export_llama, small_bert, small_llama
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    et.manual_seed(0)
+    m = MLP((20, 32, 32, 5)).eval()
+    return m, load(et.export(m, (et.randn(3, 20),), dynamic_shapes={"x": {0: Dim("batch", max=64)}}).to_bytes())
+
+
+def test_mlp_at_dynamic_extremes(mlp):
+    m, p = mlp
+    for b in (1, 17, 64):
+        x = np.random.default_rng(b).normal(size=(b, 20)).astype(np.float32)
+        with et.no_grad():
+            np.testing.assert_allclose(p(x), m(et.tensor(x)).numpy(), atol=1e-5)
+
+
+def test_resnet_and_encoder_match_eager_and_module():
+    et.manual_seed(0)
+    r = ResNet()
+    with et.no_grad():
+        r(et.randn(4, 3, 32, 32))
+    r.eval()
+    ep = et.export(r, (et.randn(2, 3, 32, 32),), dynamic_shapes={"x": {0: Dim("batch", max=32)}})
+    p = load(ep.to_bytes())
+    for b in (1, 3):
+        x = et.randn(b, 3, 32, 32)
+        with et.no_grad():
+            want = r(x).numpy()
+        np.testing.assert_allclose(p(x.numpy()), want, atol=1e-4)
+        np.testing.assert_allclose(ep.module()(x).numpy(), want, atol=1e-4)
+    e = Encoder(small_bert()).eval()
+    b, s = Dim("batch", max=8), Dim("seq", max=40)
+    ep = et.export(e, (et.randint(1, 97, (2, 5)), et.ones(2, 5, dtype="int64")),
+                   dynamic_shapes={"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}})
+    p = load(ep.to_bytes())
+    for bs, sl in ((1, 1), (2, 13), (8, 40)):
+        ids = et.randint(1, 97, (bs, sl))
+        mask = np.ones((bs, sl), np.int64)
+        mask[0, sl // 2 + 1:] = 0
+        with et.no_grad():
+            want = e(ids, et.tensor(mask)).numpy()
+        np.testing.assert_allclose(p(ids.numpy(), mask), want, atol=1e-4)
+        np.testing.assert_allclose(p(input_ids=ids.numpy(), attention_mask=mask), want, atol=1e-4)
+
+
+def test_llama_prefill_decode_and_state():
+    et.manual_seed(0)
+    m = Decoder(small_llama()).eval()
+    p = load(export_llama(m).to_bytes())
+    assert p.methods == ["prefill", "decode"] and p.method("decode").stateful
+    ids = et.randint(0, 128, (1, 12))
+    with et.no_grad():
+        full = m(ids).numpy()
+    a = ids.numpy()
+    out = [p.prefill(a[:, :5], np.array([0]))]
+    for i in range(5, 12):
+        out.append(p.decode(a[:, i:i + 1], np.array([i])))
+    np.testing.assert_allclose(np.concatenate(out, 1), full, atol=1e-4)
+    assert any(np.any(v) for v in p.state.values())
+    p.reset_state()
+    assert not any(np.any(v) for v in p.state.values())
+    np.testing.assert_allclose(p.prefill(a[:, :5], np.array([0])), full[:, :5], atol=1e-4)
+
+
+def test_input_errors_name_the_input(mlp):
+    _, p = mlp
+    x = np.zeros((2, 20), np.float32)
+    cases = [((), "takes 1 inputs"), ((x, x), "takes 1 inputs"),
+             ((np.zeros((2, 21), np.float32),), "dim 1: expected 20, got 21"),
+             ((np.zeros((65, 20), np.float32),), r"\(batch\) is 65; expected 1 <= batch <= 64"),
+             ((np.zeros((2, 20, 1), np.float32),), "expected rank 2"),
+             ((np.zeros((2, 20), np.int64),), "expected float32, got int64")]
+    for args, needle in cases:
+        with pytest.raises(InputError, match=needle):
+            p(*args)
+    with pytest.raises(InputError, match="no input named 'y'"):
+        p(y=x)
+    np.testing.assert_allclose(p(x.astype(np.float64)), p(x))           # same-kind cast
+    np.testing.assert_allclose(p(np.asfortranarray(np.ones((3, 20)))), p(np.ones((3, 20), np.float32)))
+
+
+def test_out_of_range_token_is_an_input_error():
+    et.manual_seed(0)
+    p = load(export_llama(Decoder(small_llama()).eval()).to_bytes())
+    with pytest.raises(InputError, match="out of range"):
+        p.decode(np.array([[128]]), np.array([3]))
+    with pytest.raises(InputError, match="out of range"):
+        p.decode(np.array([[-1]]), np.array([3]))
+    with pytest.raises(InputError, match="out of range"):
+        p.decode(np.array([[5]]), np.array([32]))     # past the KV cache
+
+
+def test_eight_threads_get_correct_results(mlp):
+    m, p = mlp
+    xs = [np.random.default_rng(i).normal(size=(i + 1, 20)).astype(np.float32) for i in range(8)]
+    with et.no_grad():
+        want = [m(et.tensor(x)).numpy() for x in xs]
+    errors = []
+
+    def work(i):
+        for _ in range(50):
+            if not np.allclose(p(xs[i]), want[i], atol=1e-5):
+                errors.append(i)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+
+
+def test_profile_names_ops_and_lines(mlp):
+    _, p = mlp
+    prof = p.method("forward").profile(np.ones((2, 20), np.float32))
+    text = str(prof)
+    assert "fused_linear" in text and "vision.py" in text and prof.total > 0
+
+
+def test_warmup_and_program_info(mlp):
+    _, p = mlp
+    p.warmup()
+    assert p.arena_bytes()["forward"] > 0 and p.constant_bytes > 0
+    assert "batch" in repr(p.method("forward").inputs[0])

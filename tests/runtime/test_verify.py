@@ -1,0 +1,165 @@
+"""Crafted programs, one per class of check: each must raise ProgramError
+with a message naming what is wrong."""
+import copy
+
+import numpy as np
+import pytest
+
+import edgetorch as et
+from edgetorch.exporter import Dim
+from edgetorch.exporter.serialize import lower
+from edgetorch.models import MLP
+from edgetorch.runtime import ProgramError, load
+from edgetorch.schemas import format as F
+from edgetorch.schemas.writer import write
+
+
+class Gathers(et.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = et.nn.Parameter(et.randn(6, 4))
+        self.register_buffer("ids", et.tensor([0, 5, 2]))
+
+    def forward(self, x):
+        return et.nn.functional.embedding(self.ids, self.table).sum(0) + x.permute(1, 0).sum(1)
+
+
+@pytest.fixture(scope="module")
+def base():
+    et.manual_seed(0)
+    return lower(et.export(MLP((8, 16, 4)).eval(), (et.randn(2, 8),),
+                           dynamic_shapes={"x": {0: Dim("batch", max=16)}}))
+
+
+@pytest.fixture(scope="module")
+def gathers():
+    et.manual_seed(0)
+    return lower(et.export(Gathers().eval(), (et.randn(3, 4),), optimize=["dce"]))
+
+
+def _bad(info, edit, needle, **load_kw):
+    i2 = copy.deepcopy(info)
+    i2.arrays = [a.copy() for a in info.arrays]
+    edit(i2)
+    with pytest.raises(ProgramError, match=needle):
+        load(write(i2), **load_kw)
+
+
+def _act(info):
+    m = info.methods[0]
+    return next(v for v in m.values if v.kind == "activation")
+
+
+def test_base_program_loads(base, gathers):
+    load(write(base))
+    load(write(gathers))
+
+
+def test_unknown_op(base):
+    def e(i):
+        i.methods[0].instructions[0].op = "frobnicate"
+    _bad(base, e, "op 'frobnicate' has no kernel")
+
+
+def test_negative_dim(base):
+    def e(i):
+        _act(i).shape = (-3, 16)
+    _bad(base, e, "negative")
+
+
+def test_absurd_rank(base):
+    def e(i):
+        _act(i).shape = (1,) * 40
+    _bad(base, e, "rank 40 exceeds")
+
+
+def test_memory_budget(base):
+    def e(i):
+        i.methods[0].arena_size = 1 << 50
+    _bad(base, e, "memory budget")
+    _bad(base, lambda i: None, "memory budget", memory_budget=100)
+
+
+def test_huge_dims_overflow_checked_in_python_ints(base):
+    def e(i):
+        _act(i).shape = (2 ** 40, 2 ** 40)
+    _bad(base, e, "needs")
+
+
+def test_slot_outside_arena(base):
+    def e(i):
+        _act(i).offset = i.methods[0].arena_size
+    _bad(base, e, "planned slot")
+
+
+def test_overlapping_live_values(base):
+    def e(i):
+        for v in i.methods[0].values:
+            if v.kind == "activation":
+                v.offset = 0
+                v.nbytes = max(v.nbytes, 16 * 16 * 4)
+    _bad(base, e, "alive together")
+
+
+def test_value_index_out_of_range(base):
+    def e(i):
+        i.methods[0].instructions[0].inputs[0] = 999
+    _bad(base, e, "value index 999 out of range")
+
+
+def test_use_before_definition(base):
+    def e(i):
+        m = i.methods[0]
+        m.instructions[0].inputs[0] = m.instructions[-1].outputs[0]
+    _bad(base, e, "before it is defined")
+
+
+def test_constant_shape_mismatch(base):
+    def e(i):
+        i.constants[0].shape = (7, 7)
+        i.arrays[0] = np.zeros((7, 7), np.float32)
+    _bad(base, e, "declared")
+
+
+def test_constant_bytes_must_match_shape(base):
+    i2 = copy.deepcopy(base)
+    i2.arrays = list(base.arrays)
+    i2.constants[0].shape = (10 ** 12, 10 ** 12)   # the byte count stays that of the real array
+    with pytest.raises(ProgramError, match="needs"):
+        load(write(i2))
+
+
+def test_bad_permutation(gathers):
+    def e(i):
+        ins = next(x for x in i.methods[0].instructions if x.op == "permute")
+        ins.attrs["dims"] = (0, 0)
+    _bad(gathers, e, "not a permutation")
+
+
+def test_bad_axis(gathers):
+    def e(i):
+        ins = next(x for x in i.methods[0].instructions if x.op == "sum")
+        ins.attrs["dim"] = 7
+    _bad(gathers, e, "out of range for rank")
+
+
+def test_constant_indices_out_of_range(gathers):
+    def e(i):
+        k = next(k for k, c in enumerate(i.constants) if c.name == "ids")
+        i.arrays[k] = np.array([0, 6, 2])
+    _bad(gathers, e, "outside")
+
+
+def test_bad_dim_range(base):
+    def e(i):
+        i.methods[0].dims = [("batch", 5, 2)]
+    _bad(base, e, "min <= max")
+
+
+def test_state_mismatch():
+    from ..exporter.test_capture import export_llama, small_llama
+    info = lower(export_llama(et.models.Decoder(small_llama()).eval()))
+
+    def e(i):
+        i.states[0].shape = (1, 2, 3)
+    _bad(info, e, "state")
