@@ -44,9 +44,31 @@ class Plan:
         return f"arena {self.arena_size:,} B vs {self.naive_size:,} B unplanned ({pct:.0f}%)"
 
 
+def inplace_state_writes(g: Graph):
+    """State updates an index_put can write in place: new value -> state value.
+
+    The new value of a state may live in the state's own buffer when it is
+    index_put(old state, ...) and nothing reads the old state afterwards (a
+    KV-cache write): no arena slot, no copy in or back.
+    """
+    out = {}
+    pos = {n: i for i, n in enumerate(g.nodes)}
+    for name, v in g.state_updates.items():
+        n, s = v.producer, g.state.get(name)
+        if n is None or n.op != "index_put" or not n.inputs or n.inputs[0] is not s:
+            continue
+        if any(x is s for x in n.inputs[1:]) or s in g.outputs:
+            continue
+        if any(x is s for m in g.nodes[pos[n] + 1:] for x in m.inputs):
+            continue
+        out[v] = s
+    return out
+
+
 def plan_memory(g: Graph) -> Plan:
     ranges = {i: (d.min, d.max) for i, d in enumerate(g.dims)}
-    alias = {}
+    in_state = inplace_state_writes(g)
+    alias = dict(in_state)
     for n in g.nodes:
         x = n.inputs[0] if n.inputs else None
         if n.op in VIEW_OPS and x is not None and x.kind == "act":
@@ -67,10 +89,10 @@ def plan_memory(g: Graph) -> Plan:
     for v in list(g.outputs) + list(g.state_updates.values()):
         if v.kind == "act":
             last[owner(v)] = end
-    slots = [v for v in first if v not in alias]
+    slots = [v for v in first if v not in alias and v.kind == "act"]
     sizes = {v: max_nbytes(v, ranges) for v in slots}
     for v, o in alias.items():
-        sizes[v] = max_nbytes(v, ranges)
+        sizes[v] = max_nbytes(v, ranges) if o.kind == "act" else 0
     naive = sum(sizes[v] for v in slots)
     placed = []      # (offset, end_offset, first, last)
     offsets = {}
@@ -85,7 +107,7 @@ def plan_memory(g: Graph) -> Plan:
         offsets[v] = off
         placed.append((off, off + sizes[v], lo, hi))
     for v, o in alias.items():
-        offsets[v] = offsets[o]
+        offsets[v] = offsets.get(o, 0)
     arena = max((b for _, b, _, _ in placed), default=0)
     arena = (arena + ALIGN - 1) // ALIGN * ALIGN
     return Plan(offsets, sizes, alias, {v: (first[v], last[v]) for v in slots}, arena, naive)

@@ -92,7 +92,7 @@ def lower(ep) -> F.ProgramInfo:
                 vi.offset = plan.offsets[v]
                 vi.nbytes = plan.sizes[v]
                 if v in plan.alias:
-                    vi.alias = index[plan.alias[v]]
+                    vi.alias = index[plan.alias[v]]     # a reshape view, or a state written in place
             values.append(vi)
         instrs = []
         for n in g.nodes:

@@ -81,6 +81,8 @@ class Method:
                 self._const[i] = program._arrays[v.constant]
         self._state_of = {i: program._info.states[v.state].name for i, v in enumerate(vals) if v.kind == "state"}
         self._writes = [(program._info.states[s].name, v) for s, v in info.state_updates]
+        self._inplace = self._inplace_updates()
+        self._writes = [(n, v) for n, v in self._writes if v not in self._inplace]
         self._steps = []
         for ins in info.instructions:
             static = not any(_has_dims(a) for a in ins.attrs.values())
@@ -92,7 +94,14 @@ class Method:
             for ax, d in enumerate(vals[vi].shape):
                 if isinstance(d, DimE) and d.expr[0] == "sym":
                     self._in_dims.append((k, ax, d.expr[1]))
-        self.stateful = bool(self._writes)
+        self.stateful = bool(info.state_updates)
+
+    def _inplace_updates(self):
+        """Values the program stores in a state's own buffer (an in-place KV-cache write;
+        verified at load): value index -> state name."""
+        vals = self.info.values
+        return {i: self._state_of[v.alias] for i, v in enumerate(vals)
+                if v.kind == "activation" and v.alias >= 0 and vals[v.alias].kind == "state"}
 
     def _new_arena(self):
         raw = np.empty(self.info.arena_size + 64, dtype=np.uint8)
@@ -160,7 +169,7 @@ class Method:
         vals = self.info.values
         env = [None] * len(vals)
         for i, v in enumerate(vals):
-            if v.kind != "activation":
+            if v.kind != "activation" or i in self._inplace:
                 continue
             shape = tuple(d if not isinstance(d, DimE) else evaluate(d.expr, dims) for d in v.shape)
             n = self._dtypes[i].itemsize
@@ -179,6 +188,8 @@ class Method:
         for i, a in self._const.items():
             env[i] = a
         for i, name in self._state_of.items():
+            env[i] = self._p.state[name]
+        for i, name in self._inplace.items():
             env[i] = self._p.state[name]
         for fn, ins, out, attrs, static, info in self._steps:
             t0 = time.perf_counter() if timings is not None else 0.0

@@ -93,6 +93,21 @@ def _check_constant_indices(info, ins, m, what):
                            f"outside [0, {n})")
 
 
+def _check_state_alias(m, i, v, vw):
+    """A value may share a state's buffer only as that state's in-place index_put update."""
+    s = m.values[v.alias]
+    if s.dtype != v.dtype or tuple(s.shape) != tuple(v.shape):
+        raise ProgramError(f"{vw}: aliases state value {s.name!r} of another type")
+    if not any(val == i and m.values[val].alias == v.alias for _, val in m.state_updates):
+        raise ProgramError(f"{vw}: aliases a state but is not that state's update")
+    j = next((j for j, ins in enumerate(m.instructions) if ins.outputs and ins.outputs[0] == i), None)
+    if j is None or m.instructions[j].op != "index_put" or not m.instructions[j].inputs \
+            or m.instructions[j].inputs[0] != v.alias or v.alias in m.instructions[j].inputs[1:]:
+        raise ProgramError(f"{vw}: a state is updated in place only by index_put(state, ...)")
+    if any(v.alias in ins.inputs for ins in m.instructions[j + 1:]) or v.alias in m.outputs:
+        raise ProgramError(f"{vw}: the old value of state {s.name!r} is read after its in-place update")
+
+
 def verify(info, memory_budget=DEFAULT_BUDGET):
     total = info.constant_bytes()
     for s in info.states:
@@ -129,7 +144,9 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
                                        f"{s.dtype}{list(s.shape)}")
             need = max_nbytes(v, ranges, vw)
             if v.kind == "activation":
-                if v.alias >= 0:
+                if v.alias >= 0 and v.alias < len(m.values) and m.values[v.alias].kind == "state":
+                    _check_state_alias(m, i, v, vw)
+                elif v.alias >= 0:
                     if not v.alias < len(m.values) or m.values[v.alias].kind != "activation" \
                             or m.values[v.alias].alias >= 0:
                         raise ProgramError(f"{vw}: alias {v.alias} is not a planned activation")
@@ -160,7 +177,8 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
             _check_constant_indices(info, ins, m, iw)
 
             def own(k):
-                return m.values[k].alias if m.values[k].alias >= 0 else k
+                a = m.values[k].alias
+                return a if a >= 0 and m.values[a].kind == "activation" else k
             first.setdefault(own(o), j)
             last[own(o)] = max(last.get(own(o), j), j)
             for k in ins.inputs:
@@ -172,10 +190,14 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
         end = len(m.instructions)
         for k in list(m.outputs) + [v for _, v in m.state_updates]:
             if m.values[k].kind == "activation":
-                kk = m.values[k].alias if m.values[k].alias >= 0 else k
+                a = m.values[k].alias
+                kk = a if a >= 0 and m.values[a].kind == "activation" else k
                 last[kk] = end
         for s, v in m.state_updates:
             st, val = info.states[s], m.values[v]
+            if val.alias >= 0 and m.values[val.alias].kind == "state" and m.values[val.alias].state != s:
+                raise ProgramError(f"{w}: value {val.name!r} is written in place into one state and "
+                                   f"assigned to {st.name!r}")
             if val.dtype != st.dtype or tuple(val.shape) != tuple(st.shape):
                 raise ProgramError(f"{w}: writes {val.dtype}{list(val.shape)} into state {st.name!r} "
                                    f"({st.dtype}{list(st.shape)})")

@@ -97,6 +97,32 @@ def _same_shape(a, b):
     return True
 
 
+def _full_slices(index, shape):
+    """True when an index key selects every element in order (x[:], x[:n] on a dim of size n, x[...])."""
+    index = tuple(index)
+    if any(e is Ellipsis for e in index):
+        k = next(i for i, e in enumerate(index) if e is Ellipsis)
+        fill = (slice(None),) * (len(shape) - (len(index) - 1))
+        index = index[:k] + fill + index[k + 1:]
+    if len(index) > len(shape):
+        return False
+    for d, e in enumerate(index):
+        if not isinstance(e, slice):
+            return False
+        n = shape[d]
+        start_ok = e.start is None or (not isinstance(e.start, SymInt) and e.start == 0)
+        step_ok = e.step is None or (not isinstance(e.step, SymInt) and e.step == 1)
+        if e.stop is None:
+            stop_ok = True
+        elif isinstance(e.stop, SymInt) or isinstance(n, SymInt):
+            stop_ok = isinstance(e.stop, SymInt) and isinstance(n, SymInt) and e.stop.expr == n.expr
+        else:
+            stop_ok = e.stop >= n
+        if not (start_ok and stop_ok and step_ok):
+            return False
+    return True
+
+
 def remove_noop_views(g: Graph) -> Graph:
     """Drop reshapes/expands to the same shape, identity permutes, same-dtype casts,
     clones and full-slice getitems (programs are SSA: an alias is safe)."""
@@ -113,8 +139,7 @@ def remove_noop_views(g: Graph) -> Graph:
                 noop = True
             elif n.op == "clone":
                 noop = True
-            elif n.op == "getitem" and len(n.inputs) == 1 and all(
-                    (isinstance(e, slice) and e == slice(None)) or e is Ellipsis for e in n.attrs["index"]):
+            elif n.op == "getitem" and len(n.inputs) == 1 and _full_slices(n.attrs["index"], x.shape):
                 noop = True
         if noop and np.dtype(x.dtype) == np.dtype(n.output.dtype):
             replace_uses(g, n.output, x)

@@ -163,3 +163,18 @@ def test_state_mismatch():
     def e(i):
         i.states[0].shape = (1, 2, 3)
     _bad(info, e, "state")
+
+
+def test_state_alias_only_for_in_place_updates():
+    from ..exporter.test_capture import export_llama, small_llama
+    info = lower(export_llama(et.models.Decoder(small_llama()).eval()))
+    m = info.methods[1]
+    aliased = [v for v in m.values if v.kind == "activation" and v.alias >= 0 and m.values[v.alias].kind == "state"]
+    assert len(aliased) == 4                      # every KV-cache write happens in place
+    st = aliased[0].alias
+
+    def e(i):
+        mm = i.methods[1]
+        other = next(v for v in mm.values if v.kind == "activation" and v.alias < 0)
+        other.alias = st            # an ordinary activation claiming a state's buffer
+    _bad(info, e, "state")
