@@ -3,6 +3,9 @@
     edgetorch --version
     edgetorch ops [--family F]      the op registry as a table, generated from the code
     edgetorch inspect m.etp [--graph]
+    edgetorch run m.etp --input x.npy [--method decode] [--out y.npy]
+    edgetorch bench m.etp [--method m] [--iters N] [--size min|mid|max] [--threads N]
+    edgetorch warmup m.etp
 """
 from __future__ import annotations
 
@@ -57,6 +60,99 @@ def cmd_inspect(args):
     return 0
 
 
+def _load(path):
+    from edgetorch.runtime import ProgramError, load
+    try:
+        return load(path)
+    except ProgramError as e:
+        print(f"edgetorch: {path}: {e}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def cmd_run(args):
+    import numpy as np
+
+    from edgetorch.runtime import InputError, random_inputs
+    prog = _load(args.program)
+    m = prog.method(args.method) if args.method else prog.method(prog.methods[0] if "forward" not in
+                                                                 prog.methods else "forward")
+    if args.input:
+        pos, named = [], {}
+        for item in args.input:
+            name, _, path = item.rpartition("=")
+            arr = np.load(path)
+            if name:
+                named[name] = arr
+            else:
+                pos.append(arr)
+    else:
+        pos, named = random_inputs(m, args.size), {}
+        print(f"no --input: random inputs at the {args.size} sizes: "
+              + ", ".join(f"{s.name}{list(a.shape)}" for s, a in zip(m.inputs, pos)))
+    try:
+        out = m(*pos, **named)
+    except InputError as e:
+        print(f"edgetorch run: {e}", file=sys.stderr)
+        return 2
+    outs = out if isinstance(out, tuple) else (out,)
+    for spec, o in zip(m.outputs, outs):
+        flat = o.reshape(-1)[:6]
+        print(f"{spec.name}: {o.dtype}{list(o.shape)} = [{', '.join(f'{x:.5g}' for x in flat.tolist())}"
+              f"{', ...' if o.size > 6 else ''}]")
+    if args.out:
+        if len(outs) == 1:
+            np.save(args.out, outs[0])
+        else:
+            np.savez(args.out, **{s.name: o for s, o in zip(m.outputs, outs)})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_bench(args):
+    import time
+
+    import numpy as np
+
+    from edgetorch.runtime import random_inputs, set_num_threads, threads
+    if args.threads:
+        set_num_threads(args.threads)
+    prog = _load(args.program)
+    names = [args.method] if args.method else prog.methods
+    print(f"{args.program}: constants {prog.constant_bytes / 1e6:.2f} MB; threading "
+          + ", ".join(f"{k}={v}" for k, v in threads.info().items()))
+    for name in names:
+        m = prog.method(name)
+        xs = random_inputs(m, args.size)
+        for _ in range(args.warmup):
+            m(*xs)
+        ts = []
+        for _ in range(args.iters):
+            t0 = time.perf_counter()
+            m(*xs)
+            ts.append(time.perf_counter() - t0)
+        ts = np.array(ts) * 1e3
+        p50, p90, p99 = np.percentile(ts, [50, 90, 99])
+        batch = xs[0].shape[0] if xs and xs[0].ndim else 1
+        print(f"method {name!r} inputs " + ", ".join(f"{s.name}{list(a.shape)}" for s, a in zip(m.inputs, xs)))
+        print(f"  latency p50 {p50:.3f} ms  p90 {p90:.3f} ms  p99 {p99:.3f} ms  ({args.iters} runs, "
+              f"{args.warmup} warm-up)")
+        print(f"  throughput {1e3 / p50:.1f} calls/s, {batch * 1e3 / p50:.1f} items/s; arena "
+              f"{m.info.arena_size / 1e6:.2f} MB")
+    return 0
+
+
+def cmd_warmup(args):
+    import time
+    t0 = time.perf_counter()
+    prog = _load(args.program)
+    t1 = time.perf_counter()
+    prog.warmup()
+    t2 = time.perf_counter()
+    print(f"loaded in {(t1 - t0) * 1e3:.1f} ms; kernels compiled or loaded from the Numba cache in "
+          f"{t2 - t1:.2f} s")
+    return 0
+
+
 def build_parser():
     import edgetorch
     p = argparse.ArgumentParser(prog="edgetorch", description="edgetorch: eager frontend, exporter and runtime")
@@ -69,6 +165,24 @@ def build_parser():
     i.add_argument("program", help="path to a .etp file")
     i.add_argument("--graph", action="store_true", help="also print every method's instruction list")
     i.set_defaults(func=cmd_inspect)
+    r = sub.add_parser("run", help="run a method of a program on .npy inputs (random ones if none)")
+    r.add_argument("program")
+    r.add_argument("--input", action="append", help="x.npy, or name=x.npy; repeat for several inputs")
+    r.add_argument("--method")
+    r.add_argument("--out", help="write the output (.npy, or .npz for several)")
+    r.add_argument("--size", choices=("min", "mid", "max"), default="min", help="dynamic dims of random inputs")
+    r.set_defaults(func=cmd_run)
+    b = sub.add_parser("bench", help="latency percentiles of a program's methods on random inputs")
+    b.add_argument("program")
+    b.add_argument("--method")
+    b.add_argument("--iters", type=int, default=100)
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--size", choices=("min", "mid", "max"), default="min")
+    b.add_argument("--threads", type=int)
+    b.set_defaults(func=cmd_bench)
+    w = sub.add_parser("warmup", help="compile (or load from cache) every kernel a program uses")
+    w.add_argument("program")
+    w.set_defaults(func=cmd_warmup)
     return p
 
 

@@ -9,7 +9,7 @@ from numba import njit, prange
 
 from .registry import kernel
 
-PAR_ROWS = 64     # below this many rows a serial loop beats a parallel region
+PAR_ROWS = 512    # below this many rows a serial loop beats a (passive-wait) parallel region
 
 
 # ------------------------------------------------------------------ norms
