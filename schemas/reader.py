@@ -302,7 +302,7 @@ def read(path_or_bytes, verify_checksum=True) -> F.ProgramInfo:
         raise
     except (IndexError, struct.error, ValueError, TypeError, OverflowError, RecursionError) as e:
         raise ProgramError(f"malformed program tables: {type(e).__name__}: {e}") from None
-    if verify_checksum and zlib.crc32(buf[seg_off:seg_off + seg_size]) != checksum:
+    if verify_checksum and zlib.crc32(memoryview(buf)[seg_off:seg_off + seg_size]) != checksum:
         raise ProgramError("constant segment checksum mismatch: the file is corrupt or was modified")
     info = F.ProgramInfo((major, minor), producer, methods, consts, states, meta, dels, checksum, arrays, total)
     return info

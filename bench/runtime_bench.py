@@ -1,0 +1,256 @@
+"""The runtime against its peers, side by side in one process on the same weights.
+
+    python bench/runtime_bench.py [--repeats 7] [--quick]
+
+For each reference model: the edgetorch runtime (program exported from the
+edgetorch model), ONNX Runtime (the same weights in an equivalent PyTorch
+model exported with torch.onnx.export, opset 17, 2 intra-op threads) and
+PyTorch eager (2 threads). Reports median latency and the ratio
+edgetorch / ONNX Runtime. Then Llama decode tokens/s against PyTorch eager
+(transformers with its KV cache) and the DRAM floor, cold and warm start in
+fresh processes, and the load time of a 100 MB program. ExecuTorch is not
+measured here (not installed in this environment).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def timeit(fn, repeats, min_time=0.2):
+    fn()
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-6)
+    iters = max(1, int(min_time / one))
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        out.append((time.perf_counter() - t0) / iters)
+    return statistics.median(out)
+
+
+def load_avg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def models(quick):
+    import edgetorch as et
+    from edgetorch.exporter import Dim
+    from edgetorch.models import MLP, Encoder, EncoderConfig, ResNet
+    et.manual_seed(0)
+    mlp = MLP((784, 512, 512, 10)).eval()
+    yield ("MLP 784-512-512-10", mlp, "mlp", [("x", (1, 784)), ("x", (32, 784))],
+           lambda m: et.export(m, (et.randn(2, 784),), dynamic_shapes={"x": {0: Dim("batch", max=64)}}))
+    r = ResNet()
+    with et.no_grad():
+        r(et.randn(8, 3, 32, 32))
+    r.eval()
+    yield ("ResNet-8 3x32x32", r, "resnet", [("x", (1, 3, 32, 32)), ("x", (32, 3, 32, 32))],
+           lambda m: et.export(m, (et.randn(2, 3, 32, 32),), dynamic_shapes={"x": {0: Dim("batch", max=64)}}))
+    cfg = EncoderConfig()     # MiniLM-L6 shape: 6 layers, hidden 384, 12 heads
+    e = Encoder(cfg).eval()
+    b, s = Dim("batch", max=32), Dim("seq", max=512)
+    yield ("MiniLM-shaped encoder seq 128", e, "bert", [("ids", (1, 128))],
+           lambda m: et.export(m, (et.randint(1, 1000, (2, 16)), et.ones(2, 16, dtype="int64")),
+                               dynamic_shapes={"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}}))
+
+
+def compare(repeats, quick):
+    import torch
+
+    import edgetorch as et
+    from edgetorch.runtime import load
+    import peers
+    torch.set_num_threads(2)
+    rows = []
+    for name, model, kind, cases, export in models(quick):
+        prog = load(export(model).to_bytes())
+        tm = {"mlp": peers.torch_mlp, "resnet": peers.torch_resnet, "bert": peers.torch_bert}[kind](model)
+        for _, shape in cases:
+            rng = np.random.default_rng(0)
+            if kind == "bert":
+                ids = rng.integers(1, 30000, size=shape).astype(np.int64)
+                mask = np.ones(shape, np.int64)
+                et_fn = lambda: prog(ids, mask)   # noqa: E731
+                t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
+                with torch.no_grad():
+                    tfn = lambda: tm(t_ids, t_mask)  # noqa: E731
+                sess = peers.ort_session(tm, (t_ids, t_mask), ["input_ids", "attention_mask"],
+                                         {"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
+                feeds = {"input_ids": ids, "attention_mask": mask}
+                ref = tfn().detach().numpy()
+            else:
+                x = rng.standard_normal(shape).astype(np.float32)
+                et_fn = lambda: prog(x)   # noqa: E731
+                tx = torch.tensor(x)
+                tfn = lambda: tm(tx)   # noqa: E731
+                sess = peers.ort_session(tm, (tx,), ["x"], {"x": {0: "b"}})
+                feeds = {"x": x}
+                with torch.no_grad():
+                    ref = tfn().numpy()
+            got = et_fn()
+            err = float(np.abs(got - ref).max())
+            ort_fn = lambda: sess.run(None, feeds)   # noqa: E731
+            with torch.no_grad():
+                t_torch = timeit(tfn, repeats)
+            t_et = timeit(et_fn, repeats)
+            t_ort = timeit(ort_fn, repeats)
+            rows.append((name, shape[0], t_et, t_ort, t_torch, err))
+            print(f"  {name} batch {shape[0]}: et {t_et * 1e3:.3f} ms, ort {t_ort * 1e3:.3f} ms, "
+                  f"torch {t_torch * 1e3:.3f} ms (max |diff| vs torch {err:.1e})", file=sys.stderr)
+    return rows
+
+
+def dram_bandwidth():
+    """GB/s reading a 1 GiB float32 array with a 2-thread Numba reduction."""
+    from numba import njit, prange
+
+    @njit(parallel=True, fastmath=True)
+    def total(a):
+        s = 0.0
+        for i in prange(a.shape[0]):
+            s += a[i]
+        return s
+    a = np.ones(1 << 28, np.float32)
+    total(a)
+    t = min(timeit(lambda: total(a), 1, 0.0) for _ in range(5))
+    return a.nbytes / t / 1e9
+
+
+def llama_decode(repeats, ctx=128):
+    import torch
+
+    import edgetorch as et
+    from edgetorch.exporter import Dim
+    from edgetorch.models import Decoder, DecoderConfig
+    from edgetorch.runtime import load
+    import peers
+    cfg = DecoderConfig(vocab_size=32000, hidden_size=288, intermediate_size=768, num_hidden_layers=6,
+                        num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=256)
+    et.manual_seed(0)
+    m = Decoder(cfg).eval()
+    seq = Dim("seq", min=1, max=256)
+    prog = load(et.export_methods(m, {
+        "prefill": (m, (et.randint(0, 32000, (1, 8)), et.tensor([0])), {"input_ids": {1: seq}}),
+        "decode": (m, (et.randint(0, 32000, (1, 1)), et.tensor([8])))}).to_bytes())
+    ids = np.random.default_rng(0).integers(0, 32000, size=(1, ctx))
+    prog.prefill(ids, np.array([0]))
+    dec = prog.method("decode")
+    tok = np.array([[7]])
+    pos = np.array([ctx])
+    t_et = timeit(lambda: dec(tok, pos), repeats)     # same position each time: the cache stays at ctx
+    tm = peers.torch_llama(m)
+    with torch.no_grad():
+        out = tm(torch.tensor(ids), use_cache=True)
+        past = out.past_key_values
+        t_tok = torch.tensor([[7]])
+
+        def step():
+            # crop back to ctx so every step attends over the same context
+            o = tm(t_tok, past_key_values=past, use_cache=True)
+            past.crop(-1)          # drop the token just added (transformers 5: negative = tokens to remove)
+            return o
+        t_torch = timeit(step, repeats)
+    weight_bytes = sum(p.numel() for p in m.parameters()) * 4
+    return t_et, t_torch, weight_bytes
+
+
+def start_times(tmp):
+    """Cold start (empty Numba cache) and warm start, fresh processes, encoder to first result."""
+    import edgetorch as et
+    from edgetorch.exporter import Dim
+    from edgetorch.models import Encoder, EncoderConfig
+    e = Encoder(EncoderConfig()).eval()
+    b, s = Dim("batch", max=32), Dim("seq", max=512)
+    path = os.path.join(tmp, "enc.etp")
+    et.export(e, (et.randint(1, 1000, (2, 16)), et.ones(2, 16, dtype="int64")),
+              dynamic_shapes={"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}}).save(path)
+    code = ("import time; t=time.perf_counter(); import numpy as np; from edgetorch.runtime import load; "
+            f"p=load({path!r}); p(np.ones((1,128),np.int64), np.ones((1,128),np.int64)); "
+            "print(time.perf_counter()-t)")
+    env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, "numba-cache"))
+    out = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(r.stderr)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def load_100mb(tmp):
+    import edgetorch as et
+    from edgetorch.models import MLP
+    from edgetorch.runtime import load
+    m = MLP((4096, 4096, 2048)).eval()    # 25 M parameters = 100 MB of float32
+    path = os.path.join(tmp, "big.etp")
+    et.export(m, (et.randn(2, 4096),)).save(path)
+    size = os.path.getsize(path)
+    load(path)
+    t = statistics.median(timeit(lambda: load(path), 1, 0.0) for _ in range(7))
+    return size, t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args(argv)
+    import torch
+
+    import edgetorch as et
+    from edgetorch.runtime import threads
+    l0 = load_avg()
+    rows = compare(a.repeats, a.quick)
+    t_et, t_torch, wbytes = llama_decode(a.repeats)
+    bw = dram_bandwidth()
+    with tempfile.TemporaryDirectory() as tmp:
+        cold, warm = start_times(tmp)
+        size, t_load = load_100mb(tmp)
+    l1 = load_avg()
+    import onnxruntime
+    print(f"edgetorch {et.__version__}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; "
+          f"{os.cpu_count()} cpus; threading {threads.info()}; 1-min load {l0:.2f} -> {l1:.2f}; "
+          f"median of {a.repeats}")
+    print()
+    print("| model | batch | edgetorch | ONNX Runtime | PyTorch eager | edgetorch / ORT |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, bsz, te, to, tt, err in rows:
+        print(f"| {name} | {bsz} | {te * 1e3:.3f} ms | {to * 1e3:.3f} ms | {tt * 1e3:.3f} ms | {te / to:.2f}x |")
+    floor = wbytes / (bw * 1e9)
+    print()
+    print("| Llama 15M decode, 128-token context | ms/token | tokens/s |")
+    print("| --- | --- | --- |")
+    print(f"| edgetorch runtime (fp32) | {t_et * 1e3:.2f} | {1 / t_et:.0f} |")
+    print(f"| PyTorch eager (transformers, KV cache) | {t_torch * 1e3:.2f} | {1 / t_torch:.0f} |")
+    print(f"| DRAM floor: {wbytes / 1e6:.0f} MB of weights at {bw:.1f} GB/s | {floor * 1e3:.2f} | {1 / floor:.0f} |")
+    print(f"\nedgetorch decode is {t_torch / t_et:.2f}x PyTorch's tokens/s and {floor / t_et * 100:.0f}% of the "
+          "DRAM floor's.")
+    print()
+    print("| start-up | time |")
+    print("| --- | --- |")
+    print(f"| cold start, fresh process, empty Numba cache, encoder to first result | {cold:.2f} s |")
+    print(f"| warm start, fresh process, warm cache | {warm:.2f} s |")
+    print(f"| load() of a {size / 1e6:.0f} MB program (mapped, verified, checksummed) | {t_load * 1e3:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
