@@ -182,6 +182,13 @@ class Method:
         return env
 
     def _run(self, arena, arrays, dims, timings=None):
+        try:
+            return self._run_unchecked(arena, arrays, dims, timings)
+        except (ZeroDivisionError, OverflowError, MemoryError) as e:
+            raise ProgramError(f"method {self.name!r}: {type(e).__name__} while running ({e}); the program's "
+                               "shapes or attributes are inconsistent") from None
+
+    def _run_unchecked(self, arena, arrays, dims, timings=None):
         env = self._views(arena, dims)
         for k, a in zip(self.info.inputs, arrays):
             env[k] = a
@@ -199,7 +206,7 @@ class Method:
                 fn(env[out], *args, **kw)
             except (InputError, ProgramError):
                 raise
-            except (ValueError, IndexError, TypeError) as e:
+            except (ValueError, IndexError, TypeError, KeyError) as e:
                 where = f" ({info.source}:{info.line})" if info.source else ""
                 raise ProgramError(f"method {self.name!r}: {info.op}{where} failed: {type(e).__name__}: {e}") from None
             if timings is not None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgetorch._errors import ProgramError
 from edgetorch.schemas.format import DimE, np_dtype
-from edgetorch.symbolic import bounds
+from edgetorch.symbolic import bounds, symbols
 
 from .kernels import KERNELS
 
@@ -60,6 +60,10 @@ def _check_attrs(ins, m, what):
         if not isinstance(dims, tuple) or any(not isinstance(x, int) or not -max(rank, 1) <= x < max(rank, 1)
                                               for x in dims):
             raise ProgramError(f"{what}: {ins.op} dim {d!r} is out of range for rank {rank}")
+    if "activation" in a and a["activation"] is not None:
+        from .kernels.linalg import ACTS
+        if a["activation"] not in ACTS:
+            raise ProgramError(f"{what}: unknown activation {a['activation']!r}")
     for k, v in a.items():
         if isinstance(v, float) and not np.isfinite(v) and k not in ("value", "min", "max"):
             raise ProgramError(f"{what}: attribute {k!r} is {v}")
@@ -91,6 +95,16 @@ def _check_constant_indices(info, ins, m, what):
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise ProgramError(f"{what}: index constant {iv.name!r} holds {int(idx.min())}..{int(idx.max())}, "
                            f"outside [0, {n})")
+
+
+def _uses_unbound(a, bound):
+    if isinstance(a, DimE):
+        return not symbols(a.expr) <= bound
+    if isinstance(a, tuple):
+        return any(_uses_unbound(x, bound) for x in a)
+    if isinstance(a, slice):
+        return any(_uses_unbound(x, bound) for x in (a.start, a.stop, a.step))
+    return False
 
 
 def _check_state_alias(m, i, v, vw):
@@ -128,8 +142,13 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
             raise ProgramError(f"{w}: program needs {total:,} bytes (arena, constants, state), over the memory "
                                f"budget of {memory_budget:,}; pass a larger memory_budget= to load() if intended")
         defined = set()
+        bound = {m.values[k].shape[ax].expr[1] for k in m.inputs for ax in range(len(m.values[k].shape))
+                 if isinstance(m.values[k].shape[ax], DimE) and m.values[k].shape[ax].expr[0] == "sym"}
         for i, v in enumerate(m.values):
             vw = f"{w} value {i} ({v.name!r})"
+            for d in v.shape:
+                if isinstance(d, DimE) and not symbols(d.expr) <= bound:
+                    raise ProgramError(f"{vw}: its shape uses a dim no input sets")
             if v.kind in ("input", "constant", "state"):
                 defined.add(i)
             if v.kind == "constant":
@@ -142,7 +161,15 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
                 if s.dtype != v.dtype or tuple(s.shape) != tuple(v.shape):
                     raise ProgramError(f"{vw}: declared {v.dtype}{list(v.shape)} but state {s.name!r} is "
                                        f"{s.dtype}{list(s.shape)}")
-            need = max_nbytes(v, ranges, vw)
+            try:
+                need = max_nbytes(v, ranges, vw)
+            except (ZeroDivisionError, OverflowError):
+                raise ProgramError(f"{vw}: its shape expression divides by zero within the dims' ranges") from None
+            if v.kind == "input":
+                total_in = need
+                if total_in > memory_budget:
+                    raise ProgramError(f"{vw}: an input of {total_in:,} bytes at the upper bounds exceeds the "
+                                       f"memory budget of {memory_budget:,}")
             if v.kind == "activation":
                 if v.alias >= 0 and v.alias < len(m.values) and m.values[v.alias].kind == "state":
                     _check_state_alias(m, i, v, vw)
@@ -175,6 +202,9 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
             defined.add(o)
             _check_attrs(ins, m, iw)
             _check_constant_indices(info, ins, m, iw)
+            for k2, a2 in ins.attrs.items():
+                if _uses_unbound(a2, bound):
+                    raise ProgramError(f"{iw}: attribute {k2!r} uses a dim no input sets")
 
             def own(k):
                 a = m.values[k].alias

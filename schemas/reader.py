@@ -64,6 +64,8 @@ def _dim(c, d, what, n_dims):
             raise ProgramError(f"{what}: unknown dim op code {code}")
         if code == 1 and not 0 <= a < n_dims:
             raise ProgramError(f"{what}: dim expression refers to symbol {a}, the method has {n_dims}")
+        if code == 0 and abs(a) > 1 << 48:
+            raise ProgramError(f"{what}: dim constant {a} is absurdly large")
         depth += 1 if code in (0, 1) else -1
         if depth < 1:
             raise ProgramError(f"{what}: malformed dim expression")

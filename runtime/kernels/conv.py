@@ -17,9 +17,23 @@ def _pad2(x, p, value=0.0):
     return np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=value)
 
 
+def _check_window(x, out, k, stride, padding, dilation, what, slack=0):
+    """Attributes must produce exactly the planned output (they size temporaries)."""
+    if len(stride) != 2 or len(padding) != 2 or len(dilation) != 2 or min(stride) < 1 or min(dilation) < 1 \
+            or min(padding) < 0 or x.ndim != 4 or out.ndim != 4:
+        raise ValueError(f"{what}: bad stride {stride}, padding {padding} or dilation {dilation}")
+    for i in range(2):
+        if _out(x.shape[2 + i], k[i], stride[i], padding[i], dilation[i]) + slack < out.shape[2 + i] or \
+                padding[i] > x.shape[2 + i] + k[i]:
+            raise ValueError(f"{what}: attributes do not give the planned output {out.shape}")
+
+
 def conv2d_into(out, x, w, b, stride, padding, dilation, groups):
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
+    _check_window(x, out, (kh, kw), stride, padding, dilation, "conv2d")
+    if groups < 1 or c != cg * groups or o % groups or out.shape[1] != o:
+        raise ValueError(f"conv2d: {c} input channels, weight {w.shape}, groups {groups} do not fit")
     sh, sw = stride
     dh, dw = dilation
     oh, ow = out.shape[2:]
@@ -88,12 +102,14 @@ def _windows(x, kernel_size, stride, padding, dilation, oh, ow, fill):
 
 @kernel("max_pool2d")
 def k_max_pool2d(out, x, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), ceil_mode=False):
+    _check_window(x, out, kernel_size, stride, padding, dilation, "max_pool2d", int(bool(ceil_mode)))
     win = _windows(x, kernel_size, stride, padding, dilation, out.shape[2], out.shape[3], -np.inf)
     np.max(win, axis=(4, 5), out=out)
 
 
 @kernel("avg_pool2d")
 def k_avg_pool2d(out, x, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), ceil_mode=False, count_include_pad=True):
+    _check_window(x, out, kernel_size, stride, padding, (1, 1), "avg_pool2d", int(bool(ceil_mode)))
     oh, ow = out.shape[2:]
     win = _windows(x, kernel_size, stride, padding, (1, 1), oh, ow, 0.0)
     s = win.sum(axis=(4, 5))

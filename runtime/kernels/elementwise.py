@@ -122,7 +122,9 @@ def k_clone(out, x):
 
 @kernel("arange")
 def k_arange(out, end=None, start=0, step=1, dtype=None):
-    out[...] = np.arange(start, end, step)[:out.shape[0]]
+    # sized by the planned output, never by the (untrusted) attributes
+    np.multiply(np.arange(out.shape[0]), step, out=out, casting="unsafe")
+    out += start
 
 
 @kernel("full")

@@ -48,6 +48,8 @@ def _sig(o):
 
 def apply_activation(out, activation):
     if activation is not None:
+        if activation not in ACTS:
+            raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTS)}")
         ACTS[activation](out)
 
 

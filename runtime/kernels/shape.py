@@ -24,6 +24,8 @@ def k_expand(out, x, shape=None):
 @kernel("repeat")
 def k_repeat(out, x, repeats=()):
     r = tuple(repeats)
+    if len(r) != out.ndim or any(a * b != c for a, b, c in zip((1,) * (len(r) - x.ndim) + x.shape, r, out.shape)):
+        raise ValueError(f"repeat {r} of shape {x.shape} does not give the planned {out.shape}")
     out[...] = np.tile(x.reshape((1,) * (len(r) - x.ndim) + x.shape), r)
 
 

@@ -1,0 +1,185 @@
+"""Fuzz the program loader and runtime with mutated .etp files.
+
+    python tools/fuzz.py --count 100000 [--seed 0] [--batch 2000] [--boundscheck]
+
+Seeds are small programs exported from the reference models. Each mutant
+is a seed with bit flips, random or boundary bytes, truncation, inserted
+or deleted bytes, or a 4/8-byte field overwritten with a huge, negative or
+out-of-file value. Every mutant is loaded and, when load succeeds, every
+method runs on inputs at its dims' lower bounds. The only acceptable
+outcomes are success, ProgramError and InputError (half the mutants are
+loaded without the constant checksum, so damaged weights and index tables
+reach verification and the kernels): anything else, a crash
+of the interpreter or a hang counts as a failure. Batches run in child
+processes with a timeout, so a crash or hang is caught and the batch's
+mutants are replayed one by one to name the culprit.
+--boundscheck runs the children with NUMBA_BOUNDSCHECK=1, so an
+out-of-bounds access in a Numba kernel shows up as an IndexError.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def seeds():
+    """A few small programs covering the op families and the container features."""
+    import edgetorch as et
+    from edgetorch.exporter import Dim
+    from edgetorch.models import MLP, Decoder, DecoderConfig, Encoder, EncoderConfig, SmallCNN
+    et.manual_seed(0)
+    out = [et.export(MLP((6, 8, 3)).eval(), (et.randn(2, 6),), dynamic_shapes={"x": {0: Dim("b", max=4)}},
+                     metadata={"k": "v"}).to_bytes()]
+    out.append(et.export(SmallCNN(width=2).eval(), (et.randn(2, 1, 8, 8),)).to_bytes())
+    e = Encoder(EncoderConfig(vocab_size=11, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=8, max_position_embeddings=6)).eval()
+    s = Dim("s", max=6)
+    out.append(et.export(e, (et.randint(1, 11, (1, 3)), et.ones(1, 3, dtype="int64")),
+                         dynamic_shapes={"input_ids": {1: s}, "attention_mask": {1: s}}).to_bytes())
+    d = Decoder(DecoderConfig(vocab_size=13, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                              num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=6)).eval()
+    q = Dim("q", min=1, max=6)
+    out.append(et.export_methods(d, {"prefill": (d, (et.randint(0, 13, (1, 3)), et.tensor([0])),
+                                                 {"input_ids": {1: q}}),
+                                     "decode": (d, (et.randint(0, 13, (1, 1)), et.tensor([3])))}).to_bytes())
+    return out
+
+
+_BOUNDARY = [0, 1, 0x7F, 0x80, 0xFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 2 ** 63 - 1, 2 ** 64 - 1]
+
+
+def mutate(data: bytes, rng) -> bytes:
+    b = bytearray(data)
+    kind = rng.integers(0, 7)
+    if kind == 0:                                   # bit flips
+        for _ in range(rng.integers(1, 9)):
+            i = rng.integers(0, len(b))
+            b[i] ^= 1 << int(rng.integers(0, 8))
+    elif kind == 1:                                 # random bytes
+        for _ in range(rng.integers(1, 5)):
+            b[rng.integers(0, len(b))] = int(rng.integers(0, 256))
+    elif kind == 2:                                 # truncation
+        b = b[:rng.integers(0, len(b))]
+    elif kind == 3:                                 # insert or delete a run
+        i = int(rng.integers(0, len(b)))
+        n = int(rng.integers(1, 17))
+        b = b[:i] + bytes(rng.integers(0, 256, size=n).astype(np.uint8)) + b[i:] if rng.random() < 0.5 \
+            else b[:i] + b[i + n:]
+    else:                                           # a 4- or 8-byte field set to a boundary value
+        width = 4 if kind < 6 else 8
+        i = int(rng.integers(0, max(1, len(b) - width)))
+        v = _BOUNDARY[int(rng.integers(0, len(_BOUNDARY)))] if rng.random() < 0.7 else \
+            int(rng.integers(0, 2 ** 31)) * (len(b) // 7 + 1)
+        b[i:i + width] = (v % (1 << (8 * width))).to_bytes(width, "little")
+    return bytes(b)
+
+
+def run_one(data, check_crc=True):
+    """'ok', 'rejected' or the repr of an unexpected exception."""
+    from edgetorch.runtime import InputError, ProgramError, load, random_inputs
+    try:
+        prog = load(data, memory_budget=1 << 28, verify_checksum=check_crc)
+        for name in prog.methods:
+            m = prog.method(name)
+            m(*random_inputs(m, "min"))
+        return "ok"
+    except (ProgramError, InputError):
+        return "rejected"
+    except Exception as e:  # noqa: BLE001  (that is what the fuzzer looks for)
+        return f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def worker(start, count, seed):
+    """Run mutants [start, start+count) of campaign `seed`; print one JSON line each for failures."""
+    import warnings
+    warnings.simplefilter("ignore")
+    base = seeds()
+    counts = {"ok": 0, "rejected": 0, "failed": 0}
+    for k in range(start, start + count):
+        rng = np.random.default_rng([seed, k])
+        data = mutate(base[k % len(base)], rng)
+        # half the mutants skip the checksum, so damaged constants reach the later checks and the kernels
+        r = run_one(data, check_crc=bool(k % 2))
+        if r in ("ok", "rejected"):
+            counts[r] += 1
+        else:
+            counts["failed"] += 1
+            print(json.dumps({"mutant": k, "error": r}), flush=True)
+    print(json.dumps({"counts": counts}), flush=True)
+
+
+def campaign(count, seed=0, batch=2000, boundscheck=False, timeout=600, log=print):
+    env = dict(os.environ)
+    if boundscheck:
+        env["NUMBA_BOUNDSCHECK"] = "1"
+        env["NUMBA_CACHE_DIR"] = os.path.join(ROOT, ".numba-boundscheck")   # separate compiled kernels
+    totals = {"ok": 0, "rejected": 0, "failed": 0, "crashed": 0, "hung": 0}
+    failures = []
+    t0 = time.time()
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        ok, out = _child(start, n, seed, env, timeout)
+        if not ok:                                   # replay one by one to find the culprit
+            for k in range(start, start + n):
+                ok1, out1 = _child(k, 1, seed, env, 60)
+                if not ok1:
+                    totals[out1] += 1
+                    failures.append({"mutant": k, "error": out1})
+                else:
+                    _tally(out1, totals, failures)
+        else:
+            _tally(out, totals, failures)
+        log(f"{start + n}/{count} mutants, {time.time() - t0:.0f} s: {totals}")
+    return totals, failures
+
+
+def _child(start, n, seed, env, timeout):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--start", str(start), "--count", str(n),
+           "--seed", str(seed)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, "hung"
+    if r.returncode != 0:
+        return False, "crashed"
+    return True, r.stdout
+
+
+def _tally(out, totals, failures):
+    for line in out.splitlines():
+        d = json.loads(line)
+        if "counts" in d:
+            for k, v in d["counts"].items():
+                totals[k] += v
+        else:
+            failures.append(d)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--boundscheck", action="store_true")
+    p.add_argument("--worker", action="store_true")
+    p.add_argument("--start", type=int, default=0)
+    a = p.parse_args()
+    if a.worker:
+        worker(a.start, a.count, a.seed)
+        return 0
+    totals, failures = campaign(a.count, a.seed, a.batch, a.boundscheck)
+    print(json.dumps({"totals": totals, "failures": failures[:50]}, indent=1))
+    return 1 if failures or totals["crashed"] or totals["hung"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
