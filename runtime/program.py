@@ -72,6 +72,7 @@ class Method:
         self._names = [d[0] for d in info.dims]
         self._lock = threading.Lock()
         self._arena = self._new_arena()
+        self._cache_key = self._cache_env = None
         vals = info.values
         self._dtypes = [np_dtype(v.dtype) for v in vals]
         self._shape_static = [all(not isinstance(d, DimE) for d in v.shape) for v in vals]
@@ -188,16 +189,28 @@ class Method:
             raise ProgramError(f"method {self.name!r}: {type(e).__name__} while running ({e}); the program's "
                                "shapes or attributes are inconsistent") from None
 
-    def _run_unchecked(self, arena, arrays, dims, timings=None):
+    def _template(self, arena, dims):
         env = self._views(arena, dims)
-        for k, a in zip(self.info.inputs, arrays):
-            env[k] = a
         for i, a in self._const.items():
             env[i] = a
         for i, name in self._state_of.items():
             env[i] = self._p.state[name]
         for i, name in self._inplace.items():
             env[i] = self._p.state[name]
+        return env
+
+    def _run_unchecked(self, arena, arrays, dims, timings=None):
+        if arena is self._arena:
+            # arena views, constants and state for these dims are built once and reused
+            key = tuple(sorted(dims.items()))
+            if self._cache_key != key:
+                self._cache_env = self._template(arena, dims)
+                self._cache_key = key
+            env = list(self._cache_env)
+        else:
+            env = self._template(arena, dims)
+        for k, a in zip(self.info.inputs, arrays):
+            env[k] = a
         for fn, ins, out, attrs, static, info in self._steps:
             t0 = time.perf_counter() if timings is not None else 0.0
             args = [None if k < 0 else env[k] for k in ins]
