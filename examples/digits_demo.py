@@ -8,8 +8,10 @@ mode, export it to a self-contained program, and inspect the program.
 2. exports it with a dynamic batch dim to digits.etp (capture, passes:
    conv+batchnorm folding, conv+relu fusion; memory plan) and checks the
    program against eager on the test set;
-3. prints `edgetorch inspect digits.etp`.
-Later stages (quantization, the Numba runtime) extend this script as they land.
+3. prints `edgetorch inspect digits.etp`;
+4. loads digits.etp with the runtime (what a device runs: no model code) and
+   reports its test accuracy next to eager's, and the latency per image.
+Quantization extends this script when it lands.
 """
 from __future__ import annotations
 
@@ -120,6 +122,32 @@ def export_and_inspect(model, path):
           f"{np.abs(logits - eager).max():.1e})\n")
     print(f"$ edgetorch inspect {path}")
     cli(["inspect", path])
+    run_on_device(path, xte, yte, eager)
+
+
+def run_on_device(path, xte, yte, eager):
+    """The runtime alone: load the program, classify the test set, time it."""
+    from edgetorch.runtime import load
+    t0 = time.perf_counter()
+    prog = load(path)
+    t_load = time.perf_counter() - t0
+    logits = prog(xte)
+    acc = float((logits.argmax(1) == yte).mean())
+    eager_acc = float((eager.argmax(1) == yte).mean())
+    for _ in range(20):
+        prog(xte[:1])
+    n = 200
+    t0 = time.perf_counter()
+    for i in range(n):
+        prog(xte[i % len(xte)][None])
+    one = (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    for _ in range(5):
+        prog(xte)
+    batched = (time.perf_counter() - t0) / 5 / len(xte)
+    print(f"\nruntime: loaded {path} in {t_load * 1e3:.1f} ms; test accuracy {acc * 100:.2f} % "
+          f"(eager {eager_acc * 100:.2f} %)")
+    print(f"  latency per image: {one * 1e6:.0f} us one at a time, {batched * 1e6:.1f} us in a batch of {len(xte)}")
 
 
 if __name__ == "__main__":
