@@ -25,3 +25,4 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/eager_bench.py
 	$(PY) bench/export_bench.py
+	$(PY) bench/runtime_bench.py

@@ -98,17 +98,43 @@ def run_one(data, check_crc=True):
         return f"{type(e).__name__}: {str(e)[:200]}"
 
 
-def worker(start, count, seed):
-    """Run mutants [start, start+count) of campaign `seed`; print one JSON line each for failures."""
+class _Slow(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Slow()
+
+
+def load_seeds(path):
+    if path and os.path.exists(path):
+        with np.load(path) as z:
+            return [z[k].tobytes() for k in sorted(z.files)]
+    return seeds()
+
+
+def worker(start, count, seed, seed_file=None, per_mutant=10):
+    """Run mutants [start, start+count) of campaign `seed`; print one JSON line each for failures.
+
+    A mutant that runs longer than `per_mutant` seconds is reported as hung.
+    """
+    import signal
     import warnings
     warnings.simplefilter("ignore")
-    base = seeds()
+    base = load_seeds(seed_file)
     counts = {"ok": 0, "rejected": 0, "failed": 0}
+    signal.signal(signal.SIGALRM, _alarm)
     for k in range(start, start + count):
         rng = np.random.default_rng([seed, k])
         data = mutate(base[k % len(base)], rng)
         # half the mutants skip the checksum, so damaged constants reach the later checks and the kernels
-        r = run_one(data, check_crc=bool(k % 2))
+        signal.alarm(per_mutant)
+        try:
+            r = run_one(data, check_crc=bool(k % 2))
+        except _Slow:
+            r = f"hung: more than {per_mutant} s"
+        finally:
+            signal.alarm(0)
         if r in ("ok", "rejected"):
             counts[r] += 1
         else:
@@ -118,7 +144,11 @@ def worker(start, count, seed):
 
 
 def campaign(count, seed=0, batch=2000, boundscheck=False, timeout=600, log=print):
+    import tempfile
     env = dict(os.environ)
+    tmp = tempfile.mkdtemp(prefix="etfuzz")
+    seed_file = os.path.join(tmp, "seeds.npz")
+    np.savez(seed_file, **{f"s{i}": np.frombuffer(b, np.uint8) for i, b in enumerate(seeds())})
     if boundscheck:
         env["NUMBA_BOUNDSCHECK"] = "1"
         env["NUMBA_CACHE_DIR"] = os.path.join(ROOT, ".numba-boundscheck")   # separate compiled kernels
@@ -127,10 +157,10 @@ def campaign(count, seed=0, batch=2000, boundscheck=False, timeout=600, log=prin
     t0 = time.time()
     for start in range(0, count, batch):
         n = min(batch, count - start)
-        ok, out = _child(start, n, seed, env, timeout)
+        ok, out = _child(start, n, seed, env, timeout, seed_file)
         if not ok:                                   # replay one by one to find the culprit
             for k in range(start, start + n):
-                ok1, out1 = _child(k, 1, seed, env, 60)
+                ok1, out1 = _child(k, 1, seed, env, 60, seed_file)
                 if not ok1:
                     totals[out1] += 1
                     failures.append({"mutant": k, "error": out1})
@@ -142,9 +172,9 @@ def campaign(count, seed=0, batch=2000, boundscheck=False, timeout=600, log=prin
     return totals, failures
 
 
-def _child(start, n, seed, env, timeout):
+def _child(start, n, seed, env, timeout, seed_file):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--start", str(start), "--count", str(n),
-           "--seed", str(seed)]
+           "--seed", str(seed), "--seed-file", seed_file]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -156,6 +186,8 @@ def _child(start, n, seed, env, timeout):
 
 def _tally(out, totals, failures):
     for line in out.splitlines():
+        if not line.startswith("{"):
+            continue
         d = json.loads(line)
         if "counts" in d:
             for k, v in d["counts"].items():
@@ -172,9 +204,10 @@ def main():
     p.add_argument("--boundscheck", action="store_true")
     p.add_argument("--worker", action="store_true")
     p.add_argument("--start", type=int, default=0)
+    p.add_argument("--seed-file")
     a = p.parse_args()
     if a.worker:
-        worker(a.start, a.count, a.seed)
+        worker(a.start, a.count, a.seed, a.seed_file)
         return 0
     totals, failures = campaign(a.count, a.seed, a.batch, a.boundscheck)
     print(json.dumps({"totals": totals, "failures": failures[:50]}, indent=1))
