@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from numba.core.errors import NumbaError
 
 from edgetorch._errors import InputError, ProgramError
 from edgetorch.schemas.format import DimE, np_dtype
@@ -219,7 +220,7 @@ class Method:
                 fn(env[out], *args, **kw)
             except (InputError, ProgramError):
                 raise
-            except (ValueError, IndexError, TypeError, KeyError) as e:
+            except (ValueError, IndexError, TypeError, KeyError, AttributeError, NumbaError) as e:
                 where = f" ({info.source}:{info.line})" if info.source else ""
                 raise ProgramError(f"method {self.name!r}: {info.op}{where} failed: {type(e).__name__}: {e}") from None
             if timings is not None:

@@ -69,6 +69,21 @@ def _check_attrs(ins, m, what):
             raise ProgramError(f"{what}: attribute {k!r} is {v}")
 
 
+_ARITY = {}
+
+
+def kernel_arity(op):
+    """(required inputs, max inputs or None if variadic) from the kernel's signature."""
+    if op not in _ARITY:
+        import inspect
+        params = list(inspect.signature(KERNELS[op]).parameters.values())[1:]    # skip `out`
+        pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        req = sum(1 for p in pos if p.default is p.empty)
+        var = any(p.kind == p.VAR_POSITIONAL for p in params)
+        _ARITY[op] = (req, None if var else len(pos))
+    return _ARITY[op]
+
+
 _INDEX_OPS = {"embedding": (0, 1, 0), "gather": (1, 0, None), "index_select": (1, 0, None)}
 
 
@@ -191,6 +206,11 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
             if ins.op not in KERNELS:
                 raise ProgramError(f"{iw}: op {ins.op!r} has no kernel in this runtime (edgetorch "
                                    f"{__import__('edgetorch').__version__}); known ops: {len(KERNELS)}")
+            req, most = kernel_arity(ins.op)
+            if len(ins.inputs) < req or (most is not None and len(ins.inputs) > most) \
+                    or any(k < 0 for k in ins.inputs[:req]):
+                raise ProgramError(f"{iw}: takes {req} required input(s) (at most {most}), got "
+                                   f"{ins.inputs}")
             for k in ins.inputs:
                 if k >= 0 and k not in defined:
                     raise ProgramError(f"{iw}: reads value {k} ({m.values[k].name!r}) before it is defined")

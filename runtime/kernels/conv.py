@@ -72,6 +72,12 @@ def k_conv_transpose2d(out, x, w, b=None, stride=(1, 1), padding=(0, 0), output_
     _, og, kh, kw = w.shape
     sh, sw = stride
     dh, dw = dilation
+    if groups < 1 or cin % groups or min(sh, sw, dh, dw) < 1 or min(padding) < 0 or min(output_padding) < 0:
+        raise ValueError(f"conv_transpose2d: bad attributes stride {stride}, padding {padding}, groups {groups}")
+    want = tuple((x.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (w.shape[2 + i] - 1)
+                 + output_padding[i] + 1 for i in range(2))
+    if want != tuple(out.shape[2:]) or out.shape[1] != og * groups:
+        raise ValueError(f"conv_transpose2d: attributes give {want}, the plan {out.shape}")
     cing = cin // groups
     xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(groups, cing, n * h * wd)
     wg = w.reshape(groups, cing, og * kh * kw).transpose(0, 2, 1)
@@ -126,7 +132,9 @@ def k_avg_pool2d(out, x, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), ceil
 
 @kernel("adaptive_avg_pool2d")
 def k_adaptive_avg_pool2d(out, x, output_size=(1, 1)):
-    oh, ow = output_size
+    oh, ow = out.shape[-2:]                      # loops are sized by the plan, not the attribute
+    if tuple(output_size) != (oh, ow) or x.ndim != out.ndim or x.shape[:-2] != out.shape[:-2]:
+        raise ValueError(f"adaptive_avg_pool2d: output_size {output_size} does not give the planned {out.shape}")
     h, w = x.shape[-2:]
     if (oh, ow) == (1, 1):
         np.mean(x, axis=(-2, -1), keepdims=True, out=out)

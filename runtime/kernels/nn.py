@@ -40,6 +40,15 @@ def _rms_rows_par(x, w, eps, out):
 
 
 _EMPTY = np.zeros(0, np.float32)
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _floats(out, *arrays):
+    """Numba kernels take float32/float64 of one dtype; anything else is a malformed program
+    (and would otherwise trigger a compilation for a new signature)."""
+    for a in (out,) + arrays:
+        if a is not None and (a.dtype not in _FLOATS or a.dtype != out.dtype):
+            raise ValueError(f"expected {out.dtype} float arrays, got {a.dtype}")
 
 
 def _rows(x, n):
@@ -48,7 +57,10 @@ def _rows(x, n):
 
 @kernel("rms_norm")
 def k_rms_norm(out, x, w=None, normalized_shape=(), eps=None):
+    _floats(out, x, w)
     n = int(np.prod(normalized_shape))
+    if n <= 0 or x.size % n or out.shape != x.shape or (w is not None and w.size != n):
+        raise ValueError(f"rms_norm: normalized_shape {normalized_shape} does not fit input {x.shape}")
     e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
     x2, o2 = _rows(x, n), out.reshape(-1, n)
     ww = _EMPTY.astype(x.dtype) if w is None else w.reshape(-1)
@@ -101,7 +113,10 @@ def _ln_rows_par(x, w, b, eps, out):
 
 @kernel("layer_norm")
 def k_layer_norm(out, x, w=None, b=None, normalized_shape=(), eps=1e-5):
+    _floats(out, x, w, b)
     n = int(np.prod(normalized_shape))
+    if n <= 0 or x.size % n or out.shape != x.shape or any(t is not None and t.size != n for t in (w, b)):
+        raise ValueError(f"layer_norm: normalized_shape {normalized_shape} does not fit input {x.shape}")
     x2, o2 = _rows(x, n), out.reshape(-1, n)
     e = _EMPTY.astype(x.dtype)
     (_ln_rows_par if x2.shape[0] >= PAR_ROWS else _ln_rows)(
@@ -145,6 +160,9 @@ def _softmax_rows(x, out, log):
 
 
 def _softmax(out, x, dim, log):
+    _floats(out, x)
+    if out.shape != x.shape or x.ndim == 0:
+        raise ValueError(f"softmax: output {out.shape} does not match input {x.shape}")
     if dim % x.ndim == x.ndim - 1:
         _softmax_rows(_rows(x, x.shape[-1]), out.reshape(-1, x.shape[-1]), log)
         return
@@ -183,6 +201,9 @@ def _rope(x, cos, sin, out):      # x/out (B, H, T, D); cos/sin (T, D)
 
 @kernel("rotary_embedding")
 def k_rotary_embedding(out, x, cos, sin):
+    _floats(out, x, cos, sin)
+    if out.shape != x.shape or x.ndim == 0 or x.shape[-1] % 2:
+        raise ValueError(f"rotary_embedding: bad shapes {x.shape} -> {out.shape}")
     if x.ndim == 4 and cos.ndim == 2 and cos.shape[0] == x.shape[2] and sin.shape == cos.shape:
         _rope(x, np.ascontiguousarray(cos), np.ascontiguousarray(sin), out)
         return
@@ -250,7 +271,13 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     L, S = q.shape[-2], k.shape[-2]
     sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     bias = _bias(mask, is_causal, L, S, q.dtype)
-    if q.ndim == 4 and q.dtype == np.float32 and bias.ndim == 2 and k.shape[0] == q.shape[0]:
+    _floats(out, q, k, v)
+    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] \
+            or out.shape != q.shape[:-1] + (v.shape[-1],) or bias.shape[-2:] != (L, S) \
+            or (q.ndim >= 3 and (k.shape[-3] == 0 or q.shape[-3] % k.shape[-3])):
+        raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}, mask {bias.shape} -> {out.shape}")
+    if q.ndim == 4 and q.dtype == np.float32 and bias.ndim == 2 and k.shape[0] == q.shape[0] \
+            and k.shape[1] == v.shape[1]:
         _attention(np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v), bias,
                    np.float32(sc), out)
         return
