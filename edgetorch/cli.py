@@ -19,7 +19,7 @@ def _kernel_table():
         from edgetorch.runtime import kernels  # noqa: F401  (arrives with the runtime issue)
     except ImportError:
         return {}
-    return dict(getattr(kernels, "KERNELS", {}))
+    return {k: f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}" for k, fn in getattr(kernels, "KERNELS", {}).items()}
 
 
 def cmd_ops(args):
