@@ -1,12 +1,13 @@
 """Graph -> Graph passes. Each keeps numerics; each can be turned off by name:
 export(..., optimize=["dce", "cse"]) runs only those."""
 from .basic import cse, dce, fold_constants, remove_noop_views
-from .fuse import fold_conv_bn, fuse_bias_activation
+from .fuse import fold_conv_bn, fuse_bias_activation, fuse_parallel_linears
 
 PASSES = {
     "fold_constants": fold_constants,
     "remove_noop_views": remove_noop_views,
     "fold_conv_bn": fold_conv_bn,
+    "fuse_parallel_linears": fuse_parallel_linears,
     "fuse_bias_activation": fuse_bias_activation,
     "cse": cse,
     "dce": dce,
@@ -28,4 +29,4 @@ def default_pipeline(optimize=True):
 
 
 __all__ = ["PASSES", "default_pipeline", "dce", "cse", "fold_constants", "remove_noop_views", "fold_conv_bn",
-           "fuse_bias_activation"]
+           "fuse_bias_activation", "fuse_parallel_linears"]

@@ -88,3 +88,26 @@ def test_all_passes_on_resnet_keep_numerics():
         np.testing.assert_allclose(ep.module()(x).numpy(), r(x).numpy(), atol=1e-5)
     assert set(PASSES) >= {"dce", "cse", "fold_constants", "fold_conv_bn", "fuse_bias_activation",
                            "remove_noop_views"}
+
+
+def test_parallel_linears_are_fused():
+    class QKV(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v = nn.Linear(8, 8, bias=False), nn.Linear(8, 4, bias=False), nn.Linear(8, 4, bias=False)
+            self.o = nn.Linear(8, 3)
+            self.p = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.q(x).sum(-1, keepdim=True) * self.k(x)[..., :1] + self.v(x)[..., :1] + self.o(x) + self.p(x)
+
+    et.manual_seed(0)
+    m = QKV().eval()
+    x = et.randn(2, 5, 8)
+    ep = et.export(m, (x,), optimize=["fuse_parallel_linears", "dce"])
+    ops = _ops(ep)
+    assert ops.count("linear") == 2        # q/k/v (no bias) and o/p (bias) groups
+    with et.no_grad():
+        np.testing.assert_allclose(ep.module()(x).numpy(), m(x).numpy(), atol=1e-5)
+    from edgetorch.runtime import load
+    np.testing.assert_allclose(load(ep.to_bytes())(x.numpy()), m(x).detach().numpy(), atol=1e-5)
