@@ -3,7 +3,9 @@
     python bench/runtime_bench.py [--repeats 7] [--quick]
 
 For each reference model: the edgetorch runtime (program exported from the
-edgetorch model), ONNX Runtime (the same weights in an equivalent PyTorch
+edgetorch model, timed in a child process of its own: PyTorch's and ONNX
+Runtime's spinning thread pools in the same process would otherwise take
+its cores), ONNX Runtime (the same weights in an equivalent PyTorch
 model exported with torch.onnx.export, opset 17, 2 intra-op threads) and
 PyTorch eager (2 threads). Reports median latency and the ratio
 edgetorch / ONNX Runtime. Then Llama decode tokens/s against PyTorch eager
@@ -72,6 +74,38 @@ def models(quick):
                                dynamic_shapes={"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}}))
 
 
+def _inputs(kind, shape):
+    rng = np.random.default_rng(0)
+    if kind == "bert":
+        return [rng.integers(1, 30000, size=shape).astype(np.int64), np.ones(shape, np.int64)]
+    return [rng.standard_normal(shape).astype(np.float32)]
+
+
+def child_et(path, kind, shape, repeats):
+    """Time the edgetorch program in this (fresh) process; prints seconds per call."""
+    from edgetorch.runtime import load
+    prog = load(path)
+    if kind == "llama":
+        ids = np.random.default_rng(0).integers(0, 32000, size=(1, shape[0]))
+        prog.prefill(ids, np.array([0]))
+        dec = prog.method("decode")
+        tok, pos = np.array([[7]]), np.array([shape[0]])
+        print(timeit(lambda: dec(tok, pos), repeats))
+        return
+    xs = _inputs(kind, shape)
+    out = prog(*xs)
+    np.save(path + ".out.npy", out)
+    print(timeit(lambda: prog(*xs), repeats))
+
+
+def run_child(path, kind, shape, repeats):
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", path, kind,
+                        ",".join(map(str, shape)), str(repeats)], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(r.stderr)
+    return float(r.stdout.strip().splitlines()[-1])
+
+
 def compare(repeats, quick):
     import torch
 
@@ -80,38 +114,25 @@ def compare(repeats, quick):
     import peers
     torch.set_num_threads(2)
     rows = []
+    tmp = tempfile.mkdtemp(prefix="etbench")
     for name, model, kind, cases, export in models(quick):
-        prog = load(export(model).to_bytes())
+        path = os.path.join(tmp, f"{kind}.etp")
+        export(model).save(path)
         tm = {"mlp": peers.torch_mlp, "resnet": peers.torch_resnet, "bert": peers.torch_bert}[kind](model)
         for _, shape in cases:
-            rng = np.random.default_rng(0)
-            if kind == "bert":
-                ids = rng.integers(1, 30000, size=shape).astype(np.int64)
-                mask = np.ones(shape, np.int64)
-                et_fn = lambda: prog(ids, mask)   # noqa: E731
-                t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
-                with torch.no_grad():
-                    tfn = lambda: tm(t_ids, t_mask)  # noqa: E731
-                sess = peers.ort_session(tm, (t_ids, t_mask), ["input_ids", "attention_mask"],
-                                         {"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
-                feeds = {"input_ids": ids, "attention_mask": mask}
-                ref = tfn().detach().numpy()
-            else:
-                x = rng.standard_normal(shape).astype(np.float32)
-                et_fn = lambda: prog(x)   # noqa: E731
-                tx = torch.tensor(x)
-                tfn = lambda: tm(tx)   # noqa: E731
-                sess = peers.ort_session(tm, (tx,), ["x"], {"x": {0: "b"}})
-                feeds = {"x": x}
-                with torch.no_grad():
-                    ref = tfn().numpy()
-            got = et_fn()
-            err = float(np.abs(got - ref).max())
-            ort_fn = lambda: sess.run(None, feeds)   # noqa: E731
+            xs = _inputs(kind, shape)
+            txs = [torch.tensor(a) for a in xs]
+            names = ["input_ids", "attention_mask"] if kind == "bert" else ["x"]
+            axes = {n: ({0: "b", 1: "s"} if kind == "bert" else {0: "b"}) for n in names}
+            sess = peers.ort_session(tm, txs, names, axes)
+            feeds = dict(zip(names, xs))
             with torch.no_grad():
+                tfn = lambda: tm(*txs)   # noqa: E731
+                ref = tfn().numpy()
                 t_torch = timeit(tfn, repeats)
-            t_et = timeit(et_fn, repeats)
-            t_ort = timeit(ort_fn, repeats)
+            t_ort = timeit(lambda: sess.run(None, feeds), repeats)
+            t_et = run_child(path, kind, shape, repeats)
+            err = float(np.abs(np.load(path + ".out.npy") - ref).max())
             rows.append((name, shape[0], t_et, t_ort, t_torch, err))
             print(f"  {name} batch {shape[0]}: et {t_et * 1e3:.3f} ms, ort {t_ort * 1e3:.3f} ms, "
                   f"torch {t_torch * 1e3:.3f} ms (max |diff| vs torch {err:.1e})", file=sys.stderr)
@@ -140,22 +161,19 @@ def llama_decode(repeats, ctx=128):
     import edgetorch as et
     from edgetorch.exporter import Dim
     from edgetorch.models import Decoder, DecoderConfig
-    from edgetorch.runtime import load
     import peers
     cfg = DecoderConfig(vocab_size=32000, hidden_size=288, intermediate_size=768, num_hidden_layers=6,
                         num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=256)
     et.manual_seed(0)
     m = Decoder(cfg).eval()
     seq = Dim("seq", min=1, max=256)
-    prog = load(et.export_methods(m, {
+    path = os.path.join(tempfile.mkdtemp(prefix="etbench"), "llama.etp")
+    et.export_methods(m, {
         "prefill": (m, (et.randint(0, 32000, (1, 8)), et.tensor([0])), {"input_ids": {1: seq}}),
-        "decode": (m, (et.randint(0, 32000, (1, 1)), et.tensor([8])))}).to_bytes())
+        "decode": (m, (et.randint(0, 32000, (1, 1)), et.tensor([8])))}).save(path)
     ids = np.random.default_rng(0).integers(0, 32000, size=(1, ctx))
-    prog.prefill(ids, np.array([0]))
-    dec = prog.method("decode")
-    tok = np.array([[7]])
-    pos = np.array([ctx])
-    t_et = timeit(lambda: dec(tok, pos), repeats)     # same position each time: the cache stays at ctx
+    # decode at the same position each time: the context stays at ctx tokens
+    t_et = run_child(path, "llama", (ctx,), repeats)
     tm = peers.torch_llama(m)
     with torch.no_grad():
         out = tm(torch.tensor(ids), use_cache=True)
@@ -210,6 +228,10 @@ def load_100mb(tmp):
 
 
 def main(argv=None):
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _, _, path, kind, shape, repeats = sys.argv
+        child_et(path, kind, tuple(int(x) for x in shape.split(",")), int(repeats))
+        return
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--quick", action="store_true")

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+from numba import njit
 
 from .registry import kernel
 
@@ -84,6 +85,11 @@ _SQ2PI = math.sqrt(2.0 / math.pi)
 
 
 def gelu_into(out, x, approximate="none"):
+    if x.dtype in (np.float32, np.float64) and out.dtype == x.dtype and out.shape == x.shape:
+        # one Numba pass (math.erf / math.tanh per element) instead of numpy temporaries
+        xf = x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
+        (_gelu_tanh if approximate == "tanh" else _gelu_erf)(xf, out.reshape(-1))
+        return
     if approximate == "tanh":
         t = x * x
         t *= 0.044715 * x
@@ -130,3 +136,17 @@ def k_arange(out, end=None, start=0, step=1, dtype=None):
 @kernel("full")
 def k_full(out, shape=None, value=0.0, dtype=None):
     out.fill(value)
+
+
+@njit(cache=True, fastmath=True)
+def _gelu_erf(x, out):
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+
+
+@njit(cache=True, fastmath=True)
+def _gelu_tanh(x, out):
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[i] = 0.5 * v * (1.0 + math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))

@@ -33,8 +33,8 @@ def k_linear(out, x, w, b=None):
 ACTS = {
     "relu": lambda o: np.maximum(o, 0, out=o),
     "silu": lambda o: np.multiply(o, _sig(o), out=o),
-    "gelu": lambda o: gelu_into(o, o.copy()),
-    "gelu_tanh": lambda o: gelu_into(o, o.copy(), "tanh"),
+    "gelu": lambda o: gelu_into(o, o),          # elementwise: in place is safe
+    "gelu_tanh": lambda o: gelu_into(o, o, "tanh"),
     "sigmoid": lambda o: sigmoid_into(o, o.copy()),
     "tanh": lambda o: np.tanh(o, out=o),
 }
