@@ -15,39 +15,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
+import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-def _median_time(fn, iters, repeats):
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        out.append((time.perf_counter() - t0) / iters)
-    return statistics.median(out)
+from _timing import load_avg, timeit  # noqa: E402
 
 
-def chain_et(et, grad):
-    x = et.randn(16, requires_grad=grad)
-
-    def f():
-        y = x
-        for _ in range(2):
-            y = ((y + 1.0) * 0.5).relu() - 0.25
-            y = y.tanh()
-        y = y.sum()
-        if grad:
-            y.backward()
-    return f
-
-
-def chain_torch(torch, grad):
-    x = torch.randn(16, requires_grad=grad)
+def chain(lib, grad):
+    """10 small elementwise ops and a sum, written once for edgetorch and torch alike."""
+    x = lib.randn(16, requires_grad=grad)
 
     def f():
         y = x
@@ -76,27 +55,10 @@ def train_step_et(et, which):
 
 
 def train_step_torch(torch, which, et_model):
-    tnn = torch.nn
-    if which == "mlp":
-        m = tnn.Sequential(tnn.Linear(784, 512), tnn.ReLU(), tnn.Linear(512, 512), tnn.ReLU(), tnn.Linear(512, 10))
-        x = torch.randn(64, 784)
-    else:
-        class Block(tnn.Module):
-            def __init__(self, cin, cout, stride):
-                super().__init__()
-                self.c1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-                self.b1 = tnn.BatchNorm2d(cout)
-                self.c2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-                self.b2 = tnn.BatchNorm2d(cout)
-                self.sc = tnn.Identity() if stride == 1 and cin == cout else tnn.Sequential(
-                    tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
-
-            def forward(self, x):
-                return torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))) + self.sc(x))
-        m = tnn.Sequential(tnn.Conv2d(3, 16, 3, 1, 1, bias=False), tnn.BatchNorm2d(16), tnn.ReLU(),
-                           Block(16, 16, 1), Block(16, 32, 2), Block(32, 64, 2),
-                           tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(64, 10))
-        x = torch.randn(64, 3, 32, 32)
+    import peers
+    m = peers.torch_mlp(et_model) if which == "mlp" else peers.torch_resnet(et_model)
+    m.train()
+    x = torch.randn(64, 784) if which == "mlp" else torch.randn(64, 3, 32, 32)
     y = torch.randint(0, 10, (64,))
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
 
@@ -105,13 +67,6 @@ def train_step_torch(torch, which, et_model):
         torch.nn.functional.cross_entropy(m(x), y).backward()
         opt.step()
     return f
-
-
-def load_avg():
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
 
 
 def main(argv=None):
@@ -126,14 +81,14 @@ def main(argv=None):
     load0 = load_avg()
     n_ops = 10 + 1  # 2 x (add, mul, relu, sub, tanh) + sum
     for grad in (False, True):
-        te = _median_time(chain_et(et, grad), 2000, a.repeats) / n_ops * 1e6
-        tt = _median_time(chain_torch(torch, grad), 2000, a.repeats) / n_ops * 1e6
+        te = timeit(chain(et, grad), a.repeats) / n_ops * 1e6
+        tt = timeit(chain(torch, grad), a.repeats) / n_ops * 1e6
         label = "per-op overhead, forward + backward" if grad else "per-op overhead, no grad"
         rows.append((label, f"{te:.2f} us", f"{tt:.2f} us", te / tt))
-    for which, iters in (("mlp", 20), ("resnet", 3)):
+    for which in ("mlp", "resnet"):
         fe, model = train_step_et(et, which)
-        te = _median_time(fe, iters, a.repeats) * 1e3
-        tt = _median_time(train_step_torch(torch, which, model), iters, a.repeats) * 1e3
+        te = timeit(fe, a.repeats) * 1e3
+        tt = timeit(train_step_torch(torch, which, model), a.repeats) * 1e3
         name = "MLP 784-512-512-10" if which == "mlp" else "ResNet-8 3x32x32"
         rows.append((f"train step {name}, batch 64", f"{te:.2f} ms", f"{tt:.2f} ms", te / tt))
     load1 = load_avg()

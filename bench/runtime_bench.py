@@ -28,28 +28,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-
-def timeit(fn, repeats, min_time=0.2):
-    fn()
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-6)
-    iters = max(1, int(min_time / one))
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        out.append((time.perf_counter() - t0) / iters)
-    return statistics.median(out)
-
-
-def load_avg():
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
+from _timing import load_avg, timeit  # noqa: E402
 
 
 def models(quick):

@@ -10,19 +10,8 @@ import numpy as np
 
 from edgetorch._errors import ProgramError, ShapeError
 from edgetorch.ops.registry import REGISTRY
-from edgetorch.schemas.format import DimE
-from edgetorch.symbolic import evaluate
+from edgetorch.schemas.format import DimE, eval_attr
 from edgetorch._tensor import Tensor
-
-
-def _eval(a, dims):
-    if isinstance(a, DimE):
-        return evaluate(a.expr, dims)
-    if isinstance(a, tuple):
-        return tuple(_eval(x, dims) for x in a)
-    if isinstance(a, slice):
-        return slice(*(_eval(x, dims) for x in (a.start, a.stop, a.step)))
-    return a
 
 
 class ReferenceProgram:
@@ -68,7 +57,7 @@ class ReferenceProgram:
             if ins.op not in REGISTRY:
                 raise ProgramError(f"unknown op {ins.op!r}")
             args = [None if k < 0 else env[k] for k in ins.inputs]
-            env[ins.outputs[0]] = REGISTRY[ins.op](*args, **{k: _eval(v, dims) for k, v in ins.attrs.items()})
+            env[ins.outputs[0]] = REGISTRY[ins.op](*args, **{k: eval_attr(v, dims) for k, v in ins.attrs.items()})
         for s, vi in m.state_updates:
             self.state[self.info.states[s].name] = np.array(env[vi]._data, copy=True)
         return [env[k]._data for k in m.outputs]

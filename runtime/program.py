@@ -17,7 +17,7 @@ import numpy as np
 from numba.core.errors import NumbaError
 
 from edgetorch._errors import InputError, ProgramError
-from edgetorch.schemas.format import DimE, np_dtype
+from edgetorch.schemas.format import DimE, eval_attr, has_dims, np_dtype
 from edgetorch.schemas.reader import read
 from edgetorch.symbolic import evaluate
 
@@ -41,26 +41,6 @@ class TensorSpec:
         dims = ", ".join(str(d) for d in self.shape)
         rng = "".join(f", {k} in [{lo}, {hi}]" for k, (lo, hi) in self.ranges.items())
         return f"{self.name}: {self.dtype}[{dims}]{rng}"
-
-
-def _has_dims(a):
-    if isinstance(a, DimE):
-        return True
-    if isinstance(a, tuple):
-        return any(_has_dims(x) for x in a)
-    if isinstance(a, slice):
-        return any(_has_dims(x) for x in (a.start, a.stop, a.step))
-    return False
-
-
-def _eval(a, dims):
-    if isinstance(a, DimE):
-        return evaluate(a.expr, dims)
-    if isinstance(a, tuple):
-        return tuple(_eval(x, dims) for x in a)
-    if isinstance(a, slice):
-        return slice(*(_eval(x, dims) for x in (a.start, a.stop, a.step)))
-    return a
 
 
 class Method:
@@ -87,7 +67,7 @@ class Method:
         self._writes = [(n, v) for n, v in self._writes if v not in self._inplace]
         self._steps = []
         for ins in info.instructions:
-            static = not any(_has_dims(a) for a in ins.attrs.values())
+            static = not any(has_dims(a) for a in ins.attrs.values())
             self._steps.append((KERNELS[ins.op], ins.inputs, ins.outputs[0], ins.attrs, static, ins))
         self.inputs = [self._spec(i, n) for i, n in zip(info.inputs, info.input_names)]
         self.outputs = [self._spec(i, n) for i, n in zip(info.outputs, info.output_names)]
@@ -215,7 +195,7 @@ class Method:
         for fn, ins, out, attrs, static, info in self._steps:
             t0 = time.perf_counter() if timings is not None else 0.0
             args = [None if k < 0 else env[k] for k in ins]
-            kw = attrs if static else {k: _eval(v, dims) for k, v in attrs.items()}
+            kw = attrs if static else {k: eval_attr(v, dims) for k, v in attrs.items()}
             try:
                 fn(env[out], *args, **kw)
             except (InputError, ProgramError):

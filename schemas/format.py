@@ -52,6 +52,28 @@ class DimE:
         return show(self.expr)
 
 
+def eval_attr(a, dims):
+    """An attribute with its symbolic dims (DimE) evaluated for these dim values."""
+    if isinstance(a, DimE):
+        from edgetorch.symbolic import evaluate
+        return evaluate(a.expr, dims)
+    if isinstance(a, tuple):
+        return tuple(eval_attr(x, dims) for x in a)
+    if isinstance(a, slice):
+        return slice(*(eval_attr(x, dims) for x in (a.start, a.stop, a.step)))
+    return a
+
+
+def has_dims(a):
+    if isinstance(a, DimE):
+        return True
+    if isinstance(a, tuple):
+        return any(has_dims(x) for x in a)
+    if isinstance(a, slice):
+        return any(has_dims(x) for x in (a.start, a.stop, a.step))
+    return False
+
+
 @dataclass
 class ValueInfo:
     name: str

@@ -5,18 +5,18 @@ Devlin et al. 2019; post-LayerNorm blocks, learned absolute positions.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from .. import nn
 from ..functional import arange, zeros
 from ..nn import functional as F
+from ._config import FromHF
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(FromHF):
     vocab_size: int = 30522
     hidden_size: int = 384
     num_hidden_layers: int = 6
@@ -28,14 +28,6 @@ class EncoderConfig:
     hidden_act: str = "gelu"
     pad_token_id: int = 0
 
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-    @classmethod
-    def from_json(cls, path):
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
 
 
 def _act(name):

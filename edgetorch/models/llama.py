@@ -12,7 +12,7 @@ tensors), so the exporter can capture it as program state.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,11 +20,12 @@ from .. import nn
 from .._errors import ShapeError
 from ..functional import arange
 from ..nn import functional as F
+from ._config import FromHF
 from .._tensor import Tensor
 
 
 @dataclass
-class DecoderConfig:
+class DecoderConfig(FromHF):
     vocab_size: int = 32000
     hidden_size: int = 288
     intermediate_size: int = 768
@@ -48,14 +49,6 @@ class DecoderConfig:
     def head_dim(self):
         return self.hidden_size // self.num_attention_heads
 
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-    @classmethod
-    def from_json(cls, path):
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
 
 
 class LlamaAttention(nn.Module):
