@@ -8,10 +8,10 @@ Runtime's spinning thread pools in the same process would otherwise take
 its cores), ONNX Runtime (the same weights in an equivalent PyTorch
 model exported with torch.onnx.export, opset 17, 2 intra-op threads) and
 PyTorch eager (2 threads). Reports median latency and the ratio
-edgetorch / ONNX Runtime. Then Llama decode tokens/s against PyTorch eager
+edgetorch / ONNX Runtime, and ExecuTorch 1.5.1 with its XNNPACK delegate
+(bench/executorch_peer.py, one case per child process) where it runs. Then Llama decode tokens/s against PyTorch eager
 (transformers with its KV cache) and the DRAM floor, cold and warm start in
-fresh processes, and the load time of a 100 MB program. ExecuTorch is not
-measured here (not installed in this environment).
+fresh processes, and the load time of a 100 MB program.
 """
 from __future__ import annotations
 
@@ -90,6 +90,7 @@ def compare(repeats, quick):
 
     import edgetorch as et
     from edgetorch.runtime import load
+    import executorch_peer
     import peers
     torch.set_num_threads(2)
     rows = []
@@ -112,7 +113,8 @@ def compare(repeats, quick):
             t_ort = timeit(lambda: sess.run(None, feeds), repeats)
             t_et = run_child(path, kind, shape, repeats)
             err = float(np.abs(np.load(path + ".out.npy") - ref).max())
-            rows.append((name, shape[0], t_et, t_ort, t_torch, err))
+            t_xt = executorch_peer.run_case(f"{kind}:{shape[0]}") if not quick else "skipped (--quick)"
+            rows.append((name, shape[0], t_et, t_ort, t_torch, err, t_xt))
             print(f"  {name} batch {shape[0]}: et {t_et * 1e3:.3f} ms, ort {t_ort * 1e3:.3f} ms, "
                   f"torch {t_torch * 1e3:.3f} ms (max |diff| vs torch {err:.1e})", file=sys.stderr)
     return rows
@@ -232,10 +234,11 @@ def main(argv=None):
           f"{os.cpu_count()} cpus; threading {threads.info()}; 1-min load {l0:.2f} -> {l1:.2f}; "
           f"median of {a.repeats}")
     print()
-    print("| model | batch | edgetorch | ONNX Runtime | PyTorch eager | edgetorch / ORT |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, bsz, te, to, tt, err in rows:
-        print(f"| {name} | {bsz} | {te * 1e3:.3f} ms | {to * 1e3:.3f} ms | {tt * 1e3:.3f} ms | {te / to:.2f}x |")
+    print("| model | batch | edgetorch | ONNX Runtime | PyTorch eager | ExecuTorch XNNPACK | edgetorch / ORT |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, bsz, te, to, tt, err, tx in rows:
+        xt = f"{tx * 1e3:.3f} ms" if isinstance(tx, float) else tx
+        print(f"| {name} | {bsz} | {te * 1e3:.3f} ms | {to * 1e3:.3f} ms | {tt * 1e3:.3f} ms | {xt} | {te / to:.2f}x |")
     floor = wbytes / (bw * 1e9)
     print()
     print("| Llama 15M decode, 128-token context | ms/token | tokens/s |")
