@@ -64,9 +64,11 @@ def run_case(case, timeout=900):
                        timeout=timeout)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
     if not lines:      # (ExecuTorch may also abort at interpreter exit, after printing)
-        err = [ln for ln in (r.stderr or "").splitlines() if "No module named" in ln or "failed" in ln.lower()]
-        return "not installed" if any("No module named" in ln for ln in err) else \
-            ("failed: " + (err[-1][:120] if err else f"exit {r.returncode}"))
+        err = [ln for ln in (r.stderr or "").splitlines()
+               if ("No module named" in ln or "fail" in ln.lower() or "Error" in ln) and "cpuinfo" not in ln]
+        if any("No module named" in ln for ln in err):
+            return "not installed"
+        return "failed (" + (err[-1].split("]")[-1].strip()[:70] if err else f"exit {r.returncode}") + ")"
     return json.loads(lines[-1])[0]
 
 
