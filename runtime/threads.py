@@ -39,11 +39,8 @@ def set_num_threads(n: int):
         from edgetorch._errors import EdgeTorchError
         raise EdgeTorchError(f"set_num_threads: {n} is outside [1, {numba.config.NUMBA_NUM_THREADS}]")
     numba.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n)
-    except ImportError:
-        pass
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(n)
 
 
 def get_num_threads() -> int:
@@ -57,11 +54,8 @@ def info() -> dict:
         out["numba_threading_layer_active"] = numba.threading_layer()
     except ValueError:
         out["numba_threading_layer_active"] = "(no parallel region run yet)"
-    try:
-        from threadpoolctl import threadpool_info
-        out["blas"] = [f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}" for i in threadpool_info()]
-    except ImportError:
-        pass
+    from threadpoolctl import threadpool_info
+    out["blas"] = [f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}" for i in threadpool_info()]
     return out
 
 

@@ -99,7 +99,7 @@ def run_one(data, check_crc=True):
 
 
 class _Slow(Exception):
-    pass
+    """A mutant ran past its time limit."""
 
 
 def _alarm(signum, frame):

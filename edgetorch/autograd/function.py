@@ -164,8 +164,8 @@ def _forward_error(opdef, args, attrs, exc):
     except EdgeTorchError as e:
         msg = str(e) if str(e).startswith(opdef.name) else f"{opdef.name}: {e}"
         return type(e)(f"{msg}{where}")
-    except Exception:
-        pass
+    except Exception:  # noqa: BLE001  (the rule could not even run: the generic message below says more)
+        where += " (shape rule failed too)"
     msg = f"{opdef.name}{where}: {type(exc).__name__}: {exc}\n{_describe(args)}"
     if attrs:
         msg += f"\n  attributes: {attrs}"

@@ -107,7 +107,7 @@ def test_golden_file_from_v1_0_still_loads_and_computes_the_same():
 
 @pytest.mark.parametrize("mutate,needle", [
     (lambda d: d[:30], "too small"),
-    (lambda d: d[:4] + b"XXXX" + d[8:], "file identifier"),
+    (lambda d: d[:4] + b"ABCD" + d[8:], "file identifier"),
     (lambda d: d[:8] + b"EHXX" + d[12:], "header"),
     (lambda d: d + b"\0" * 64, "header sizes"),
     (lambda d: d[:-1], "header sizes"),
