@@ -88,8 +88,6 @@ def run_child(path, kind, shape, repeats):
 def compare(repeats, quick):
     import torch
 
-    import edgetorch as et
-    from edgetorch.runtime import load
     import executorch_peer
     import peers
     torch.set_num_threads(2)

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from . import dtypes as D
-from ._errors import AutogradError, DTypeError, EdgeTorchError
+from ._errors import AutogradError, EdgeTorchError
 from .autograd import engine, grad_mode
 from .autograd import function as _F
 from .autograd.function import Version

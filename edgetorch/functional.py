@@ -10,7 +10,6 @@ from ._errors import EdgeTorchError, ShapeError
 from .ops import elementwise as E
 from .ops import index as I
 from .ops import linalg as L
-from .ops import reduce as R
 from .ops import shape as S
 from .autograd import function as _AF
 from .random import _rng

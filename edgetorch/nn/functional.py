@@ -5,8 +5,6 @@ written in frontend ops, so they decompose at capture.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .._errors import EdgeTorchError, ShapeError

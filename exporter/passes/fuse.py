@@ -73,7 +73,6 @@ def fuse_parallel_linears(g: Graph, max_parts=8) -> Graph:
     SwiGLU's gate and up) become one linear over the concatenated weights and a
     slice per part: one larger matrix-vector product streams weights faster than
     several small ones, and the runtime makes fewer calls."""
-    from edgetorch.symbolic import SymInt  # noqa: F401  (shapes may be symbolic)
     groups = {}
     for n in g.nodes:
         if n.op != "linear" or len(n.inputs) < 2:

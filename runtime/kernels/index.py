@@ -22,7 +22,6 @@ def _split(index, arrays, x):
     k1, k2 = [], []
     mixed = has_t and any(isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in index)
     dim = 0
-    ell = [k for k, e in enumerate(index) if e is Ellipsis]
     used = sum(1 for e in index if e is not None and e is not Ellipsis)
     for e in index:
         if isinstance(e, str):

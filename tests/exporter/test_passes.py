@@ -20,7 +20,7 @@ class Toy(nn.Module):
         y = y.mean(dim=(2, 3))
         a = self.fc(y).relu()
         b = self.fc(y).relu()                      # common subexpression
-        dead = (a * 100).sum()                     # dead code
+        (a * 100).sum()                            # dead code
         c = a.reshape(a.shape[0], 5) + b * (self.scale * 0.5)   # no-op view; foldable constant
         return c.to(et.float32)
 

@@ -1,6 +1,5 @@
 """Reference models against transformers / torch with the same weights, KV-cache
 consistency, and short training runs that must lower the loss."""
-import glob
 import os
 
 import numpy as np
@@ -227,7 +226,6 @@ def test_ten_training_steps_lower_the_loss(which):
     elif which == "encoder":
         m = Encoder(_bert_cfg())
         head = nn.Linear(48, 2)
-        model = nn.Sequential()
         ids, y = et.randint(1, 97, (4, 8)), et.randint(0, 2, (4,))
 
         class Clf(nn.Module):
@@ -237,7 +235,6 @@ def test_ten_training_steps_lower_the_loss(which):
 
             def forward(self, ids):
                 return self.head(self.enc(ids)[:, 0])
-        del model
         losses = _train(Clf(), [(ids, y)], F.cross_entropy, lr=1e-3)
     else:
         m = Decoder(_small_llama())

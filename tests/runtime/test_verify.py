@@ -10,7 +10,6 @@ from edgetorch.exporter import Dim
 from edgetorch.exporter.serialize import lower
 from edgetorch.models import MLP
 from edgetorch.runtime import ProgramError, load
-from edgetorch.schemas import format as F
 from edgetorch.schemas.writer import write
 
 
