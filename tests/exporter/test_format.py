@@ -49,6 +49,9 @@ def test_llama_program_shares_constants_and_state(tmp_path):
     ep = export_llama(m)
     ep.save(tmp_path / "l.etp")
     info = read(tmp_path / "l.etp")
+    assert write(info) == (tmp_path / "l.etp").read_bytes()        # round trip
+    from edgetorch.runtime import load
+    load(tmp_path / "l.etp")                                      # verifies
     assert [mm.name for mm in info.methods] == ["prefill", "decode"]
     names = [c.name for c in info.constants]
     assert len(names) == len(set(names)) and "model.embed_tokens.weight" in names
@@ -195,6 +198,8 @@ def test_reference_models_round_trip(name, model, ep, calls, tmp_path):
     data = (tmp_path / "m.etp").read_bytes()
     info = read(tmp_path / "m.etp")
     assert write(info) == data
+    from edgetorch.runtime import load
+    load(tmp_path / "m.etp")                                      # verifies
     ref = ReferenceProgram(info)
     for args in calls:
         with et.no_grad():
