@@ -140,17 +140,17 @@ def test_minilm_real_weights_match_transformers():
 
 @pytest.mark.oracle
 def test_mlp_and_resnet_match_torch():
+    """Against the PyTorch twins the benchmarks use (bench/peers.py), so those stay right too."""
     torch = pytest.importorskip("torch")
-    tnn = torch.nn
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                    "bench"))
+    import peers
     et.manual_seed(0)
     m = MLP((20, 16, 16, 5)).eval()
-    ref = tnn.Sequential(tnn.Linear(20, 16), tnn.ReLU(), tnn.Linear(16, 16), tnn.ReLU(), tnn.Linear(16, 5))
-    sd = _to_torch_state(m)
-    ref.load_state_dict({k.replace("layers.0", "0").replace("layers.1", "2").replace("layers.2", "4"): v
-                         for k, v in sd.items()})
     x = np.random.default_rng(0).normal(size=(4, 20)).astype(np.float32)
     with torch.no_grad():
-        want = ref(torch.tensor(x)).numpy()
+        want = peers.torch_mlp(m)(torch.tensor(x)).numpy()
     with et.no_grad():
         assert np.abs(m(et.tensor(x)).numpy() - want).max() <= 1e-5
 
@@ -160,36 +160,9 @@ def test_mlp_and_resnet_match_torch():
         for _ in range(2):
             r(et.randn(4, 3, 32, 32))
     r.eval()
-
-    class TBlock(tnn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(cout)
-            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(cout)
-            self.shortcut = tnn.Identity() if stride == 1 and cin == cout else tnn.Sequential(
-                tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = torch.relu(self.bn1(self.conv1(x)))
-            return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
-
-    class TResNet(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = tnn.Sequential(tnn.Conv2d(3, 16, 3, 1, 1, bias=False), tnn.BatchNorm2d(16), tnn.ReLU())
-            self.layers = tnn.Sequential(TBlock(16, 16, 1), TBlock(16, 32, 2), TBlock(32, 64, 2))
-            self.fc = tnn.Linear(64, 10)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
-
-    tr = TResNet().eval()
-    tr.load_state_dict({k: v for k, v in _to_torch_state(r).items()})
     x = np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
-        want = tr(torch.tensor(x)).numpy()
+        want = peers.torch_resnet(r)(torch.tensor(x)).numpy()
     with et.no_grad():
         assert np.abs(r(et.tensor(x)).numpy() - want).max() <= 1e-4
 
