@@ -125,10 +125,13 @@ class Method:
                         a.dtype.kind in "iu" and want.kind in "iu"):
                     raise InputError(f"input {s.name!r}: expected {s.dtype}, got {a.dtype} (only same-kind "
                                      "casts such as float64 -> float32 or int32 -> int64 are done implicitly)")
-                a = a.astype(want)
+                b = a.astype(want)
+                if want.kind in "iu" and not np.array_equal(b, a):
+                    raise InputError(f"input {s.name!r}: values do not fit {s.dtype} (got {a.dtype})")
+                a = b
             if a.ndim != len(s.shape):
                 raise InputError(f"input {s.name!r}: expected rank {len(s.shape)} {s!r}, got shape {a.shape}")
-            arrays.append(np.ascontiguousarray(a))
+            arrays.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))   # (0-d stays 0-d)
         dims = {}
         for k, ax, i in self._in_dims:
             n = arrays[k].shape[ax]

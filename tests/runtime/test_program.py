@@ -95,6 +95,10 @@ def test_input_errors_name_the_input(mlp):
 def test_out_of_range_token_is_an_input_error():
     et.manual_seed(0)
     p = load(export_llama(Decoder(small_llama()).eval()).to_bytes())
+    np.testing.assert_allclose(p.decode(np.array([[5]], np.int32), np.array([3], np.int32)),
+                               p.decode(np.array([[5]]), np.array([3])), atol=1e-6)    # int32 ids are fine
+    with pytest.raises(InputError, match="do not fit"):
+        p.decode(np.array([[5]], np.uint64) + np.uint64(2 ** 63), np.array([3]))
     with pytest.raises(InputError, match="out of range"):
         p.decode(np.array([[128]]), np.array([3]))
     with pytest.raises(InputError, match="out of range"):
