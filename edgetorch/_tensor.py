@@ -13,6 +13,7 @@ from .autograd.function import Version
 from .ops import conv as _conv  # noqa: F401  (registers the family)
 from .ops import creation as _creation  # noqa: F401
 from .ops import fused as _fused  # noqa: F401
+from .ops import quant as _quant  # noqa: F401
 from .ops import elementwise as E
 from .ops import index as I
 from .ops import linalg as L

@@ -107,6 +107,9 @@ class SymInt(int):
     def __index__(self):
         return int(self)
 
+    def __reduce__(self):          # copy, deepcopy and pickle keep the expression
+        return (SymInt, (int(self), self.expr))
+
     def __repr__(self):
         return f"{show(self.expr)}(={int(self)})"
 

@@ -12,8 +12,9 @@ from edgetorch.symbolic import Dim
 from .capture import export, export_methods
 from .errors import ExportError
 from .program import ExportedProgram
+from .quantize import QuantConfig, quantize
 
-__all__ = ["Dim", "ExportError", "ExportedProgram", "export", "export_methods", "read"]
+__all__ = ["Dim", "ExportError", "ExportedProgram", "QuantConfig", "export", "export_methods", "quantize", "read"]
 
 
 def read(path_or_bytes):

@@ -82,8 +82,12 @@ def lower(ep) -> F.ProgramInfo:
         for v in order:
             if any(isinstance(d, SymInt) for d in v.shape) and v.kind in ("const", "state"):
                 raise ExportError(f"{v.kind} {v.name!r} has a dynamic shape")
+            quant = None
+            if v.quant:
+                quant = {k: x for k, x in v.quant.items() if k != "scale"}
+                quant["scale"] = consts.add(v.quant["scale"].name, v.quant["scale"].data)
             vi = F.ValueInfo(v.name, F.dtype_name(v.dtype), tuple(_dim(d) for d in v.shape), _KIND[v.kind],
-                             quant=v.quant)
+                             quant=quant)
             if v.kind == "const":
                 vi.constant = consts.add(v.name, v.data)
             elif v.kind == "state":

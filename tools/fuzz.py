@@ -2,7 +2,7 @@
 
     python tools/fuzz.py --count 100000 [--seed 0] [--batch 2000] [--boundscheck]
 
-Seeds are small programs exported from the reference models. Each mutant
+Seeds are small programs exported from the reference models (one int8-quantized). Each mutant
 is a seed with bit flips, random or boundary bytes, truncation, inserted
 or deleted bytes, or a 4/8-byte field overwritten with a huge, negative or
 out-of-file value. Every mutant is loaded and, when load succeeds, every
@@ -48,9 +48,11 @@ def seeds():
     d = Decoder(DecoderConfig(vocab_size=13, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
                               num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=6)).eval()
     q = Dim("q", min=1, max=6)
-    out.append(et.export_methods(d, {"prefill": (d, (et.randint(0, 13, (1, 3)), et.tensor([0])),
-                                                 {"input_ids": {1: q}}),
-                                     "decode": (d, (et.randint(0, 13, (1, 1)), et.tensor([3])))}).to_bytes())
+    ld = et.export_methods(d, {"prefill": (d, (et.randint(0, 13, (1, 3)), et.tensor([0])), {"input_ids": {1: q}}),
+                               "decode": (d, (et.randint(0, 13, (1, 1)), et.tensor([3])))})
+    out.append(ld.to_bytes())
+    from edgetorch.exporter import quantize
+    out.append(quantize(ld).to_bytes())         # int8 weights: the Numba int8 kernels
     return out
 
 

@@ -4,7 +4,7 @@ from .registry import REGISTRY, OpDef, Sample, TensorMeta, op
 
 
 def _load_all():
-    from . import conv, creation, elementwise, fused, index, linalg, nn, reduce, shape  # noqa: F401
+    from . import conv, creation, elementwise, fused, index, linalg, nn, quant, reduce, shape  # noqa: F401
 
 
 _load_all()
