@@ -147,12 +147,16 @@ def llama_decode(repeats, ctx=128):
     m = Decoder(cfg).eval()
     seq = Dim("seq", min=1, max=256)
     path = os.path.join(tempfile.mkdtemp(prefix="etbench"), "llama.etp")
-    et.export_methods(m, {
+    ep = et.export_methods(m, {
         "prefill": (m, (et.randint(0, 32000, (1, 8)), et.tensor([0])), {"input_ids": {1: seq}}),
-        "decode": (m, (et.randint(0, 32000, (1, 1)), et.tensor([8])))}).save(path)
+        "decode": (m, (et.randint(0, 32000, (1, 1)), et.tensor([8])))})
+    ep.save(path)
+    from edgetorch.exporter import quantize
+    quantize(ep, "int8-weight").save(path + ".q8.etp")
     ids = np.random.default_rng(0).integers(0, 32000, size=(1, ctx))
     # decode at the same position each time: the context stays at ctx tokens
     t_et = run_child(path, "llama", (ctx,), repeats)
+    t_q8 = run_child(path + ".q8.etp", "llama", (ctx,), repeats)
     tm = peers.torch_llama(m)
     with torch.no_grad():
         out = tm(torch.tensor(ids), use_cache=True)
@@ -166,7 +170,7 @@ def llama_decode(repeats, ctx=128):
             return o
         t_torch = timeit(step, repeats)
     weight_bytes = sum(p.numel() for p in m.parameters()) * 4
-    return t_et, t_torch, weight_bytes
+    return t_et, t_q8, t_torch, weight_bytes
 
 
 def start_times(tmp):
@@ -221,7 +225,7 @@ def main(argv=None):
     from edgetorch.runtime import threads
     l0 = load_avg()
     rows = compare(a.repeats, a.quick)
-    t_et, t_torch, wbytes = llama_decode(a.repeats)
+    t_et, t_q8, t_torch, wbytes = llama_decode(a.repeats)
     bw = dram_bandwidth()
     with tempfile.TemporaryDirectory() as tmp:
         cold, warm = start_times(tmp)
@@ -242,6 +246,8 @@ def main(argv=None):
     print("| Llama 15M decode, 128-token context | ms/token | tokens/s |")
     print("| --- | --- | --- |")
     print(f"| edgetorch runtime (fp32) | {t_et * 1e3:.2f} | {1 / t_et:.0f} |")
+    print(f"| edgetorch runtime (int8-weight; {wbytes / 4e6:.0f} MB streamed: {wbytes / 4 / t_q8 / 1e9:.1f} GB/s) | "
+          f"{t_q8 * 1e3:.2f} | {1 / t_q8:.0f} |")
     print(f"| PyTorch eager (transformers, KV cache) | {t_torch * 1e3:.2f} | {1 / t_torch:.0f} |")
     print(f"| DRAM floor: {wbytes / 1e6:.0f} MB of weights at {bw:.1f} GB/s (measured here) | {floor * 1e3:.2f} | "
           f"{1 / floor:.0f} |")
