@@ -77,15 +77,16 @@ def quantize(ep, config="int8-weight", calibration=None):
                            quant={"scheme": "per_channel_symmetric", "bits": 8, "axis": 0, "scale": sv})
                 done[id(v.data)] = (wv, sv, name)
             wv, sv, name = done[id(v.data)]
-            g.constants[name] = wv
-            g.constants[f"{name}.scale"] = sv
+            # new keys: the float weight stays listed while another op still reads it (dce drops it otherwise)
+            g.constants[f"{name}#int8"] = wv
+            g.constants[f"{name}#scale"] = sv
             return wv, sv
 
         for n in g.nodes:
             if n.op in ("linear", "fused_linear", "embedding"):
                 wi = 1
                 w = n.inputs[wi] if len(n.inputs) > wi else None
-                if w is None or w.kind != "const" or w.data.ndim != 2 or w.data.dtype.kind != "f" \
+                if w is None or w.kind != "const" or w.data.ndim != 2 or w.data.dtype != np.float32 \
                         or cfg.keeps_float(names.get(id(w), w.name)):
                     continue
                 wv, sv = q8(w)

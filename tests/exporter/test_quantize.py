@@ -73,3 +73,23 @@ def test_skip_patterns_and_unknown_presets():
         quantize(ep, "int4-weight")
     with pytest.raises(ExportError, match="available"):
         quantize(ep, "int3-magic")
+
+
+def test_weight_also_read_by_an_unquantized_op_stays_available():
+    class Shared(et.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = et.nn.Linear(6, 6, bias=False)
+
+        def forward(self, x):
+            return self.fc(x) + x @ self.fc.weight          # the same weight, through matmul
+
+    et.manual_seed(0)
+    m = Shared().eval()
+    q = quantize(et.export(m, (et.randn(3, 6),)))
+    ops = [n.op for n in q.graph.nodes]
+    assert "linear_q8" in ops and "matmul" in ops
+    x = et.randn(3, 6)
+    with et.no_grad():
+        ref = m(x).numpy()
+    np.testing.assert_allclose(load(q.to_bytes())(x.numpy()), ref, atol=0.05)
