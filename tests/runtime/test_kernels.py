@@ -80,3 +80,16 @@ def test_negative_and_out_of_range_ids_are_input_errors():
     for ids in (np.array([0, 5]), np.array([-1, 0])):
         with pytest.raises(InputError, match="out of range"):
             KERNELS["embedding"](out, ids, w)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 4099, 257), (3, 4099, 257), (1, 7, 5), (6, 33, 9)])
+def test_int8_linear_paths(m, n, k):
+    """Serial, parallel (>= 1M weights, N not a multiple of 4) and dequantize+BLAS paths."""
+    rng = np.random.default_rng(n + m)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    wq = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
+    s = rng.uniform(0.001, 0.01, size=n).astype(np.float32)
+    b = rng.normal(size=n).astype(np.float32)
+    out = np.empty((m, n), np.float32)
+    KERNELS["linear_q8"](out, x, wq, s, b)
+    np.testing.assert_allclose(out, REGISTRY["linear_q8"].forward(x, wq, s, b), rtol=1e-4, atol=1e-4)
