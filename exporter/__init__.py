@@ -12,9 +12,11 @@ from edgetorch.symbolic import Dim
 from .capture import export, export_methods
 from .errors import ExportError
 from .program import ExportedProgram
+from .compare import compare
 from .quantize import QuantConfig, quantize
 
-__all__ = ["Dim", "ExportError", "ExportedProgram", "QuantConfig", "export", "export_methods", "quantize", "read"]
+__all__ = ["Dim", "ExportError", "ExportedProgram", "QuantConfig", "compare", "export", "export_methods",
+           "quantize", "read"]
 
 
 def read(path_or_bytes):
