@@ -112,6 +112,12 @@ def _check_constant_indices(info, ins, m, what):
                            f"outside [0, {n})")
 
 
+def _slot_owner(m, k):
+    """The value whose arena slot value k uses (itself, or the activation it views)."""
+    a = m.values[k].alias
+    return a if a >= 0 and m.values[a].kind == "activation" else k
+
+
 def _uses_unbound(a, bound):
     if isinstance(a, DimE):
         return not symbols(a.expr) <= bound
@@ -225,24 +231,18 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
             for k2, a2 in ins.attrs.items():
                 if _uses_unbound(a2, bound):
                     raise ProgramError(f"{iw}: attribute {k2!r} uses a dim no input sets")
-
-            def own(k):
-                a = m.values[k].alias
-                return a if a >= 0 and m.values[a].kind == "activation" else k
-            first.setdefault(own(o), j)
-            last[own(o)] = max(last.get(own(o), j), j)
+            first.setdefault(_slot_owner(m, o), j)
+            last[_slot_owner(m, o)] = max(last.get(_slot_owner(m, o), j), j)
             for k in ins.inputs:
                 if k >= 0 and m.values[k].kind == "activation":
-                    last[own(k)] = max(last.get(own(k), j), j)
+                    last[_slot_owner(m, k)] = max(last.get(_slot_owner(m, k), j), j)
         for k in m.outputs:
             if k not in defined:
                 raise ProgramError(f"{w}: output value {k} is never defined")
         end = len(m.instructions)
         for k in list(m.outputs) + [v for _, v in m.state_updates]:
             if m.values[k].kind == "activation":
-                a = m.values[k].alias
-                kk = a if a >= 0 and m.values[a].kind == "activation" else k
-                last[kk] = end
+                last[_slot_owner(m, k)] = end
         for s, v in m.state_updates:
             st, val = info.states[s], m.values[v]
             if val.alias >= 0 and m.values[val.alias].kind == "state" and m.values[val.alias].state != s:

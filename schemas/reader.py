@@ -125,6 +125,14 @@ def _attr(c, a, what, n_dims):
     return name, v
 
 
+def _static_shape(c, get, length, what):
+    """A constant's or state's shape: non-negative ints, rank at most MAX_RANK."""
+    shape = tuple(int(get(j)) for j in range(c.n(length, what, 8)))
+    if len(shape) > MAX_RANK or any(s < 0 for s in shape):
+        raise ProgramError(f"{what}: invalid shape {shape}")
+    return shape
+
+
 def _shape(c, get, length, what, n_dims):
     r = c.n(length, what)
     if r > MAX_RANK:
@@ -254,9 +262,7 @@ def read(path_or_bytes, verify_checksum=True) -> F.ProgramInfo:
         for i in range(c.n(p.ConstantsLength(), "constants")):
             k = p.Constants(i)
             w = f"constant {i}"
-            shape = tuple(int(k.Shape(j)) for j in range(c.n(k.ShapeLength(), w, 8)))
-            if len(shape) > MAX_RANK or any(s < 0 for s in shape):
-                raise ProgramError(f"{w}: invalid shape {shape}")
+            shape = _static_shape(c, k.Shape, k.ShapeLength(), w)
             ci = F.ConstantInfo(_s(k.Name(), w) or "", _dtype(k.Dtype(), w), shape, k.Offset(), k.Nbytes())
             n = 1
             for s in shape:
@@ -280,9 +286,7 @@ def read(path_or_bytes, verify_checksum=True) -> F.ProgramInfo:
         for i in range(c.n(p.StatesLength(), "states")):
             s = p.States(i)
             w = f"state {i}"
-            shape = tuple(int(s.Shape(j)) for j in range(c.n(s.ShapeLength(), w, 8)))
-            if len(shape) > MAX_RANK or any(x < 0 for x in shape):
-                raise ProgramError(f"{w}: invalid shape {shape}")
+            shape = _static_shape(c, s.Shape, s.ShapeLength(), w)
             si = F.StateInfo(_s(s.Name(), w) or "", _dtype(s.Dtype(), w), shape, s.InitialValue())
             if not -1 <= si.init < len(consts):
                 raise ProgramError(f"{w}: initial-value constant {si.init} out of range")

@@ -187,12 +187,9 @@ class Module:
             from .. import dtypes as D
             npd = D.to_numpy_dtype(dtype)
             for m in self.modules():
-                for k, p in m._parameters.items():
-                    if p is not None and p.is_floating_point():
-                        p._data = p._data.astype(npd)
-                for k, b in m._buffers.items():
-                    if b is not None and b.is_floating_point():
-                        b._data = b._data.astype(npd)
+                for t in list(m._parameters.values()) + list(m._buffers.values()):
+                    if t is not None and t.is_floating_point():
+                        t._data = t._data.astype(npd)
         return self
 
     def float(self):

@@ -13,30 +13,28 @@ PAR_ROWS = 512    # below this many rows a serial loop beats a (passive-wait) pa
 
 
 # ------------------------------------------------------------------ norms
+# One row function per norm; the serial and parallel drivers differ only in
+# range vs prange (a parallel region costs ~15-45 us, so few rows run serial).
+@njit(cache=True, fastmath=True, inline="always")
+def _rms_row(x, w, eps, out, r):       # x, out (R, D); w (D,) or (0,)
+    s = 0.0
+    for j in range(x.shape[1]):
+        s += x[r, j] * x[r, j]
+    inv = 1.0 / math.sqrt(s / x.shape[1] + eps)
+    for j in range(x.shape[1]):
+        out[r, j] = x[r, j] * inv * (w[j] if w.shape[0] else 1.0)
+
+
 @njit(cache=True, fastmath=True)
-def _rms_rows(x, w, eps, out):          # x, out (R, D); w (D,) or (0,)
+def _rms_rows(x, w, eps, out):
     for r in range(x.shape[0]):
-        s = 0.0
-        for j in range(x.shape[1]):
-            s += x[r, j] * x[r, j]
-        inv = 1.0 / math.sqrt(s / x.shape[1] + eps)
-        if w.shape[0]:
-            for j in range(x.shape[1]):
-                out[r, j] = x[r, j] * inv * w[j]
-        else:
-            for j in range(x.shape[1]):
-                out[r, j] = x[r, j] * inv
+        _rms_row(x, w, eps, out, r)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _rms_rows_par(x, w, eps, out):
     for r in prange(x.shape[0]):
-        s = 0.0
-        for j in range(x.shape[1]):
-            s += x[r, j] * x[r, j]
-        inv = 1.0 / math.sqrt(s / x.shape[1] + eps)
-        for j in range(x.shape[1]):
-            out[r, j] = x[r, j] * inv * (w[j] if w.shape[0] else 1.0)
+        _rms_row(x, w, eps, out, r)
 
 
 _EMPTY = np.zeros(0, np.float32)
@@ -67,48 +65,37 @@ def k_rms_norm(out, x, w=None, normalized_shape=(), eps=None):
     (_rms_rows_par if x2.shape[0] >= PAR_ROWS else _rms_rows)(x2, ww, e, o2)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _ln_row(x, w, b, eps, out, r):
+    n = x.shape[1]
+    m = 0.0
+    for j in range(n):
+        m += x[r, j]
+    m /= n
+    v = 0.0
+    for j in range(n):
+        d = x[r, j] - m
+        v += d * d
+    inv = 1.0 / math.sqrt(v / n + eps)
+    for j in range(n):
+        y = (x[r, j] - m) * inv
+        if w.shape[0]:
+            y = y * w[j]
+        if b.shape[0]:
+            y = y + b[j]
+        out[r, j] = y
+
+
 @njit(cache=True, fastmath=True)
 def _ln_rows(x, w, b, eps, out):
-    n = x.shape[1]
     for r in range(x.shape[0]):
-        m = 0.0
-        for j in range(n):
-            m += x[r, j]
-        m /= n
-        v = 0.0
-        for j in range(n):
-            d = x[r, j] - m
-            v += d * d
-        inv = 1.0 / math.sqrt(v / n + eps)
-        for j in range(n):
-            y = (x[r, j] - m) * inv
-            if w.shape[0]:
-                y = y * w[j]
-            if b.shape[0]:
-                y = y + b[j]
-            out[r, j] = y
+        _ln_row(x, w, b, eps, out, r)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _ln_rows_par(x, w, b, eps, out):
-    n = x.shape[1]
     for r in prange(x.shape[0]):
-        m = 0.0
-        for j in range(n):
-            m += x[r, j]
-        m /= n
-        v = 0.0
-        for j in range(n):
-            d = x[r, j] - m
-            v += d * d
-        inv = 1.0 / math.sqrt(v / n + eps)
-        for j in range(n):
-            y = (x[r, j] - m) * inv
-            if w.shape[0]:
-                y = y * w[j]
-            if b.shape[0]:
-                y = y + b[j]
-            out[r, j] = y
+        _ln_row(x, w, b, eps, out, r)
 
 
 @kernel("layer_norm")
