@@ -84,8 +84,10 @@ def lower(ep) -> F.ProgramInfo:
                 raise ExportError(f"{v.kind} {v.name!r} has a dynamic shape")
             quant = None
             if v.quant:
-                quant = {k: x for k, x in v.quant.items() if k != "scale"}
-                quant["scale"] = consts.add(v.quant["scale"].name, v.quant["scale"].data)
+                quant = {k: x for k, x in v.quant.items() if k not in ("scale", "zero_point")}
+                for k in ("scale", "zero_point"):
+                    if v.quant.get(k) is not None:
+                        quant[k] = consts.add(v.quant[k].name, v.quant[k].data)
             vi = F.ValueInfo(v.name, F.dtype_name(v.dtype), tuple(_dim(d) for d in v.shape), _KIND[v.kind],
                              quant=quant)
             if v.kind == "const":

@@ -260,13 +260,26 @@ class Profile:
         return "\n".join(lines)
 
 
+def _widen_scales(info):
+    """Constants with float16 quantization scales, widened to float32 once here:
+    Numba has no float16 arithmetic, and scales are 1/16 of an int4 weight's size."""
+    arrays = list(info.arrays)
+    for m in info.methods:
+        for v in m.values:
+            if v.quant and 0 <= v.quant.get("scale", -1) < len(arrays):
+                i = v.quant["scale"]
+                if arrays[i].dtype == np.float16:
+                    arrays[i] = arrays[i].astype(np.float32)
+    return arrays
+
+
 class Program:
     """A loaded, verified program. `prog(*arrays)` runs "forward"; `prog.method(name)` any method."""
 
     def __init__(self, info, memory_budget=DEFAULT_BUDGET):
         verify(info, memory_budget)
         self._info = info
-        self._arrays = info.arrays
+        self._arrays = _widen_scales(info)
         self.metadata = dict(info.metadata)
         self.state = {}
         self.reset_state()

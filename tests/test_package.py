@@ -56,13 +56,16 @@ def test_wheel_contains_the_mapped_packages_and_imports(tmp_path):
     whl = next(p for p in os.listdir(tmp_path) if p.endswith(".whl"))
     names = zipfile.ZipFile(tmp_path / whl).namelist()
     for p in ("edgetorch/runtime/__init__.py", "edgetorch/exporter/__init__.py", "edgetorch/devices/__init__.py",
-              "edgetorch/schemas/__init__.py", "edgetorch/ops/registry.py"):
+              "edgetorch/schemas/__init__.py", "edgetorch/ops/registry.py", "edgetorch/runtime/kernels/quant.py",
+              "edgetorch/exporter/passes/fuse.py", "edgetorch/schemas/generated/__init__.py",
+              "edgetorch/quant/grids.py"):
         assert p in names, p
     target = tmp_path / "site"
     zipfile.ZipFile(tmp_path / whl).extractall(target)
     env = dict(os.environ, PYTHONPATH=str(target))
     r = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, %r); import edgetorch, "
-                        "edgetorch.runtime, edgetorch.exporter, edgetorch.nn; print(edgetorch.__file__)" % str(target)],
+                        "edgetorch.runtime.kernels, edgetorch.exporter.passes, edgetorch.quant, edgetorch.nn; "
+                        "print(edgetorch.__file__)" % str(target)],
                        capture_output=True, text=True, env=env, timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().startswith(str(target))

@@ -228,7 +228,8 @@ def _pool_windows(x, kernel_size, stride, padding, dilation, ceil_mode, fill):
 
 @op(meta=_pool_meta, samples=_pool_samples)
 def max_pool2d(x, *, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
-    win, oh, ow = _pool_windows(x, kernel_size, stride, padding, dilation, ceil_mode, -np.inf)
+    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min      # int8 for static quantization
+    win, oh, ow = _pool_windows(x, kernel_size, stride, padding, dilation, ceil_mode, low)
     return win.max(axis=(4, 5)).astype(x.dtype, copy=False)
 
 

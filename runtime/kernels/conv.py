@@ -109,7 +109,8 @@ def _windows(x, kernel_size, stride, padding, dilation, oh, ow, fill):
 @kernel("max_pool2d")
 def k_max_pool2d(out, x, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), ceil_mode=False):
     _check_window(x, out, kernel_size, stride, padding, dilation, "max_pool2d", int(bool(ceil_mode)))
-    win = _windows(x, kernel_size, stride, padding, dilation, out.shape[2], out.shape[3], -np.inf)
+    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min      # int8 in static programs
+    win = _windows(x, kernel_size, stride, padding, dilation, out.shape[2], out.shape[3], low)
     np.max(win, axis=(4, 5), out=out)
 
 

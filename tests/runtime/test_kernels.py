@@ -91,5 +91,51 @@ def test_int8_linear_paths(m, n, k):
     s = rng.uniform(0.001, 0.01, size=n).astype(np.float32)
     b = rng.normal(size=n).astype(np.float32)
     out = np.empty((m, n), np.float32)
-    KERNELS["linear_q8"](out, x, wq, s, b)
-    np.testing.assert_allclose(out, REGISTRY["linear_q8"].forward(x, wq, s, b), rtol=1e-4, atol=1e-4)
+    for dyn in (False, True):
+        KERNELS["linear_q8"](out, x, wq, s, b, dynamic=dyn)
+        want = REGISTRY["linear_q8"].forward(x, wq, s, b, dynamic=dyn)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("m,n,k,g", [(1, 1, 32, 32), (1, 7, 64, 32), (2, 8, 96, 32), (1, 9, 128, 64),
+                                     (3, 17, 256, 128), (1, 4099, 256, 256), (4, 33, 64, 64), (6, 19, 96, 32),
+                                     (70, 301, 64, 32)])
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("dyn", [False, True])
+def test_int4_linear_paths(m, n, k, g, asym, dyn):
+    """int4 GEMV (blocks of 8 rows, pair tails, odd N), int8-activation GEMV, tiled dequantize+BLAS."""
+    from edgetorch.quant.grids import quantize_groups_int4
+    rng = np.random.default_rng(n * k + m)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    wp, s, z = quantize_groups_int4(rng.normal(size=(n, k)), g, symmetric=not asym)
+    b = rng.normal(size=n).astype(np.float32)
+    out = np.full((m, n), np.nan, np.float32)
+    KERNELS["linear_q4"](out, x, wp, s, z, b, group_size=g, dynamic=dyn)
+    want = REGISTRY["linear_q4"].forward(x, wp, s, z, b, group_size=g, dynamic=dyn)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_int4_embedding_rows():
+    from edgetorch.quant.grids import quantize_groups_int4
+    rng = np.random.default_rng(3)
+    for asym in (False, True):
+        wp, s, z = quantize_groups_int4(rng.normal(size=(9, 64)), 32, symmetric=not asym)
+        ids = np.array([[0, 8, 3], [7, 7, 1]])
+        out = np.empty((2, 3, 64), np.float32)
+        KERNELS["embedding_q4"](out, ids, wp, s, z, group_size=32)
+        np.testing.assert_allclose(out, REGISTRY["embedding_q4"].forward(ids, wp, s, z, group_size=32), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,k", [((1, 3, 5, 5), 3), ((2, 16, 9, 7), 3), ((1, 64, 8, 8), 3)])
+def test_static_int8_conv_matches_reference_exactly(shape, k):
+    rng = np.random.default_rng(shape[1])
+    xq = rng.integers(-128, 128, size=shape).astype(np.int8)
+    wq = rng.integers(-127, 128, size=(5, shape[1], k, k)).astype(np.int8)
+    ws = rng.uniform(1e-3, 1e-2, 5).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+    attrs = dict(padding=(1, 1), in_scale=0.03, in_zp=-20, out_scale=0.5, out_zp=7, activation="relu")
+    want = REGISTRY["conv2d_qs8"].forward(xq, wq, ws, b, **attrs)
+    out = np.empty(want.shape, np.int8)
+    KERNELS["conv2d_qs8"](out, xq, wq, ws, b, **attrs)
+    assert np.abs(out.astype(int) - want).max() <= 1 and np.mean(out != want) < 1e-3
+    assert out.min() >= 7
