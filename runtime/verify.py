@@ -143,6 +143,43 @@ def _check_state_alias(m, i, v, vw):
         raise ProgramError(f"{vw}: the old value of state {s.name!r} is read after its in-place update")
 
 
+def _check_quant(info, v, vw):
+    """A quantized constant's scheme, bits, dtype, axis, group size, and the sizes of its scales and zero points."""
+    q = v.quant
+    shape = tuple(v.shape)
+    if v.kind != "constant" or not all(isinstance(d, int) for d in shape):
+        raise ProgramError(f"{vw}: quantization parameters on a {v.kind} value (only constants carry them)")
+    scheme, bits, axis, group = q["scheme"], q["bits"], q["axis"], q["group_size"]
+
+    def const(key, what):
+        k = q.get(key, -1)
+        if not 0 <= k < len(info.constants):
+            raise ProgramError(f"{vw}: {what} index {k} out of range ({len(info.constants)} constants)")
+        return info.constants[k]
+
+    scale = const("scale", "scale")
+    if scale.dtype != q["scale_dtype"] or scale.dtype not in ("float16", "float32"):
+        raise ProgramError(f"{vw}: scale {scale.name!r} is {scale.dtype}; quantization says {q['scale_dtype']}")
+    if scheme == "per_channel_symmetric" and bits == 8:
+        if v.dtype != "int8" or axis != 0 or tuple(scale.shape) != (shape[0],):
+            raise ProgramError(f"{vw}: per-channel int8 needs an int8 value with one scale per row (axis 0); got "
+                               f"{v.dtype}{list(shape)}, axis {axis}, scale {list(scale.shape)}")
+    elif scheme in ("per_group_symmetric", "per_group_affine") and bits == 4:
+        n = scale.shape[0] if len(scale.shape) == 2 else -1
+        if v.dtype != "uint8" or len(shape) != 2 or axis != 1 or group <= 0 or group % 32 or shape[1] % group \
+                or tuple(scale.shape) != (n, shape[1] // group) or shape[0] != (n + 1) // 2:
+            raise ProgramError(f"{vw}: int4 groups need uint8 row pairs (ceil(N/2), K), group size a multiple of "
+                               f"32 dividing K and scales (N, K/group); got {v.dtype}{list(shape)}, group {group}, "
+                               f"scale {list(scale.shape)}")
+        if scheme == "per_group_affine":
+            z = const("zero_point", "zero point")
+            if z.dtype != "uint8" or tuple(z.shape) != tuple(scale.shape):
+                raise ProgramError(f"{vw}: zero points {z.dtype}{list(z.shape)} do not match scales "
+                                   f"{list(scale.shape)} (uint8 expected)")
+    else:
+        raise ProgramError(f"{vw}: quantization scheme {scheme!r} with {bits} bits is not supported by this runtime")
+
+
 def verify(info, memory_budget=DEFAULT_BUDGET):
     total = info.constant_bytes()
     for s in info.states:
@@ -177,6 +214,8 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
                 if c.dtype != v.dtype or tuple(c.shape) != tuple(v.shape):
                     raise ProgramError(f"{vw}: declared {v.dtype}{list(v.shape)} but constant {c.name!r} is "
                                        f"{c.dtype}{list(c.shape)}")
+            if v.quant:
+                _check_quant(info, v, vw)
             if v.kind == "state":
                 s = info.states[v.state]
                 if s.dtype != v.dtype or tuple(s.shape) != tuple(v.shape):

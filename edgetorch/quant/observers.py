@@ -9,8 +9,8 @@ moving_average  min/max smoothed over batches, m += c * (batch - m), c = 0.01
                 (PyTorch MovingAverageMinMaxObserver; the first batch sets it)
 percentile      the p-th and (100-p)-th percentiles of all values seen
 mse             the clipping range minimizing the int8 rounding + clipping
-                squared error of the values seen (a search over 64 shrinks
-                of the min/max range, as TensorRT / ORT's entropy and
+                squared error of the values seen (a search over 100 shrinks
+                of the min/max range, 1 down to 1e-3, as TensorRT / ORT's entropy and
                 percentile calibrators search thresholds)
 percentile and mse keep a uniform random sample of at most 2^20 values
 (reservoir sampling, seeded) rather than every value.
@@ -98,7 +98,7 @@ class MSEObserver(_SampleObserver):
         lo, hi = super().range()
         x = self.sample.astype(np.float64)
         best, best_err = (lo, hi), np.inf
-        for r in np.linspace(1.0, 0.2, 64):
+        for r in np.geomspace(1.0, 1e-3, 100):
             s, z = qparams_int8(lo * r, hi * r)
             q = np.clip(np.rint(x / s) + z, -128, 127)
             err = np.mean(((q - z) * s - x) ** 2)

@@ -1,4 +1,5 @@
-"""int8 weight-only quantization: numerics, sharing, sizes, format, runtime."""
+"""Quantization presets: numerics against the float program, sharing, sizes,
+format, runtime = reference interpreter = eager graph, configs and errors."""
 import numpy as np
 import pytest
 
@@ -50,7 +51,7 @@ def test_llama_tied_table_is_shared_and_decode_matches():
     q = quantize(export_llama(m))
     info = read(q.to_bytes())
     int8 = [c for c in info.constants if c.dtype == "int8"]
-    assert sum(1 for c in int8 if c.name == "model.embed_tokens.weight") == 1
+    assert sum(1 for c in int8 if c.name == "model.embed_tokens.weight#int8") == 1
     assert "embedding_q8" in info.op_histogram() and info.metadata["quantization"] == "int8-weight"
     p, ref = load(q.to_bytes()), q.module()
     ids = np.random.default_rng(0).integers(0, 128, size=(1, 6))
@@ -69,10 +70,14 @@ def test_skip_patterns_and_unknown_presets():
     ep = et.export(MLP((8, 6, 4)).eval(), (et.randn(2, 8),))
     q = quantize(ep, QuantConfig(skip=["layers.1.*"]))
     assert [n.op for n in q.graph.nodes] == ["linear_q8", "linear"]
-    with pytest.raises(ExportError, match="planned; not implemented yet"):
-        quantize(ep, "int4-weight")
-    with pytest.raises(ExportError, match="available"):
+    with pytest.raises(ExportError, match="unknown quantization preset 'int3-magic'"):
         quantize(ep, "int3-magic")
+    with pytest.raises(ExportError, match="group size 48"):
+        quantize(ep, QuantConfig("int4-weight", group_size=48))
+    with pytest.raises(ExportError, match="needs calibration data"):
+        quantize(ep, "int8-static")
+    with pytest.raises(ExportError, match="unknown observer"):
+        QuantConfig("int8-static", observer="vibes")
 
 
 def test_weight_also_read_by_an_unquantized_op_stays_available():
@@ -93,3 +98,144 @@ def test_weight_also_read_by_an_unquantized_op_stays_available():
     with et.no_grad():
         ref = m(x).numpy()
     np.testing.assert_allclose(load(q.to_bytes())(x.numpy()), ref, atol=0.05)
+
+
+ALL = ["int8-weight", "int4-weight", "int8-dynamic", "8da4w", "int8-static", "float16-weight"]
+
+
+def _mlp_program():
+    et.manual_seed(0)
+    m = MLP((64, 96, 32, 10)).eval()
+    return m, et.export(m, (et.randn(2, 64),), dynamic_shapes={"x": {0: Dim("b", max=32)}})
+
+
+@pytest.mark.parametrize("preset", ALL)
+def test_every_preset_runs_the_same_in_graph_reference_and_runtime(preset):
+    m, ep = _mlp_program()
+    rng = np.random.default_rng(1)
+    cal = [(rng.normal(size=(8, 64)).astype(np.float32),) for _ in range(4)]
+    q = quantize(ep, preset, calibration=cal)
+    x = rng.normal(size=(5, 64)).astype(np.float32)
+    ref = ep.module()(x).numpy()
+    got = q.module()(x).numpy()
+    tol = {"float16-weight": 2e-3, "int8-weight": 0.02, "int8-dynamic": 0.03, "int8-static": 0.05}.get(preset, 0.15)
+    assert np.abs(got - ref).max() < tol * np.abs(ref).max(), preset
+    info = read(q.to_bytes())
+    np.testing.assert_allclose(load(q.to_bytes())(x), got, rtol=1e-4, atol=1e-4 * np.abs(got).max())
+    np.testing.assert_allclose(ReferenceProgram(info).run("forward", x)[0], got, rtol=1e-4,
+                               atol=1e-4 * np.abs(got).max())
+    for xb in (x[:1], rng.normal(size=(32, 64)).astype(np.float32)):        # decode-sized and batch paths
+        np.testing.assert_allclose(load(q.to_bytes())(xb), q.module()(xb).numpy(), rtol=1e-4,
+                                   atol=2e-4 * np.abs(got).max())
+
+
+def test_preset_ops_and_int4_metadata():
+    _, ep = _mlp_program()
+    ops = {p: [n.op for n in quantize(ep, p, calibration=[(np.ones((2, 64), np.float32),)]).graph.nodes]
+           for p in ALL}
+    assert ops["int4-weight"] == ["linear_q4"] * 3 and ops["8da4w"] == ["linear_q4"] * 3
+    assert ops["int8-dynamic"] == ["linear_q8"] * 3 and ops["float16-weight"].count("to") == 3
+    assert ops["int8-static"] == ["quantize_per_tensor"] + ["linear_qs8"] * 3 + ["dequantize_per_tensor"]
+    q = quantize(ep, QuantConfig("int4-weight", group_size=32, symmetric=False))
+    assert all(n.attrs["dynamic"] is False for n in q.graph.nodes)
+    info = read(q.to_bytes())
+    qv = [v for v in info.methods[0].values if v.quant]
+    assert len(qv) == 3
+    for v in qv:
+        assert v.dtype == "uint8" and v.quant["bits"] == 4 and v.quant["group_size"] == 32
+        assert v.quant["scheme"] == "per_group_affine" and info.constants[v.quant["scale"]].dtype == "float16"
+        assert info.constants[v.quant["zero_point"]].dtype == "uint8"
+    assert info.metadata["quantization"] == "int4-weight-g32-asym"
+
+
+def test_overrides_by_name_and_op_type():
+    et.manual_seed(0)
+    ep = et.export(MLP((64, 32, 32, 4)).eval(), (et.randn(2, 64),))
+    cfg = QuantConfig("int4-weight", overrides={"layers.0": "int8-weight", "layers.2.weight": None})
+    assert [n.op for n in quantize(ep, cfg).graph.nodes] == ["linear_q8", "linear_q4", "linear"]
+    cfg = QuantConfig("int8-weight", overrides={"linear": "float16-weight"})
+    assert [n.op for n in quantize(ep, cfg).graph.nodes].count("to") == 3
+
+
+def test_int4_falls_back_to_int8_where_groups_do_not_fit():
+    et.manual_seed(0)
+    ep = et.export(MLP((40, 32, 4)).eval(), (et.randn(2, 40),))
+    q = quantize(ep, "int4-weight")
+    assert [n.op for n in q.graph.nodes] == ["linear_q8", "linear_q4"]
+    assert "cannot take int4 groups of 32" in q.metadata["quantization_notes"]
+
+
+def test_llama_int4_file_size_and_decode():
+    """int4 g32 (symmetric, float16 scales) <= 0.6 bytes per parameter; decode matches the graph."""
+    from edgetorch.models import DecoderConfig
+    et.manual_seed(0)
+    big = Decoder(DecoderConfig(vocab_size=4096, hidden_size=256, intermediate_size=704, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)).eval()
+    n = sum(p.numel() for p in big.parameters())
+    for preset, most in (("int4-weight", 0.6), ("int8-weight", 1.05)):
+        size = len(quantize(export_llama(big), preset).to_bytes())
+        assert size / n <= most, (preset, size / n)
+    cfg = small_llama()
+    m = Decoder(cfg).eval()
+    for preset in ("int4-weight", "8da4w"):
+        q = quantize(export_llama(m), preset)
+        data = q.to_bytes()
+        assert "embedding_q4" in read(data).op_histogram()
+        p, ref = load(data), q.module()
+        ids = np.random.default_rng(0).integers(0, cfg.vocab_size, size=(1, 6))
+        np.testing.assert_allclose(p.prefill(ids[:, :4], np.array([0])),
+                                   ref.prefill(et.tensor(ids[:, :4]), et.tensor([0])).numpy(), atol=2e-4)
+        for i in (4, 5):
+            np.testing.assert_allclose(p.decode(ids[:, i:i + 1], np.array([i])),
+                                       ref.decode(et.tensor(ids[:, i:i + 1]), et.tensor([i])).numpy(), atol=2e-4)
+
+
+@pytest.mark.parametrize("observer", ["minmax", "moving_average", "percentile", "mse"])
+def test_observers_give_ranges_containing_zero(observer):
+    from edgetorch.quant.observers import make_observer
+    o = make_observer(observer)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        o.update(rng.normal(size=4000) * 2 + 1)
+    lo, hi = o.range()
+    assert lo < 0 < hi and -9 < lo and hi < 11
+    s, z = o.qparams()
+    assert s > 0 and -128 <= z <= 127
+    if observer in ("percentile", "mse"):
+        mm = make_observer("minmax")
+        mm.update(o.sample)
+        assert hi - lo <= mm.range()[1] - mm.range()[0] + 1e-9      # clipping never widens the range
+
+
+def test_mse_observer_clips_heavy_tails_and_lowers_the_error():
+    from edgetorch.quant.grids import qparams_int8
+    from edgetorch.quant.observers import make_observer
+    x = np.random.default_rng(0).standard_t(3, size=100000)           # heavy tails
+    o, mm = make_observer("mse"), make_observer("minmax")
+    o.update(x)
+    mm.update(x)
+
+    def err(r):
+        s, z = qparams_int8(*r)
+        return np.mean(((np.clip(np.rint(x / s) + z, -128, 127) - z) * s - x) ** 2)
+    assert o.range()[1] < mm.range()[1] and err(o.range()) < 0.9 * err(mm.range())
+    assert err(o.range()) < err((x.min() / 2, x.max() / 2))
+
+
+def test_static_int8_cnn_stays_int8_between_layers():
+    from edgetorch.models import ResNet
+    et.manual_seed(0)
+    m = ResNet().eval()
+    ep = et.export(m, (et.randn(2, 3, 32, 32),), dynamic_shapes={"x": {0: Dim("b", max=8)}})
+    rng = np.random.default_rng(0)
+    cal = [(rng.normal(size=(4, 3, 32, 32)).astype(np.float32),) for _ in range(3)]
+    q = quantize(ep, QuantConfig("int8-static", observer="mse"), calibration=cal)
+    ops = [n.op for n in q.graph.nodes]
+    assert ops.count("quantize_per_tensor") == 2 and ops.count("dequantize_per_tensor") == 2    # stem and head
+    assert ops.count("add_qs8") == 3 and "relu" not in ops
+    x = cal[0][0]
+    ref, got = ep.module()(x).numpy(), q.module()(x).numpy()
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+    np.testing.assert_allclose(load(q.to_bytes())(x), got, atol=1e-5)
+    with pytest.raises(ExportError, match="calibration batch has 2 arguments"):
+        quantize(ep, "int8-static", calibration=[(x, x)])

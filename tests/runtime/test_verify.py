@@ -177,3 +177,49 @@ def test_state_alias_only_for_in_place_updates():
         other = next(v for v in mm.values if v.kind == "activation" and v.alias < 0)
         other.alias = st            # an ordinary activation claiming a state's buffer
     _bad(info, e, "state")
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    from edgetorch.exporter import QuantConfig, quantize
+    et.manual_seed(0)
+    ep = et.export(MLP((64, 32, 6)).eval(), (et.randn(2, 64),))
+    return (lower(quantize(ep, "int8-weight")), lower(quantize(ep, QuantConfig("int4-weight", symmetric=False))))
+
+
+def _qvalue(info, bits):
+    return next(v for v in info.methods[0].values if v.quant and v.quant["bits"] == bits)
+
+
+def test_quantized_programs_load(quantized):
+    for info in quantized:
+        load(write(info))
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda v: v.quant.update(scale=10 ** 6), "scale index"),
+    (lambda v: v.quant.update(axis=1), "one scale per row"),
+    (lambda v: v.quant.update(bits=3), "not supported"),
+    (lambda v: v.quant.update(scale_dtype="float16"), "quantization says float16"),
+])
+def test_int8_quant_parameters_checked(quantized, edit, needle):
+    _bad(quantized[0], lambda i: edit(_qvalue(i, 8)), needle)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda v: v.quant.update(group_size=48), "group size a multiple of 32"),
+    (lambda v: v.quant.update(group_size=64 * 3), "group size"),
+    (lambda v: v.quant.update(zero_point=v.quant["scale"]), "zero points"),
+    (lambda v: v.quant.update(zero_point=-1), "zero point index"),
+])
+def test_int4_quant_parameters_checked(quantized, edit, needle):
+    _bad(quantized[1], lambda i: edit(_qvalue(i, 4)), needle)
+
+
+def test_int4_scale_size_checked(quantized):
+    def e(i):
+        v = _qvalue(i, 4)
+        k = v.quant["scale"]
+        i.arrays[k] = i.arrays[k][:-2].copy()        # 30 rows: 15 pairs, the weight has 16
+        i.constants[k].shape = i.arrays[k].shape
+    _bad(quantized[1], e, "int4 groups need")
