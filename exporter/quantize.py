@@ -82,6 +82,21 @@ class QuantConfig:
         return self.preset
 
 
+    def layer_scheme(self, weight_name, op, weight_shape):
+        """The preset a layer gets after the fallbacks: embeddings off -> float; int4 where the
+        groups do not fit (and for convs) -> the int8 scheme of the same activation kind.
+        Returns (preset or None, note or None).  Shared by quantize() and prepare_qat()."""
+        kind = op.replace("fused_", "")
+        scheme = self.scheme_for(weight_name, op)
+        if kind == "embedding" and not self.embeddings:
+            return None, None
+        if scheme in _INT4 and (kind == "conv2d" or len(weight_shape) != 2 or weight_shape[1] % self.group_size):
+            fallback = "int8-dynamic" if scheme == "int8-dynamic-int4-weight" else "int8-weight"
+            return fallback, (f"{weight_name}: {kind} {tuple(weight_shape)} cannot take int4 groups of "
+                              f"{self.group_size}; int8 instead")
+        return scheme, None
+
+
 def quantize_rows_int8(w):
     return Q.quantize_rows_int8(w)
 
@@ -146,10 +161,6 @@ class _Weights:
         return vals
 
 
-def _int4_ok(w, cfg):
-    return w.ndim == 2 and w.shape[1] % cfg.group_size == 0
-
-
 def _weight_only(g, cfg, W, names, log):
     """Rewrite linears, embeddings and convs of one graph for the weight-only and dynamic presets."""
     new = []
@@ -161,12 +172,9 @@ def _weight_only(g, cfg, W, names, log):
             new.append(n)
             continue
         name = names.get(id(w), w.name)
-        scheme = cfg.scheme_for(name, kind)
-        if kind == "embedding" and not cfg.embeddings:
-            scheme = None
-        if scheme in _INT4 and (kind in _CONV or not _int4_ok(w.data, cfg)):
-            log.append(f"{name}: {kind} {w.data.shape} cannot take int4 groups of {cfg.group_size}; int8 instead")
-            scheme = "int8-dynamic" if scheme == "int8-dynamic-int4-weight" else "int8-weight"
+        scheme, note = cfg.layer_scheme(name, kind, w.data.shape)
+        if note:
+            log.append(note)
         if scheme is None or scheme == "int8-static":
             new.append(n)
             continue
