@@ -153,6 +153,63 @@ def cmd_warmup(args):
     return 0
 
 
+def _calibration(path, ep, batch_size, limit):
+    """Argument tuples from an .npz (one array per method input, by input name or in order,
+    samples along axis 0) or a .npy (a single input)."""
+    import numpy as np
+    g = ep.graph
+    names = [v.name for v in g.inputs]
+    data = np.load(path)
+    if isinstance(data, np.ndarray):
+        arrays = [data]
+    else:
+        keys = list(data.files)
+        arrays = [data[n] for n in names] if all(n in keys for n in names) else [data[k] for k in keys]
+    if len(arrays) != len(names):
+        raise ValueError(f"{path} holds {len(arrays)} arrays; the program's method takes {len(names)} inputs "
+                         f"({', '.join(names)}): name them in the .npz")
+    n = min(len(a) for a in arrays)
+    if limit:
+        n = min(n, limit)
+    return [tuple(a[i:i + batch_size] for a in arrays) for i in range(0, n, batch_size)]
+
+
+def cmd_quantize(args):
+    from edgetorch._errors import EdgeTorchError
+    from edgetorch.exporter import QuantConfig, compare, quantize
+    from edgetorch.exporter.program import from_info
+    from edgetorch.schemas.reader import read
+    try:
+        ep = from_info(read(args.program))
+        overrides = {}
+        for o in args.override or []:
+            pat, _, preset = o.partition("=")
+            overrides[pat] = None if preset in ("", "float", "none") else preset
+        cfg = QuantConfig(args.preset, group_size=args.group_size, symmetric=not args.asymmetric,
+                          overrides=overrides, skip=args.skip or [], observer=args.observer)
+        cal = _calibration(args.calibration, ep, args.batch_size, args.limit) if args.calibration else None
+        q = quantize(ep, cfg, calibration=cal, progress=not args.quiet)
+        out = args.output or args.program.rsplit(".", 1)[0] + f".{args.preset}.etp"
+        q.save(out)
+    except (EdgeTorchError, ValueError, OSError, KeyError) as e:
+        print(f"edgetorch quantize: {e}", file=sys.stderr)
+        return 2
+    import os
+    a, b = os.path.getsize(args.program), os.path.getsize(out)
+    print(f"wrote {out}: {b:,} bytes ({b / a:.2f}x of {a:,}), preset {q.metadata['quantization']}")
+    if q.metadata.get("quantization_notes"):
+        print("notes:", q.metadata["quantization_notes"])
+    if args.report:
+        if cal is None:
+            from edgetorch.runtime import random_inputs
+            from edgetorch.runtime import load as rt_load
+            prog = rt_load(args.program)
+            meth = prog.method("forward" if "forward" in prog.methods else prog.methods[0])
+            cal = [tuple(random_inputs(meth, "mid", seed=i)) for i in range(2)]
+        print(compare(ep, q, cal[:max(1, args.report_batches)]))
+    return 0
+
+
 def build_parser():
     import edgetorch
     p = argparse.ArgumentParser(prog="edgetorch", description="edgetorch: eager frontend, exporter and runtime")
@@ -180,6 +237,24 @@ def build_parser():
     b.add_argument("--size", choices=("min", "mid", "max"), default="min")
     b.add_argument("--threads", type=int)
     b.set_defaults(func=cmd_bench)
+    q = sub.add_parser("quantize", help="quantize a float .etp program (optionally with a per-layer report)")
+    q.add_argument("program", help="a float .etp program")
+    q.add_argument("--preset", default="int8-weight",
+                   help="int8-weight | int4-weight | int8-dynamic | 8da4w | int8-static | float16-weight")
+    q.add_argument("-o", "--output", help="where to write (default: PROGRAM.PRESET.etp)")
+    q.add_argument("--calibration", help=".npz (one array per input, samples on axis 0) or .npy; int8-static needs it")
+    q.add_argument("--batch-size", type=int, default=32, help="calibration batch size")
+    q.add_argument("--limit", type=int, help="use at most this many calibration samples")
+    q.add_argument("--observer", default="minmax", help="minmax | moving_average | percentile | mse")
+    q.add_argument("--group-size", type=int, default=32, help="int4 group size (32, 64, 128, 256)")
+    q.add_argument("--asymmetric", action="store_true", help="int4 groups with zero points")
+    q.add_argument("--skip", action="append", help="keep layers matching this pattern in float; repeatable")
+    q.add_argument("--override", action="append", help="PATTERN=PRESET (or PATTERN=float); repeatable")
+    q.add_argument("--report", action="store_true", help="print SQNR / max error / cosine per layer and output")
+    q.add_argument("--report-batches", type=int, default=2)
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=cmd_quantize)
+
     w = sub.add_parser("warmup", help="compile (or load from cache) every kernel a program uses")
     w.add_argument("program")
     w.set_defaults(func=cmd_warmup)

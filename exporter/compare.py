@@ -32,7 +32,10 @@ def _trace(ep: ExportedProgram, method, args):
     for n in g.nodes:
         env[n.output] = REGISTRY[n.op](*[None if v is None else env[v] for v in n.inputs],
                                        **eval_attr(n.attrs, dims))
-        out[n.output.name] = (n.op, n.source, env[n.output]._data)
+        a = env[n.output]._data
+        if a.dtype == np.int8 and "out_scale" in n.attrs:       # static int8: compared in real units
+            a = (a.astype(np.float32) - n.attrs["out_zp"]) * np.float32(n.attrs["out_scale"])
+        out[n.output.name] = (n.op, n.source, a)
     return out, [env[v]._data for v in g.outputs]
 
 

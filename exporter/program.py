@@ -154,3 +154,69 @@ class ExportedProgram:
     def __repr__(self):
         n = sum(len(g.nodes) for g in self.graphs.values())
         return f"<ExportedProgram methods={self.methods} nodes={n} constants={len(self.constants)}>"
+
+
+def from_info(info) -> ExportedProgram:
+    """An ExportedProgram rebuilt from a parsed .etp (ProgramInfo): the graphs, constants
+    (sharing the file's arrays), state and metadata, so a saved float program can be
+    quantized or re-optimized without the model code.  Symbolic dims get the middle of
+    their range as example value; memory is planned again when it is written."""
+    from edgetorch.schemas.format import DimE
+    from edgetorch.symbolic import Dim, SymInt, evaluate
+
+    from .graph import Graph, Node, Value
+    states = {}
+    for s in info.states:
+        init = info.arrays[s.init] if s.init >= 0 else np.zeros(s.shape, np.dtype(s.dtype))
+        states[s.name] = init
+    graphs = {}
+    for m in info.methods:
+        ex = {i: (lo + hi) // 2 for i, (_, lo, hi) in enumerate(m.dims)}
+
+        def dim(d):
+            if isinstance(d, DimE):
+                return SymInt(evaluate(d.expr, ex), d.expr)
+            if isinstance(d, tuple):
+                return tuple(dim(x) for x in d)
+            if isinstance(d, slice):
+                return slice(*(dim(x) for x in (d.start, d.stop, d.step)))
+            return d
+
+        g = Graph(name=m.name, dims=[Dim(n, min=lo, max=hi) for n, lo, hi in m.dims])
+        vals, by_const = [], {}
+        for i, vi in enumerate(m.values):
+            kind = {"activation": "act", "constant": "const"}.get(vi.kind, vi.kind)
+            data = info.arrays[vi.constant] if vi.kind == "constant" else None
+            v = Value(vi.name, np.dtype(vi.dtype), tuple(dim(d) for d in vi.shape), kind, data=data)
+            vals.append(v)
+            if vi.kind == "constant":
+                key = info.constants[vi.constant].name
+                g.constants[key if key not in g.constants else f"{key}#{i}"] = v
+                by_const.setdefault(vi.constant, v)
+        for vi, v in zip(m.values, vals):
+            if vi.kind == "state":
+                name = info.states[vi.state].name
+                v.data = states[name]
+                g.state[name] = v
+            if vi.quant:
+                q = {k: x for k, x in vi.quant.items() if k not in ("scale", "zero_point")}
+                for k in ("scale", "zero_point"):
+                    idx = vi.quant.get(k, -1)
+                    if idx >= 0:
+                        c = info.constants[idx]
+                        q[k] = by_const.get(idx) or Value(c.name, info.arrays[idx].dtype, info.arrays[idx].shape,
+                                                         "const", data=info.arrays[idx])
+                v.quant = q
+        g.inputs = [vals[k] for k in m.inputs]
+        for ins in m.instructions:
+            out = vals[ins.outputs[0]]
+            n = Node(ins.op, [None if k < 0 else vals[k] for k in ins.inputs],
+                     {k: dim(a) for k, a in ins.attrs.items()}, out, (ins.source, ins.line))
+            out.producer = n
+            g.nodes.append(n)
+        g.outputs = [vals[k] for k in m.outputs]
+        g.output_names = list(m.output_names)
+        g.state_updates = {info.states[s].name: vals[k] for s, k in m.state_updates}
+        g._counter = len(vals)
+        graphs[m.name] = g
+    return ExportedProgram(graphs, dict(info.metadata))

@@ -33,8 +33,8 @@ def quantize_static(g, cfg, obs, W, names, log):
     deq = {}
     new = []
 
-    def node(op, inputs, attrs, dtype, shape, src, hint):
-        out = Value(g.fresh(hint), np.dtype(dtype), tuple(shape))
+    def node(op, inputs, attrs, dtype, shape, src, hint, name=None):
+        out = Value(name or g.fresh(hint), np.dtype(dtype), tuple(shape))
         n = Node(op, list(inputs), dict(attrs), out, src)
         out.producer = n
         new.append(n)
@@ -83,7 +83,9 @@ def quantize_static(g, cfg, obs, W, names, log):
             q = dict(in_scale=s_in, in_zp=z_in, out_scale=s_out, out_zp=z_out, activation=n.attrs.get("activation"))
             conv = {k: n.attrs[k] for k in ("stride", "padding", "dilation", "groups") if k in n.attrs}
             qop = "conv2d_qs8" if "conv" in op else "linear_qs8"
-            out = node(qop, [xq, wv, sv, as_float(b, src)], dict(conv, **q), np.int8, n.output.shape, src, "qs8_")
+            # the int8 value keeps the float value's name: compare() matches layers by it
+            out = node(qop, [xq, wv, sv, as_float(b, src)], dict(conv, **q), np.int8, n.output.shape, src, "qs8_",
+                       n.output.name)
             twin[n.output] = (out, s_out, z_out)
             gone.add(n.output)
             continue
@@ -96,7 +98,7 @@ def quantize_static(g, cfg, obs, W, names, log):
                 s_out, z_out = qparams(final)
                 out = node("add_qs8", [a, bq], dict(a_scale=sa, a_zp=za, b_scale=sb, b_zp=zb, out_scale=s_out,
                                                     out_zp=z_out, activation="relu" if relu is not None else None),
-                           np.int8, n.output.shape, src, "qs8_")
+                           np.int8, n.output.shape, src, "qs8_", final.name)
                 twin[final] = (out, s_out, z_out)
                 gone.add(final)
                 if relu is not None:

@@ -239,3 +239,38 @@ def test_static_int8_cnn_stays_int8_between_layers():
     np.testing.assert_allclose(load(q.to_bytes())(x), got, atol=1e-5)
     with pytest.raises(ExportError, match="calibration batch has 2 arguments"):
         quantize(ep, "int8-static", calibration=[(x, x)])
+
+
+def test_saved_programs_rebuild_into_identical_files():
+    """from_info(read(file)) gives back the graphs: writing them again gives the same bytes."""
+    from edgetorch.exporter.program import from_info
+    from edgetorch.models import ResNet
+    et.manual_seed(0)
+    for ep in (et.export(ResNet().eval(), (et.randn(2, 3, 32, 32),), dynamic_shapes={"x": {0: Dim("b", max=8)}}),
+               export_llama(Decoder(small_llama()).eval()),
+               quantize(_mlp_program()[1], "int4-weight")):
+        data = ep.to_bytes()
+        again = from_info(read(data))
+        assert again.to_bytes() == data
+
+
+def test_cli_quantize_with_calibration_and_report(tmp_path, capsys):
+    from edgetorch.cli import main
+    _, ep = _mlp_program()
+    ep.save(tmp_path / "mlp.etp")
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).normal(size=(40, 64)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "mlp.etp"), "--preset", "int8-static", "--calibration",
+                 str(tmp_path / "cal.npz"), "--observer", "percentile", "--report", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "mlp.int8-static.etp" in out and "linear_qs8" in out and "top-1 agreement" in out
+    p = load(str(tmp_path / "mlp.int8-static.etp"))
+    x = np.random.default_rng(1).normal(size=(3, 64)).astype(np.float32)
+    ref = ep.module()(x).numpy()
+    assert np.abs(p(x) - ref).max() < 0.05 * np.abs(ref).max()
+    assert main(["quantize", str(tmp_path / "mlp.etp"), "--preset", "int4-weight", "--group-size", "64",
+                 "--override", "layers.2=float", "-o", str(tmp_path / "q4.etp"), "--quiet"]) == 0
+    ops = [i.op for i in read(str(tmp_path / "q4.etp")).methods[0].instructions]
+    assert ops == ["linear_q4", "linear_q8", "linear"]            # 96 inputs do not split in groups of 64
+    assert main(["quantize", str(tmp_path / "mlp.etp"), "--preset", "int8-static", "--quiet"]) == 2
+    assert "needs calibration data" in capsys.readouterr().err
+    assert main(["quantize", str(tmp_path / "mlp.etp"), "--preset", "int2", "--quiet"]) == 2
