@@ -29,7 +29,8 @@ def save(obj, path, metadata=None):
     if not isinstance(obj, dict):
         raise EdgeTorchError(f"et.save expects a dict of tensors (a state_dict), got {type(obj).__name__}; "
                              "edgetorch never pickles")
-    arrays = {str(k): np.ascontiguousarray(_flatten(v)) for k, v in obj.items()}
+    # not np.ascontiguousarray: it turns 0-d arrays (num_batches_tracked) into shape (1,)
+    arrays = {str(k): np.array(_flatten(v), order="C", copy=None) for k, v in obj.items()}
     meta = {"format": "edgetorch"}
     if metadata:
         meta.update({str(k): str(v) for k, v in metadata.items()})

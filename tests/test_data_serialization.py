@@ -49,3 +49,11 @@ def test_load_torch_written_half_precision(tmp_path):
     sd = et.load(tmp_path / "t.safetensors")
     assert sd["bf"].dtype is et.bfloat16 and sd["fp16"].dtype is et.float16 and sd["i"].dtype is et.int64
     np.testing.assert_allclose(sd["bf"].float().numpy(), w.to(torch.bfloat16).float().numpy())
+
+
+def test_save_keeps_zero_dim_tensors(tmp_path):
+    m = et.nn.BatchNorm2d(3)
+    et.save(m.state_dict(), tmp_path / "bn.safetensors")
+    sd = et.load(tmp_path / "bn.safetensors")
+    assert sd["num_batches_tracked"].shape == ()
+    et.nn.BatchNorm2d(3).load_state_dict(sd)
