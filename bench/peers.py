@@ -108,8 +108,10 @@ def torch_llama(et_model):
     return m.eval()
 
 
-def ort_session(torch_model, example_args, input_names, dynamic_axes, threads=2):
-    """Export with torch.onnx.export (opset 17) and open an ONNX Runtime session."""
+def ort_session(torch_model, example_args, input_names, dynamic_axes, threads=2, quantize_dynamic=False):
+    """Export with torch.onnx.export (opset 17) and open an ONNX Runtime session; with
+    quantize_dynamic=True the model first goes through onnxruntime.quantization.quantize_dynamic
+    (int8 weights, activations quantized at run time: ORT's dynamic scheme)."""
     import warnings
 
     import onnxruntime as ort
@@ -119,8 +121,22 @@ def ort_session(torch_model, example_args, input_names, dynamic_axes, threads=2)
         warnings.simplefilter("ignore")
         torch.onnx.export(torch_model, tuple(example_args), f, opset_version=17, dynamo=False,
                           input_names=input_names, output_names=["out"], dynamic_axes=dynamic_axes)
+    model = f.getvalue()
+    if quantize_dynamic:
+        import os
+        import tempfile
+
+        from onnxruntime.quantization import QuantType
+        from onnxruntime.quantization import quantize_dynamic as qd
+        with tempfile.TemporaryDirectory() as d:
+            src, dst = os.path.join(d, "f32.onnx"), os.path.join(d, "q8.onnx")
+            with open(src, "wb") as fh:
+                fh.write(model)
+            qd(src, dst, weight_type=QuantType.QInt8)
+            with open(dst, "rb") as fh:
+                model = fh.read()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(f.getvalue(), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])

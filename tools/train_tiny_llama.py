@@ -44,6 +44,25 @@ def load(path):
     return m
 
 
+def export_forward(m, seq=128, batch=8):
+    """A float program of the checkpoint's full-sequence forward (logits for every position)."""
+    return et.export(m, (et.randint(0, 256, (batch, seq)),), verify=False)
+
+
+def perplexity(prog, held, seq=128, windows=64, batch=8):
+    """exp(mean next-byte NLL) of a program over `windows` consecutive held-out windows."""
+    nll, n = 0.0, 0
+    chunks = np.stack([held[i * seq:(i + 1) * seq + 1] for i in range(windows)])
+    for i in range(0, windows, batch):
+        c = chunks[i:i + batch]
+        logits = prog(c[:, :-1]).astype(np.float64)
+        logits -= logits.max(-1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        nll -= np.take_along_axis(logp, c[:, 1:, None], -1).sum()
+        n += c[:, 1:].size
+    return float(np.exp(nll / n))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=1500)

@@ -1,0 +1,152 @@
+"""Quantized programs beside float32 and ONNX Runtime, in one run on one machine.
+
+    python bench/quant_bench.py [--repeats 7] [--skip-ppl]
+
+1. Llama decode, stories15M shape (dim 288, 6 layers, vocab 32000, tied
+   embeddings, 15.2 M parameters), 128-token context: float32, int8-weight,
+   int4-weight (g32) and 8da4w programs, each timed in a fresh child process
+   (bench/runtime_bench.py's child); tokens/s, speed-up over float32, bytes
+   of weights streamed per token and that rate against this machine's
+   measured DRAM read bandwidth.
+2. MiniLM-shaped encoder (6 layers, hidden 384), batch 1, seq 128:
+   edgetorch float32 and int8-dynamic against ONNX Runtime float32 and
+   ONNX Runtime quantize_dynamic of the same weights (2 threads).
+3. Perplexity of the committed tiny Llama (tests/data, trained on
+   pydoc_data topics by tools/train_tiny_llama.py) on 8,192 held-out bytes,
+   per preset, through the runtime.
+4. Bytes per parameter of each program file.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+from _timing import load_avg, timeit  # noqa: E402
+
+PRESETS = ("int8-weight", "int4-weight", "8da4w")
+
+
+def llama_decode(repeats, tmp):
+    import edgetorch as et
+    from edgetorch.exporter import Dim, quantize
+    from edgetorch.models import Decoder, DecoderConfig
+    from runtime_bench import run_child
+    cfg = DecoderConfig(vocab_size=32000, hidden_size=288, intermediate_size=768, num_hidden_layers=6,
+                        num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=256)
+    et.manual_seed(0)
+    m = Decoder(cfg).eval()
+    n = sum(p.numel() for p in m.parameters())
+    seq = Dim("seq", min=1, max=256)
+    ep = et.export_methods(m, {
+        "prefill": (m, (et.randint(0, 32000, (1, 8)), et.tensor([0])), {"input_ids": {1: seq}}),
+        "decode": (m, (et.randint(0, 32000, (1, 1)), et.tensor([8])))})
+    rows = []
+    for preset in ("float32",) + PRESETS:
+        path = os.path.join(tmp, f"llama.{preset}.etp")
+        (ep if preset == "float32" else quantize(ep, preset)).save(path)
+        t = run_child(path, "llama", (128,), repeats)
+        # bytes one decode step reads: every linear weight and the LM head (the tied table);
+        # embedding lookups read one row
+        from edgetorch.exporter import read
+        info = read(path)
+        wbytes = sum(a.nbytes for c, a in zip(info.constants, info.arrays) if len(c.shape) == 2)
+        rows.append((preset, t, wbytes, os.path.getsize(path) / n))
+    return rows, n
+
+
+def encoder(repeats, tmp):
+    import torch
+
+    import edgetorch as et
+    import peers
+    from edgetorch.exporter import Dim, quantize
+    from edgetorch.models import Encoder, EncoderConfig
+    from runtime_bench import run_child
+    torch.set_num_threads(2)
+    et.manual_seed(0)
+    e = Encoder(EncoderConfig()).eval()
+    b, s = Dim("batch", max=32), Dim("seq", max=512)
+    ep = et.export(e, (et.randint(1, 1000, (2, 16)), et.ones(2, 16, dtype="int64")),
+                   dynamic_shapes={"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}})
+    out = {}
+    for preset in ("float32", "int8-dynamic"):
+        path = os.path.join(tmp, f"enc.{preset}.etp")
+        (ep if preset == "float32" else quantize(ep, preset)).save(path)
+        out[f"edgetorch {preset}"] = run_child(path, "bert", (1, 128), repeats)
+    rng = np.random.default_rng(0)
+    xs = [rng.integers(1, 30000, size=(1, 128)).astype(np.int64), np.ones((1, 128), np.int64)]
+    tm = peers.torch_bert(e)
+    names = ["input_ids", "attention_mask"]
+    axes = {n: {0: "b", 1: "s"} for n in names}
+    for label, q in (("ONNX Runtime float32", False), ("ONNX Runtime quantize_dynamic", True)):
+        sess = peers.ort_session(tm, [torch.tensor(a) for a in xs], names, axes, quantize_dynamic=q)
+        feeds = dict(zip(names, xs))
+        out[label] = timeit(lambda: sess.run(None, feeds), repeats)
+    return out
+
+
+def tiny_llama_perplexity():
+    import train_tiny_llama as T
+
+    from edgetorch.exporter import quantize
+    from edgetorch.runtime import load
+    m = T.load(os.path.join(ROOT, "tests", "data", "tiny_llama_pydoc.safetensors"))
+    _, held = T.corpus()
+    ep = T.export_forward(m)
+    out = {"float32": T.perplexity(load(ep.to_bytes()), held)}
+    for preset in ("int8-weight", "int8-dynamic", "int4-weight", "8da4w"):
+        out[preset] = T.perplexity(load(quantize(ep, preset).to_bytes()), held)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--skip-ppl", action="store_true")
+    a = p.parse_args(argv)
+    import edgetorch as et
+    from edgetorch.runtime import threads
+    from runtime_bench import dram_bandwidth
+    l0 = load_avg()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, n = llama_decode(a.repeats, tmp)
+        enc = encoder(a.repeats, tmp)
+    bw = dram_bandwidth()
+    ppl = None if a.skip_ppl else tiny_llama_perplexity()
+    print(f"edgetorch {et.__version__}; {os.cpu_count()} cpus; threading {threads.info()}; "
+          f"1-min load {l0:.2f} -> {load_avg():.2f}; median of {a.repeats}; DRAM read {bw:.1f} GB/s (measured)")
+    print()
+    print("| Llama 15M decode, 128-token context | ms/token | tokens/s | vs float32 | weights read | GB/s | "
+          "% of DRAM bw | file bytes/param |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    t32 = rows[0][1]
+    for preset, t, wb, bpp in rows:
+        gbs = wb / t / 1e9
+        print(f"| {preset} | {t * 1e3:.2f} | {1 / t:.0f} | {t32 / t:.2f}x | {wb / 1e6:.1f} MB | {gbs:.1f} | "
+              f"{gbs / bw * 100:.0f}% | {bpp:.3f} |")
+    print()
+    print("| MiniLM-shaped encoder, batch 1, seq 128 | latency |")
+    print("| --- | --- |")
+    for k, v in enc.items():
+        print(f"| {k} | {v * 1e3:.2f} ms |")
+    r = enc["edgetorch int8-dynamic"] / enc["ONNX Runtime quantize_dynamic"]
+    print(f"\nedgetorch int8-dynamic / ONNX Runtime quantize_dynamic = {r:.2f}x")
+    if ppl:
+        print()
+        print("| tiny Llama (pydoc topics), 8,192 held-out bytes | perplexity | vs float32 |")
+        print("| --- | --- | --- |")
+        for k, v in ppl.items():
+            print(f"| {k} | {v:.4f} | {(v / ppl['float32'] - 1) * 100:+.2f}% |")
+
+
+if __name__ == "__main__":
+    main()
