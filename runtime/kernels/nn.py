@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._jit import twins
 from .registry import kernel
 
 PAR_ROWS = 512    # below this many rows a serial loop beats a (passive-wait) parallel region
@@ -200,8 +201,8 @@ def k_rotary_embedding(out, x, cos, sin):
 
 
 # ------------------------------------------------------------------ attention
-@njit(cache=True, fastmath=True, parallel=True)
-def _attention(q, k, v, bias, scale, out):
+def _attention_py(q, k, v, bias, scale, out):
+    # float32 throughout: a float64 accumulator (acc = 0.0) does not vectorize with the float32 loads
     # q (B, Hq, L, E); k (B, Hk, S, E); v (B, Hk, S, Ev); bias (L, S) additive; out (B, Hq, L, Ev)
     B, Hq, L, E = q.shape
     Hk, S = k.shape[1], k.shape[2]
@@ -213,32 +214,39 @@ def _attention(q, k, v, bias, scale, out):
         kh = h // rep
         s = np.empty(S, dtype=np.float32)
         for i in range(L):
-            m = -np.inf
+            m = np.float32(-np.inf)
             for j in range(S):
-                acc = 0.0
+                if bias[i, j] == -np.inf:          # masked key (the unused tail of a KV cache): skip its dot
+                    s[j] = -np.inf
+                    continue
+                acc = np.float32(0.0)
                 for e in range(E):
                     acc += q[b, h, i, e] * k[b, kh, j, e]
                 val = acc * scale + bias[i, j]
                 s[j] = val
                 if val > m:
                     m = val
-            tot = 0.0
+            tot = np.float32(0.0)
             if m == -np.inf:
                 for j in range(S):
                     s[j] = 0.0
             else:
                 for j in range(S):
-                    p = math.exp(s[j] - m)
+                    p = np.float32(math.exp(s[j] - m))
                     s[j] = p
                     tot += p
-            inv = 1.0 / tot if tot > 0 else 0.0
+            inv = np.float32(1.0) / tot if tot > 0 else np.float32(0.0)
             for e in range(Ev):
-                out[b, h, i, e] = 0.0
+                out[b, h, i, e] = np.float32(0.0)
             for j in range(S):
                 p = s[j] * inv
                 if p != 0.0:
                     for e in range(Ev):
                         out[b, h, i, e] += p * v[b, kh, j, e]
+
+
+_attention, _attention_par = twins(_attention_py, fastmath=True)
+ATTN_PAR_WORK = 1 << 21          # multiply-adds from which the parallel copy pays for waking threads
 
 
 def _bias(mask, is_causal, L, S, dtype):
@@ -266,8 +274,9 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     # the Numba loop for decode-sized queries; batched BLAS matmuls for prefill and encoders
     if q.ndim == 4 and q.dtype == np.float32 and bias.ndim == 2 and k.shape[0] == q.shape[0] \
             and k.shape[1] == v.shape[1] and L <= 8:
-        _attention(np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v), bias,
-                   np.float32(sc), out)
+        work = q.shape[0] * q.shape[1] * L * S * (q.shape[-1] + v.shape[-1])
+        (_attention_par if work >= ATTN_PAR_WORK else _attention)(
+            np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v), bias, np.float32(sc), out)
         return
     rep = q.shape[-3] // k.shape[-3] if q.ndim >= 3 and q.shape[-3] != k.shape[-3] else 1
     if rep > 1:
