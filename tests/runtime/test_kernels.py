@@ -137,5 +137,35 @@ def test_static_int8_conv_matches_reference_exactly(shape, k):
     want = REGISTRY["conv2d_qs8"].forward(xq, wq, ws, b, **attrs)
     out = np.empty(want.shape, np.int8)
     KERNELS["conv2d_qs8"](out, xq, wq, ws, b, **attrs)
-    assert np.abs(out.astype(int) - want).max() <= 1 and np.mean(out != want) < 1e-3
+    np.testing.assert_array_equal(out, want)
     assert out.min() >= 7
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (3, 5, 7), (4, 4, 64), (9, 13, 100), (130, 67, 384), (64, 300, 1536)])
+def test_int8_gemm_is_exact(m, n, k):
+    from edgetorch.runtime.kernels.quant import gemm_i8
+    rng = np.random.default_rng(m * n + k)
+    a = rng.integers(-128, 128, size=(m, k)).astype(np.int8)
+    w = rng.integers(-128, 128, size=(n, k)).astype(np.int8)
+    np.testing.assert_array_equal(gemm_i8(a, w), a.astype(np.int64) @ w.astype(np.int64).T)
+
+
+@pytest.mark.parametrize("groups,stride", [(1, (1, 1)), (2, (2, 1)), (4, (1, 2))])
+def test_static_int8_conv_groups_and_linear(groups, stride):
+    rng = np.random.default_rng(groups)
+    xq = rng.integers(-128, 128, size=(2, 8, 7, 6)).astype(np.int8)
+    wq = rng.integers(-127, 128, size=(12, 8 // groups, 3, 3)).astype(np.int8)
+    ws = rng.uniform(1e-3, 1e-2, 12).astype(np.float32)
+    attrs = dict(stride=stride, padding=(1, 1), groups=groups, in_scale=0.03, in_zp=5, out_scale=0.2, out_zp=-3)
+    want = REGISTRY["conv2d_qs8"].forward(xq, wq, ws, None, **attrs)
+    out = np.empty(want.shape, np.int8)
+    KERNELS["conv2d_qs8"](out, xq, wq, ws, None, **attrs)
+    np.testing.assert_array_equal(out, want)
+    x2 = rng.integers(-128, 128, size=(3, 5, 40)).astype(np.int8)
+    w2 = rng.integers(-127, 128, size=(9, 40)).astype(np.int8)
+    b2 = rng.normal(size=9).astype(np.float32)
+    la = dict(in_scale=0.05, in_zp=-11, out_scale=0.7, out_zp=4, activation="relu")
+    want = REGISTRY["linear_qs8"].forward(x2, w2, ws[:9], b2, **la)
+    out = np.empty(want.shape, np.int8)
+    KERNELS["linear_qs8"](out, x2, w2, ws[:9], b2, **la)
+    np.testing.assert_array_equal(out, want)
