@@ -2,7 +2,7 @@
 
     python tools/fuzz.py --count 100000 [--seed 0] [--batch 2000] [--boundscheck]
 
-Seeds are small programs exported from the reference models (one int8-quantized). Each mutant
+Seeds are small programs exported from the reference models (and quantized with each kind of kernel). Each mutant
 is a seed with bit flips, random or boundary bytes, truncation, inserted
 or deleted bytes, or a 4/8-byte field overwritten with a huge, negative or
 out-of-file value. Every mutant is loaded and, when load succeeds, every
@@ -51,8 +51,18 @@ def seeds():
     ld = et.export_methods(d, {"prefill": (d, (et.randint(0, 13, (1, 3)), et.tensor([0])), {"input_ids": {1: q}}),
                                "decode": (d, (et.randint(0, 13, (1, 1)), et.tensor([3])))})
     out.append(ld.to_bytes())
-    from edgetorch.exporter import quantize
+    from edgetorch.exporter import QuantConfig, quantize
     out.append(quantize(ld).to_bytes())         # int8 weights: the Numba int8 kernels
+    d4 = Decoder(DecoderConfig(vocab_size=13, hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=6)).eval()
+    l4 = et.export_methods(d4, {"prefill": (d4, (et.randint(0, 13, (1, 3)), et.tensor([0])), {"input_ids": {1: q}}),
+                                "decode": (d4, (et.randint(0, 13, (1, 1)), et.tensor([3])))})
+    out.append(quantize(l4, QuantConfig("int4-weight", symmetric=False)).to_bytes())   # int4 GEMV, zero points
+    out.append(quantize(l4, "8da4w").to_bytes())                                       # int8-activation int4 GEMV
+    cnn = et.export(SmallCNN(width=2).eval(), (et.randn(2, 1, 8, 8),), dynamic_shapes={"x": {0: Dim("b", max=4)}})
+    out.append(quantize(cnn, "int8-static", calibration=[(et.randn(4, 1, 8, 8),)]).to_bytes())  # int8 GEMM
+    mlp = et.export(MLP((6, 8, 3)).eval(), (et.randn(2, 6),), dynamic_shapes={"x": {0: Dim("b", max=8)}})
+    out.append(quantize(mlp, "int8-dynamic").to_bytes())
     return out
 
 
