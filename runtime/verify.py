@@ -42,6 +42,10 @@ _AXIS_ATTRS = {"softmax": "dim", "log_softmax": "dim", "cat": "dim", "gather": "
 _REDUCE = {"sum", "mean", "amax", "amin", "var", "logsumexp", "prod"}
 
 
+_QOPS = {"quantize_per_tensor", "dequantize_per_tensor", "conv2d_qs8", "linear_qs8", "add_qs8"}
+_QPARAMS = {"scale", "zero_point", "in_scale", "in_zp", "out_scale", "out_zp", "a_scale", "a_zp", "b_scale", "b_zp"}
+
+
 def _check_attrs(ins, m, what):
     rank = len(m.values[ins.inputs[0]].shape) if ins.inputs and ins.inputs[0] >= 0 else 0
     a = ins.attrs
@@ -67,6 +71,11 @@ def _check_attrs(ins, m, what):
     for k, v in a.items():
         if isinstance(v, float) and not np.isfinite(v) and k not in ("value", "min", "max"):
             raise ProgramError(f"{what}: attribute {k!r} is {v}")
+        if k in _QPARAMS and ins.op in _QOPS:          # static int8 grids
+            if k.endswith("scale") and not (isinstance(v, (int, float)) and v > 0):
+                raise ProgramError(f"{what}: quantization scale {k}={v!r} must be a positive number")
+            if (k.endswith("zp") or k == "zero_point") and not (isinstance(v, int) and -128 <= v <= 127):
+                raise ProgramError(f"{what}: zero point {k}={v!r} must be an int8 value")
 
 
 _ARITY = {}

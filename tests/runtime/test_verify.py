@@ -223,3 +223,25 @@ def test_int4_scale_size_checked(quantized):
         i.arrays[k] = i.arrays[k][:-2].copy()        # 30 rows: 15 pairs, the weight has 16
         i.constants[k].shape = i.arrays[k].shape
     _bad(quantized[1], e, "int4 groups need")
+
+
+@pytest.fixture(scope="module")
+def static():
+    from edgetorch.exporter import quantize
+    et.manual_seed(0)
+    ep = et.export(MLP((8, 16, 4)).eval(), (et.randn(2, 8),))
+    return lower(quantize(ep, "int8-static", calibration=[(et.randn(2, 8),)]))
+
+
+@pytest.mark.parametrize("op,attr,value,needle", [
+    ("quantize_per_tensor", "scale", 0.0, "must be a positive number"),
+    ("linear_qs8", "out_zp", 300, "must be an int8 value"),
+    ("linear_qs8", "in_scale", -1.0, "must be a positive number"),
+    ("dequantize_per_tensor", "zero_point", 1.5, "must be an int8 value"),
+])
+def test_static_quantization_attributes_checked(static, op, attr, value, needle):
+    def e(i):
+        ins = next(x for x in i.methods[0].instructions if x.op == op)
+        ins.attrs[attr] = value
+    load(write(static))
+    _bad(static, e, needle)
