@@ -1,9 +1,10 @@
 """Compiling one kernel body twice: serial and parallel.
 
-A parallel region costs 15-45 us to wake threads that sleep between calls
-(OMP_WAIT_POLICY=PASSIVE, so idle threads do not steal the cores), more than
-a decode-sized GEMV or attention takes; kernels pick the serial copy below a
-size and the parallel one above it.
+A parallel region costs a few us when the OpenMP threads are still
+spinning from the previous one and 15-45 us when they have gone to sleep
+(runtime/__init__.py sets a short spin so they do not steal BLAS's cores);
+small work runs faster serial.  Kernels pick the serial copy below a size
+and the parallel one above it.
 """
 import types
 

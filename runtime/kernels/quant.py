@@ -36,25 +36,13 @@ from .index import check_index
 from .linalg import apply_activation
 from .registry import kernel
 
-PAR_WEIGHTS = 1 << 20     # weights from which the GEMV pays for a parallel region
+PAR_WEIGHTS = 1 << 16     # weights from which a GEMV pays for a parallel region (measured, 15M Llama decode)
 Q4_TILE = 256             # rows dequantized per BLAS call in the int4 prefill path
 
 
 # ------------------------------------------------------------------ int8 weights
 
-@njit(cache=True, fastmath=True)
-def _gemv_q8(x, wq, s, out):            # x (M, K) f32; wq (N, K) int8; s (N,) f32; out (M, N)
-    M, K = x.shape
-    for j in range(wq.shape[0]):
-        for m in range(M):
-            acc = np.float32(0.0)
-            for k in range(K):
-                acc += x[m, k] * np.float32(wq[j, k])
-            out[m, j] = acc * s[j]
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _gemv_q8_par(x, wq, s, out):
+def _gemv_q8_py(x, wq, s, out):      # x (M, K) f32; wq (N, K) int8; s (N,) f32; out (M, N)
     # four rows per iteration share each load of x (35 vs 30 GB/s on a 32000x288 head)
     M, K = x.shape
     N = wq.shape[0]
@@ -85,6 +73,9 @@ def _gemv_q8_par(x, wq, s, out):
                     out[m, j] = a * s[j]
 
 
+_gemv_q8, _gemv_q8_par = twins(_gemv_q8_py, fastmath=True)
+
+
 @njit(cache=True)
 def _quant_rows(x, xq, sx):
     # per-row symmetric int8, rounded exactly as the reference (IEEE division, no fastmath)
@@ -102,8 +93,7 @@ def _quant_rows(x, xq, sx):
             xq[m, k] = np.int8(min(max(v, -127.0), 127.0))
 
 
-@njit(cache=True, parallel=True)
-def _gemv_dq8(xq, sx, wq, s, out):
+def _gemv_dq8_py(xq, sx, wq, s, out):
     # int32 accumulation, truncated each step (vpmaddwd); four weight rows per task
     M, K = xq.shape
     N = wq.shape[0]
@@ -134,6 +124,8 @@ def _gemv_dq8(xq, sx, wq, s, out):
                         a = int32(a + int32(xq[m, k]) * int32(wq[j, k]))
                     out[m, j] = np.float32(a) * (sx[m] * s[j])
 
+
+_gemv_dq8, _gemv_dq8_par = twins(_gemv_dq8_py)
 
 _DERIVED = {}
 
@@ -294,7 +286,7 @@ def k_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
         sx = np.empty(x2.shape[0], np.float32)
         _quant_rows(x2, xq, sx)
         if x2.shape[0] <= 4:
-            _gemv_dq8(xq, sx, wq, s, o2)
+            (_gemv_dq8_par if wq.size >= PAR_WEIGHTS else _gemv_dq8)(xq, sx, wq, s, o2)
         else:
             # BLAS on the integer values (exact while K * 127^2 < 2^24, i.e. K <= 1040; float32
             # rounding of the int32 sums beyond): measured 1.3-1.5x faster here than gemm_i8,
