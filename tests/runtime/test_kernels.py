@@ -169,3 +169,15 @@ def test_static_int8_conv_groups_and_linear(groups, stride):
     out = np.empty(want.shape, np.int8)
     KERNELS["linear_qs8"](out, x2, w2, ws[:9], b2, **la)
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 7, 5), (3, 4099, 257), (4, 33, 288), (2, 3, 0), (5, 9, 7)])
+def test_float_linear_gemv_and_blas_paths(m, n, k):
+    """Decode-sized float32 linears run a Numba GEMV (serial and parallel copies, tails); more rows BLAS."""
+    rng = np.random.default_rng(m + n + k)
+    x = rng.normal(size=(1, m, k)).astype(np.float32)
+    w = rng.normal(size=(n, k)).astype(np.float32)
+    b = rng.normal(size=n).astype(np.float32)
+    out = np.full((1, m, n), np.nan, np.float32)
+    KERNELS["fused_linear"](out, x, w, b, activation="relu")
+    np.testing.assert_allclose(out, np.maximum(x @ w.T + b, 0), rtol=1e-4, atol=1e-4)
