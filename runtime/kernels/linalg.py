@@ -16,13 +16,16 @@ def k_matmul(out, a, b):
         np.matmul(a, b, out=out)
 
 
-def _gemv_py(x, w, out):
-    # x (M, K), w (N, K), out (M, N) float32: four weight rows a task share each load of x
+def _gemv_py(x, w, b, relu, out):
+    # x (M, K), w (N, K), out (M, N) float32; b (N,) or (0,); four weight rows a task share each
+    # load of x; bias and ReLU applied as each output is written
     M, K = x.shape
     N = w.shape[0]
+    hb = b.shape[0] > 0
     for jb in prange((N + 3) // 4):
         j0 = jb * 4
-        if j0 + 4 <= N:
+        j1 = min(j0 + 4, N)
+        if j1 - j0 == 4:
             for m in range(M):
                 a0 = np.float32(0.0)
                 a1 = np.float32(0.0)
@@ -39,12 +42,16 @@ def _gemv_py(x, w, out):
                 out[m, j0 + 2] = a2
                 out[m, j0 + 3] = a3
         else:
-            for j in range(j0, N):
+            for j in range(j0, j1):
                 for m in range(M):
                     a = np.float32(0.0)
                     for k in range(K):
                         a += x[m, k] * w[j, k]
                     out[m, j] = a
+        for m in range(M):
+            for j in range(j0, j1):
+                v = out[m, j] + b[j] if hb else out[m, j]
+                out[m, j] = max(v, np.float32(0.0)) if relu else v
 
 
 # decode-sized float32 linears: OpenBLAS's sgemv streamed the 15M Llama's weights at 16 GB/s,
@@ -54,7 +61,11 @@ GEMV_ROWS = 4
 GEMV_PAR = 1 << 16
 
 
-def _linear(out, x, w, b):
+_NOBIAS = np.zeros(0, np.float32)
+
+
+def _linear(out, x, w, b, activation=None):
+    """out = x @ w.T + b; returns True when the activation was applied too (the GEMV fuses ReLU)."""
     if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1] or out.shape != x.shape[:-1] + (w.shape[0],):
         raise ValueError(f"linear: input {x.shape}, weight {w.shape} -> {out.shape} do not fit")
     if x.shape[-1] == 0:                          # empty dot products (reshape(-1, 0) is undefined)
@@ -62,7 +73,12 @@ def _linear(out, x, w, b):
     elif x.ndim >= 2 and x.dtype == np.float32 and w.dtype == np.float32 and out.dtype == np.float32 \
             and x.flags.c_contiguous and w.flags.c_contiguous and x.size // x.shape[-1] <= GEMV_ROWS:
         x2 = x.reshape(-1, x.shape[-1])
-        (_gemv_par if w.size >= GEMV_PAR else _gemv)(x2, w, out.reshape(-1, w.shape[0]))
+        if b is not None and b.shape != (w.shape[0],):
+            raise ValueError(f"linear: bias {b.shape} for {w.shape[0]} outputs")
+        bb = _NOBIAS if b is None else b.astype(np.float32, copy=False)
+        relu = activation == "relu"
+        (_gemv_par if w.size >= GEMV_PAR else _gemv)(x2, w, bb, relu, out.reshape(-1, w.shape[0]))
+        return relu
     elif x.ndim == 2 or (x.ndim > 2 and x.flags.c_contiguous):
         x2 = x.reshape(-1, x.shape[-1])
         np.matmul(x2, w.T, out=out.reshape(-1, w.shape[0]))
@@ -72,6 +88,7 @@ def _linear(out, x, w, b):
         out[...] = np.matmul(x, w.T)
     if b is not None:
         out += b
+    return False
 
 
 @kernel("linear")
@@ -104,8 +121,8 @@ def apply_activation(out, activation):
 
 @kernel("fused_linear")
 def k_fused_linear(out, x, w, b=None, activation=None):
-    _linear(out, x, w, b)
-    apply_activation(out, activation)
+    if not _linear(out, x, w, b, activation):
+        apply_activation(out, activation)
 
 
 @kernel("einsum")
