@@ -3,7 +3,8 @@
     python bench/quant_bench.py [--repeats 7] [--skip-ppl]
 
 1. Llama decode, stories15M shape (dim 288, 6 layers, vocab 32000, tied
-   embeddings, 15.2 M parameters), 128-token context: float32, int8-weight,
+   embeddings, 15.2 M parameters; with --big also stories110M, dim 768,
+   12 layers, whose weights come from DRAM), 128-token context: float32, int8-weight,
    int4-weight (g32) and 8da4w programs, each timed in a fresh child process
    (bench/runtime_bench.py's child); tokens/s, speed-up over float32, bytes
    of weights streamed per token and that rate against this machine's
@@ -35,13 +36,20 @@ from _timing import load_avg, timeit  # noqa: E402
 PRESETS = ("int8-weight", "int4-weight", "8da4w")
 
 
-def llama_decode(repeats, tmp):
+SHAPES = {   # stories15M and stories110M (llama2.c), tied embeddings
+    "15M": dict(vocab_size=32000, hidden_size=288, intermediate_size=768, num_hidden_layers=6,
+                num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=256),
+    "110M": dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                 num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=256),
+}
+
+
+def llama_decode(repeats, tmp, shape="15M"):
     import edgetorch as et
     from edgetorch.exporter import Dim, quantize
     from edgetorch.models import Decoder, DecoderConfig
     from runtime_bench import run_child
-    cfg = DecoderConfig(vocab_size=32000, hidden_size=288, intermediate_size=768, num_hidden_layers=6,
-                        num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=256)
+    cfg = DecoderConfig(**SHAPES[shape])
     et.manual_seed(0)
     m = Decoder(cfg).eval()
     n = sum(p.numel() for p in m.parameters())
@@ -51,7 +59,7 @@ def llama_decode(repeats, tmp):
         "decode": (m, (et.randint(0, 32000, (1, 1)), et.tensor([8])))})
     rows = []
     for preset in ("float32",) + PRESETS:
-        path = os.path.join(tmp, f"llama.{preset}.etp")
+        path = os.path.join(tmp, f"llama{shape}.{preset}.etp")
         (ep if preset == "float32" else quantize(ep, preset)).save(path)
         t = run_child(path, "llama", (128,), repeats)
         # bytes one decode step reads: every linear weight and the LM head (the tied table);
@@ -112,27 +120,32 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--skip-ppl", action="store_true")
+    p.add_argument("--big", action="store_true", help="also the stories110M shape (weights from DRAM)")
     a = p.parse_args(argv)
     import edgetorch as et
     from edgetorch.runtime import threads
     from runtime_bench import dram_bandwidth
     l0 = load_avg()
     with tempfile.TemporaryDirectory() as tmp:
-        rows, n = llama_decode(a.repeats, tmp)
+        tables = [("15M",) + llama_decode(a.repeats, tmp)]
+        if a.big:
+            tables.append(("110M",) + llama_decode(a.repeats, tmp, "110M"))
         enc = encoder(a.repeats, tmp)
     bw = dram_bandwidth()
     ppl = None if a.skip_ppl else tiny_llama_perplexity()
     print(f"edgetorch {et.__version__}; {os.cpu_count()} cpus; threading {threads.info()}; "
           f"1-min load {l0:.2f} -> {load_avg():.2f}; median of {a.repeats}; DRAM read {bw:.1f} GB/s (measured)")
     print()
-    print("| Llama 15M decode, 128-token context | ms/token | tokens/s | vs float32 | weights read | GB/s | "
-          "% of DRAM bw | file bytes/param |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    t32 = rows[0][1]
-    for preset, t, wb, bpp in rows:
-        gbs = wb / t / 1e9
-        print(f"| {preset} | {t * 1e3:.2f} | {1 / t:.0f} | {t32 / t:.2f}x | {wb / 1e6:.1f} MB | {gbs:.1f} | "
-              f"{gbs / bw * 100:.0f}% | {bpp:.3f} |")
+    for shape, rows, n in tables:
+        print(f"| Llama {shape} decode ({n / 1e6:.1f} M parameters), 128-token context | ms/token | tokens/s | "
+              "vs float32 | weights read | GB/s | % of DRAM bw | file bytes/param |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        t32 = rows[0][1]
+        for preset, t, wb, bpp in rows:
+            gbs = wb / t / 1e9
+            print(f"| {preset} | {t * 1e3:.2f} | {1 / t:.0f} | {t32 / t:.2f}x | {wb / 1e6:.1f} MB | {gbs:.1f} | "
+                  f"{gbs / bw * 100:.0f}% | {bpp:.3f} |")
+        print()
     print()
     print("| MiniLM-shaped encoder, batch 1, seq 128 | latency |")
     print("| --- | --- |")
