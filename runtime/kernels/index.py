@@ -10,6 +10,11 @@ SLOT = "#"
 
 
 def check_index(idx, n, what):
+    if idx.size == 1:
+        v = int(idx.reshape(-1)[0])
+        if not 0 <= v < n:
+            raise InputError(f"{what}: index {v} is out of range for a dim of size {n}")
+        return
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         bad = int(idx.min() if idx.min() < 0 else idx.max())
         raise InputError(f"{what}: index {bad} is out of range for a dim of size {n}")
@@ -50,6 +55,11 @@ def _split(index, arrays, x):
     if not has_t:
         return tuple(k1), None
     if not mixed:
+        if len(arrays) == 1 and arrays[0].ndim == 1 and arrays[0].size == 1 and arrays[0].dtype.kind in "iu":
+            # one 1-element index (a KV-cache position): the same selection as a one-wide slice,
+            # and basic slicing skips numpy's fancy-indexing machinery
+            p = int(arrays[0][0])
+            return tuple(slice(p, p + 1) if isinstance(e, str) else e for e in index), None
         it = iter(arrays)
         return tuple(next(it) if isinstance(e, str) else e for e in index), None
     return tuple(k1), tuple(k2)
@@ -61,9 +71,14 @@ def k_getitem(out, x, *idx, index=()):
     out[...] = x[k1] if k2 is None else x[k1][k2]
 
 
+def _same_view(a, b):
+    return a is b or (a.ctypes.data == b.ctypes.data and a.shape == b.shape and a.strides == b.strides
+                      and a.dtype == b.dtype)
+
+
 @kernel("index_put")
 def k_index_put(out, base, values, *idx, index=(), accumulate=False):
-    if out is not base:
+    if not _same_view(out, base):         # a KV-cache write planned in place: no copy of the cache
         out[...] = base
     k1, k2 = _split(index, idx, base)
     target, key = (out, k1) if k2 is None else (out[k1], k2)

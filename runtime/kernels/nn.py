@@ -57,7 +57,7 @@ def _rows(x, n):
 @kernel("rms_norm")
 def k_rms_norm(out, x, w=None, normalized_shape=(), eps=None):
     _floats(out, x, w)
-    n = int(np.prod(normalized_shape))
+    n = math.prod(normalized_shape)
     if n <= 0 or x.size % n or out.shape != x.shape or (w is not None and w.size != n):
         raise ValueError(f"rms_norm: normalized_shape {normalized_shape} does not fit input {x.shape}")
     e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
