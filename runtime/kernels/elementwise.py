@@ -2,8 +2,9 @@
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
+from ._jit import twins
 from .registry import kernel
 
 
@@ -152,15 +153,38 @@ def k_full(out, shape=None, value=0.0, dtype=None):
     out.fill(value)
 
 
-@njit(cache=True, fastmath=True)
-def _gelu_erf(x, out):
-    for i in range(x.shape[0]):
+def _gelu_erf_py(x, out):
+    # erf by Abramowitz & Stegun 7.1.28, 1 - (1 + a1 z + ... + a6 z^6)^-16 (|error| <= 3e-7): only
+    # multiplies and one division, which LLVM vectorizes (no SVML here: exp and math.erf stay scalar
+    # libm calls; math.erf took 1.7 ms on a 128x1536 activation, 6 of which were a third of a
+    # MiniLM forward).  z is clamped at 6, where erf is 1 to double precision, so d^16 stays finite.
+    for i in prange(x.shape[0]):
         v = x[i]
-        out[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+        z = min(abs(v) * 0.7071067811865476, 6.0)
+        d = 1.0 + z * (0.0705230784 + z * (0.0422820123 + z * (0.0092705272 + z * (
+            0.0001520143 + z * (0.0002765672 + z * 0.0000430638)))))
+        d = d * d
+        d = d * d
+        d = d * d
+        d = d * d
+        e = 1.0 - 1.0 / d
+        out[i] = 0.5 * v * (1.0 + (e if v >= 0 else -e))
 
 
-@njit(cache=True, fastmath=True)
-def _gelu_tanh(x, out):
-    for i in range(x.shape[0]):
+def _gelu_tanh_py(x, out):
+    for i in prange(x.shape[0]):
         v = x[i]
         out[i] = 0.5 * v * (1.0 + math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+
+
+_gelu_erf_s, _gelu_erf_p = twins(_gelu_erf_py, fastmath=True)
+_gelu_tanh_s, _gelu_tanh_p = twins(_gelu_tanh_py, fastmath=True)
+GELU_PAR = 1 << 15
+
+
+def _gelu_erf(x, out):
+    (_gelu_erf_p if x.shape[0] >= GELU_PAR else _gelu_erf_s)(x, out)
+
+
+def _gelu_tanh(x, out):
+    (_gelu_tanh_p if x.shape[0] >= GELU_PAR else _gelu_tanh_s)(x, out)
