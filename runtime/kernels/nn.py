@@ -282,10 +282,15 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     if rep > 1:
         k = np.repeat(k, rep, axis=-3)
         v = np.repeat(v, rep, axis=-3)
-    s = np.matmul(q, np.swapaxes(k, -1, -2)) * sc + bias
+    # in place on one scores buffer (each temporary is B*H*L*S floats)
+    s = np.matmul(q, np.swapaxes(k, -1, -2))
+    s *= np.asarray(sc, s.dtype)
+    s += bias.astype(s.dtype, copy=False)
     m = np.max(s, axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    p = np.exp(s - m)
-    den = np.sum(p, axis=-1, keepdims=True)
-    p /= np.where(den == 0, 1, den)
-    np.matmul(p.astype(q.dtype), v, out=out)
+    m[~np.isfinite(m)] = 0                        # fully masked rows give zeros, not NaN
+    s -= m
+    np.exp(s, out=s)
+    den = np.sum(s, axis=-1, keepdims=True)
+    den[den == 0] = 1
+    s /= den
+    np.matmul(s, v, out=out)
