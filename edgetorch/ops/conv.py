@@ -26,9 +26,13 @@ def _windows(xp, kh, kw, stride, dilation, oh, ow):
 
 
 def _pad2(x, p, value=0.0):
+    """x (N, C, H, W) padded by p on both sides of H and W (np.pad costs ~40 us of Python per call)."""
     if p[0] == 0 and p[1] == 0:
         return x
-    return np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=value)
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + 2 * p[0], w + 2 * p[1]), value, dtype=x.dtype)
+    out[:, :, p[0]:p[0] + h, p[1]:p[1] + w] = x
+    return out
 
 
 def _conv_meta(x, w, b=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
