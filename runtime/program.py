@@ -77,6 +77,10 @@ class Method:
                 if isinstance(d, DimE) and d.expr[0] == "sym":
                     self._in_dims.append((k, ax, d.expr[1]))
         self.stateful = bool(info.state_updates)
+        self._fast = [(self._dtypes[vi], len(vals[vi].shape)) for vi in info.inputs]
+        # input axes not set directly by a dim (the loop above checks those): static sizes and expressions
+        self._derived_axes = [(k, ax, d) for k, vi in enumerate(info.inputs) for ax, d in enumerate(vals[vi].shape)
+                              if not (isinstance(d, DimE) and d.expr[0] == "sym")]
 
     def _inplace_updates(self):
         """Values the program stores in a state's own buffer (an in-place KV-cache write;
@@ -100,6 +104,13 @@ class Method:
 
     # ------------------------------------------------------------------ inputs
     def _bind(self, args, named):
+        if not named and len(args) == len(self._fast):
+            # the common call: C-contiguous ndarrays of the right dtype and rank
+            for a, (dt, rank) in zip(args, self._fast):
+                if type(a) is not np.ndarray or a.dtype != dt or a.ndim != rank or not a.flags.c_contiguous:
+                    break
+            else:
+                return list(args), self._dims_of(args)
         specs = self.inputs
         if named:
             pos = list(args) + [None] * (len(specs) - len(args))
@@ -132,6 +143,11 @@ class Method:
             if a.ndim != len(s.shape):
                 raise InputError(f"input {s.name!r}: expected rank {len(s.shape)} {s!r}, got shape {a.shape}")
             arrays.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))   # (0-d stays 0-d)
+        return arrays, self._dims_of(arrays)
+
+    def _dims_of(self, arrays):
+        """The dims the inputs set, each in its range and consistent; every input dim as declared."""
+        specs = self.inputs
         dims = {}
         for k, ax, i in self._in_dims:
             n = arrays[k].shape[ax]
@@ -141,13 +157,13 @@ class Method:
             if dims.setdefault(i, n) != n:
                 raise InputError(f"input {specs[k].name!r} dim {ax} is {n}, but {name} = {dims[i]} from another "
                                  "input")
-        for k, (s, a, vi) in enumerate(zip(specs, arrays, self.info.inputs)):
-            for ax, d in enumerate(self.info.values[vi].shape):
-                want = evaluate(d.expr, dims) if isinstance(d, DimE) else d
-                if a.shape[ax] != want:
-                    raise InputError(f"input {s.name!r} dim {ax}: expected {want}, got {a.shape[ax]} "
-                                     f"(shape {a.shape}, expected {s!r})")
-        return arrays, dims
+        for k, ax, d in self._derived_axes:       # static sizes and dims computed from others
+            a = arrays[k]
+            want = evaluate(d.expr, dims) if isinstance(d, DimE) else d
+            if a.shape[ax] != want:
+                raise InputError(f"input {specs[k].name!r} dim {ax}: expected {want}, got {a.shape[ax]} "
+                                 f"(shape {a.shape}, expected {specs[k]!r})")
+        return dims
 
     # ------------------------------------------------------------------ run
     def _views(self, arena, dims):
@@ -186,21 +202,20 @@ class Method:
     def _run_unchecked(self, arena, arrays, dims, timings=None):
         if arena is self._arena:
             # arena views, constants and state for these dims are built once and reused
-            key = tuple(sorted(dims.items()))
+            key = tuple(dims.items()) if len(dims) < 2 else tuple(sorted(dims.items()))
             if self._cache_key != key:
-                self._cache_env = self._template(arena, dims)
+                self._cache_env = self._template(arena, dims) + [None]     # env[-1] is None: omitted inputs
                 self._cache_key = key
             env = list(self._cache_env)
         else:
-            env = self._template(arena, dims)
+            env = self._template(arena, dims) + [None]
         for k, a in zip(self.info.inputs, arrays):
             env[k] = a
         for fn, ins, out, attrs, static, info in self._steps:
             t0 = time.perf_counter() if timings is not None else 0.0
-            args = [None if k < 0 else env[k] for k in ins]
-            kw = attrs if static else {k: eval_attr(v, dims) for k, v in attrs.items()}
             try:
-                fn(env[out], *args, **kw)
+                fn(env[out], *[env[k] for k in ins], **(attrs if static else
+                                                        {k: eval_attr(v, dims) for k, v in attrs.items()}))
             except (InputError, ProgramError):
                 raise
             except (ValueError, IndexError, TypeError, KeyError, AttributeError, NumbaError) as e:
