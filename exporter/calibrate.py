@@ -1,5 +1,10 @@
 """Calibration for int8-static: run the float program over example inputs and
-observe the range of every float activation (inputs included)."""
+observe the range of every float activation (inputs included).
+
+A batch is a tuple of the method's inputs (or one array for a one-input
+method); a batch with exactly one item more — the (x, y) batches of a
+DataLoader over a labelled dataset — has its last item (the target) ignored.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -32,9 +37,12 @@ def calibrate(ep, data, cfg, method=None, progress=False):
     n = 0
     for batch in it:
         args = _args(batch)
+        if len(args) > len(g.inputs) and len(args) == len(g.inputs) + 1:
+            args = args[:len(g.inputs)]           # an (inputs..., target) batch from a DataLoader
         if len(args) != len(g.inputs):
             raise ExportError(f"calibration batch has {len(args)} arguments; method {method!r} takes "
-                              f"{len(g.inputs)} ({', '.join(v.name for v in g.inputs)})")
+                              f"{len(g.inputs)} ({', '.join(v.name for v in g.inputs)}), or one more "
+                              "(a target, ignored)")
         arrays = [a._data if isinstance(a, Tensor) else np.asarray(a) for a in args]
         values, _ = _trace(ep, method, arrays)
         seen = [(v.name, a) for v, a in zip(g.inputs, arrays)] + [(k, a) for k, (_, _, a) in values.items()]

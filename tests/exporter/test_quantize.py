@@ -237,8 +237,20 @@ def test_static_int8_cnn_stays_int8_between_layers():
     ref, got = ep.module()(x).numpy(), q.module()(x).numpy()
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
     np.testing.assert_allclose(load(q.to_bytes())(x), got, atol=1e-5)
-    with pytest.raises(ExportError, match="calibration batch has 2 arguments"):
-        quantize(ep, "int8-static", calibration=[(x, x)])
+    with pytest.raises(ExportError, match="calibration batch has 3 arguments"):
+        quantize(ep, "int8-static", calibration=[(x, x, x)])
+
+
+def test_static_calibration_from_a_dataloader():
+    """(x, y) batches of a DataLoader calibrate a one-input method (the target is ignored)."""
+    from edgetorch.utils.data import DataLoader, TensorDataset
+    m, ep = _mlp_program()
+    rng = np.random.default_rng(0)
+    ds = TensorDataset(et.tensor(rng.normal(size=(64, 64)).astype(np.float32)), et.tensor(rng.integers(0, 10, 64)))
+    q = quantize(ep, "int8-static", calibration=DataLoader(ds, batch_size=16))
+    a = quantize(ep, "int8-static", calibration=[(ds.tensors[0][i:i + 16],) for i in range(0, 64, 16)])
+    x = rng.normal(size=(3, 64)).astype(np.float32)
+    np.testing.assert_array_equal(q.module()(x).numpy(), a.module()(x).numpy())
 
 
 def test_saved_programs_rebuild_into_identical_files():
