@@ -139,3 +139,28 @@ def test_warmup_and_program_info(mlp):
     p.warmup()
     assert p.arena_bytes()["forward"] > 0 and p.constant_bytes > 0
     assert "batch" in repr(p.method("forward").inputs[0])
+
+
+def test_planned_view_reshapes_run_no_kernel():
+    """A reshape planned as a view of its input's slot is dropped from the steps; results still match,
+    and a reshape that changes the element count (a malformed plan) keeps its kernel."""
+    et.manual_seed(0)
+    m = Decoder(small_llama()).eval()
+    ep = export_llama(m)
+    p = load(ep.to_bytes())
+    dec = p.method("decode")
+    n_reshape = sum(1 for i in dec.info.instructions if i.op == "reshape")
+    assert n_reshape and len(dec._steps) <= len(dec.info.instructions) - n_reshape + 2
+    ids = np.random.default_rng(0).integers(0, 128, size=(1, 5))
+    ref = ep.module()
+    np.testing.assert_allclose(p.prefill(ids[:, :4], np.array([0])),
+                               ref.prefill(et.tensor(ids[:, :4]), et.tensor([0])).numpy(), atol=1e-4)
+    np.testing.assert_allclose(dec(ids[:, 4:5], np.array([4])),
+                               ref.decode(et.tensor(ids[:, 4:5]), et.tensor([4])).numpy(), atol=1e-4)
+    prof = dec.profile(ids[:, 4:5], np.array([4]))
+    assert len(prof.rows) == len(dec._steps)
+    assert sorted(prof.index) == prof.index and max(prof.index) < len(dec.info.instructions)
+    from edgetorch.runtime.program import _numel_key
+    from edgetorch.schemas.format import DimE
+    s = DimE(("sym", 0))
+    assert _numel_key((s, 6, 48)) == _numel_key((s, 288)) != _numel_key((s, 6, 47))
