@@ -50,3 +50,18 @@ def fused_conv2d(x, w, b=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
     """act(conv2d(x, w) + b) (batch norm already folded into w, b by the exporter)."""
     return _act(C.conv2d.forward(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups),
                 activation)
+
+
+@op(meta=lambda g, u: _same_shape_meta(g, u), fused=True,
+    samples=lambda rng: [Sample((rng.normal(size=(2, 3, 5)), rng.normal(size=(2, 3, 5))))])
+def swiglu(g, u):
+    """silu(g) * u: the gated feed-forward of Llama-style MLPs, one pass instead of two."""
+    return E.silu.forward(g) * u
+
+
+def _same_shape_meta(g, u):
+    from .._errors import ShapeError
+    from .registry import TensorMeta
+    if tuple(g.shape) != tuple(u.shape) or g.dtype != u.dtype:
+        raise ShapeError(f"swiglu: gate {g.dtype}{tuple(g.shape)} and up {u.dtype}{tuple(u.shape)} must match")
+    return TensorMeta(tuple(g.shape), g.dtype)

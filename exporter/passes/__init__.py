@@ -1,7 +1,7 @@
 """Graph -> Graph passes. Each keeps numerics; each can be turned off by name:
 export(..., optimize=["dce", "cse"]) runs only those."""
 from .basic import cse, dce, fold_constants, remove_noop_views
-from .fuse import fold_conv_bn, fuse_bias_activation, fuse_parallel_linears
+from .fuse import fold_conv_bn, fuse_bias_activation, fuse_parallel_linears, fuse_swiglu
 
 PASSES = {
     "fold_constants": fold_constants,
@@ -9,6 +9,7 @@ PASSES = {
     "fold_conv_bn": fold_conv_bn,
     "fuse_parallel_linears": fuse_parallel_linears,
     "fuse_bias_activation": fuse_bias_activation,
+    "fuse_swiglu": fuse_swiglu,
     "cse": cse,
     "dce": dce,
 }
@@ -29,4 +30,4 @@ def default_pipeline(optimize=True):
 
 
 __all__ = ["PASSES", "default_pipeline", "dce", "cse", "fold_constants", "remove_noop_views", "fold_conv_bn",
-           "fuse_bias_activation", "fuse_parallel_linears"]
+           "fuse_bias_activation", "fuse_parallel_linears", "fuse_swiglu"]

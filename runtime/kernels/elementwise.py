@@ -86,6 +86,26 @@ def _silu(x, out):
         out[i] = v / (1.0 + e) if v >= 0 else v * e / (1.0 + e)
 
 
+@njit(cache=True)
+def _swiglu(g, u, out):
+    for i in range(g.shape[0]):
+        v = g[i]
+        e = math.exp(-abs(v))
+        out[i] = (v / (1.0 + e) if v >= 0 else v * e / (1.0 + e)) * u[i]
+
+
+@kernel("swiglu")
+def k_swiglu(out, g, u):
+    if g.shape != u.shape or out.shape != g.shape:
+        raise ValueError(f"swiglu: gate {g.shape}, up {u.shape} -> {out.shape}")
+    if g.dtype in (np.float32, np.float64) and u.dtype == g.dtype and out.dtype == g.dtype \
+            and g.flags.c_contiguous and u.flags.c_contiguous and out.flags.c_contiguous:
+        _swiglu(g.reshape(-1), u.reshape(-1), out.reshape(-1))
+        return
+    k_silu(out, g)
+    out *= u
+
+
 @kernel("silu")
 def k_silu(out, x):
     if x.dtype in (np.float32, np.float64) and out.dtype == x.dtype and out.shape == x.shape \

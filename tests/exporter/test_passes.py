@@ -3,6 +3,7 @@ import numpy as np
 
 import edgetorch as et
 from edgetorch import nn
+from edgetorch.exporter import Dim
 from edgetorch.exporter.passes import PASSES
 from edgetorch.models import ResNet
 
@@ -111,3 +112,26 @@ def test_parallel_linears_are_fused():
         np.testing.assert_allclose(ep.module()(x).numpy(), m(x).numpy(), atol=1e-5)
     from edgetorch.runtime import load
     np.testing.assert_allclose(load(ep.to_bytes())(x.numpy()), m(x).detach().numpy(), atol=1e-5)
+
+
+def test_swiglu_fusion_keeps_numerics_and_skips_broadcasts():
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.g, self.u, self.d = nn.Linear(8, 12, bias=False), nn.Linear(8, 12, bias=False), nn.Linear(12, 8)
+
+        def forward(self, x, s):
+            h = self.d(nn.functional.silu(self.g(x)) * self.u(x))
+            return h + nn.functional.silu(x) * s            # s broadcasts: not fused
+
+    et.manual_seed(0)
+    m = Gated().eval()
+    x, s = et.randn(2, 5, 8), et.randn(1, 5, 8)
+    ep = et.export(m, (x, s), dynamic_shapes={"x": {0: Dim("b", max=4)}})
+    ops = _ops(ep)
+    assert ops.count("swiglu") == 1 and ops.count("silu") == 1
+    with et.no_grad():
+        want = m(x, s).numpy()
+    np.testing.assert_allclose(ep.module()(x, s).numpy(), want, atol=1e-5)
+    from edgetorch.runtime import load
+    np.testing.assert_allclose(load(ep.to_bytes())(x.numpy(), s.numpy()), want, atol=1e-5)
