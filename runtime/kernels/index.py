@@ -65,8 +65,19 @@ def _split(index, arrays, x):
     return tuple(k1), tuple(k2)
 
 
+_BASIC = {}     # id(index attribute) -> (the attribute, ndim, parsed key): basic indices parse once
+
+
 @kernel("getitem")
 def k_getitem(out, x, *idx, index=()):
+    if not idx:
+        hit = _BASIC.get(id(index))
+        if hit is None or hit[0] is not index or hit[1] != x.ndim:
+            if len(_BASIC) > 4096:
+                _BASIC.clear()
+            hit = _BASIC[id(index)] = (index, x.ndim, _split(index, idx, x)[0])
+        out[...] = x[hit[2]]
+        return
     k1, k2 = _split(index, idx, x)
     out[...] = x[k1] if k2 is None else x[k1][k2]
 
