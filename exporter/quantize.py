@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgetorch.quant import grids as Q
-from edgetorch.quant.observers import OBSERVERS, make_observer
+from edgetorch.quant.grids import quantize_rows_int8  # noqa: F401  (public here since the first preset)
+from edgetorch.quant.observers import OBSERVERS
 
 from .errors import ExportError
 from .graph import Node, Value
@@ -95,10 +96,6 @@ class QuantConfig:
             return fallback, (f"{weight_name}: {kind} {tuple(weight_shape)} cannot take int4 groups of "
                               f"{self.group_size}; int8 instead")
         return scheme, None
-
-
-def quantize_rows_int8(w):
-    return Q.quantize_rows_int8(w)
 
 
 def _copy(ep):

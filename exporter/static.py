@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetorch.quant.grids import qparams_int8
 
 from .graph import Node, Value
 

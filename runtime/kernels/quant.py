@@ -101,9 +101,10 @@ def derived(a, tag, fn):
         return hit[1]
     val = fn(a)
     try:
-        _DERIVED[key] = (weakref.ref(a, lambda _, k=key, d=_DERIVED: d.pop(k, None)), val)
-    except TypeError:
-        pass
+        ref = weakref.ref(a, lambda _, k=key, d=_DERIVED: d.pop(k, None))
+    except TypeError:           # an object that cannot be weakly referenced is not cached
+        return val
+    _DERIVED[key] = (ref, val)
     return val
 
 

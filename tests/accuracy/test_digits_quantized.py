@@ -5,7 +5,6 @@ int8-weight and int8-dynamic within 0.3 points (359 test images: one image is
 import os
 import sys
 
-import numpy as np
 import pytest
 
 import edgetorch as et
