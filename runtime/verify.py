@@ -64,6 +64,12 @@ def _check_attrs(ins, m, what):
         if not isinstance(dims, tuple) or any(not isinstance(x, int) or not -max(rank, 1) <= x < max(rank, 1)
                                               for x in dims):
             raise ProgramError(f"{what}: {ins.op} dim {d!r} is out of range for rank {rank}")
+    if ins.op in ("getitem", "index_put"):
+        index = a.get("index", ())
+        n_t = sum(1 for e in index if isinstance(e, str)) if isinstance(index, tuple) else -1
+        if n_t != len(ins.inputs) - (1 if ins.op == "getitem" else 2):
+            raise ProgramError(f"{what}: index {index!r} marks {n_t} tensor indices but the instruction passes "
+                               f"{len(ins.inputs) - (1 if ins.op == 'getitem' else 2)}")
     if "activation" in a and a["activation"] is not None:
         from .kernels.linalg import ACTS
         if a["activation"] not in ACTS:

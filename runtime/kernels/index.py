@@ -22,8 +22,11 @@ def check_index(idx, n, what):
 
 def _split(index, arrays, x):
     """torch's indexing rule (ints are basic indices), checked against x's dims."""
+    n_t = sum(1 for e in index if isinstance(e, str))
+    if n_t != len(arrays):
+        raise ValueError(f"index {index!r} marks {n_t} tensor indices but the op has {len(arrays)}")
     it = iter(arrays)
-    has_t = any(isinstance(e, str) for e in index)
+    has_t = n_t > 0
     k1, k2 = [], []
     mixed = has_t and any(isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in index)
     dim = 0

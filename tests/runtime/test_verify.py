@@ -245,3 +245,11 @@ def test_static_quantization_attributes_checked(static, op, attr, value, needle)
         ins.attrs[attr] = value
     load(write(static))
     _bad(static, e, needle)
+
+
+def test_index_marker_count_must_match_index_inputs(gathers):
+    """An index attribute marking a tensor index the instruction does not pass (fuzz find)."""
+    def e(i):
+        ins = next(x for x in i.methods[0].instructions if x.op == "permute")
+        ins.op, ins.attrs = "getitem", {"index": ("#",)}
+    _bad(gathers, e, "marks 1 tensor indices but the instruction passes 0")
