@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-
 from .graph import Node, Value
+from .passes.fuse import _same_dims
 
 _PASS = ("max_pool2d", "reshape", "permute")         # int8 in, int8 out, same grid
 
@@ -64,7 +64,7 @@ def quantize_static(g, cfg, obs, W, names, log):
             return us[0]
         return None
 
-    fused_relu = {}
+    fused_relu = set()
     for n in g.nodes:
         if n in fused_relu:                      # relu folded into the add before it
             continue
@@ -89,7 +89,7 @@ def quantize_static(g, cfg, obs, W, names, log):
             gone.add(n.output)
             continue
         if op == "add" and len(n.inputs) == 2 and all(floatable(v) for v in n.inputs) \
-                and tuple(n.inputs[0].shape) == tuple(n.inputs[1].shape) == tuple(n.output.shape):
+                and _same_dims(n.inputs[0].shape, n.inputs[1].shape) and _same_dims(n.inputs[0].shape, n.output.shape):
             relu = only_user_relu(n)
             final = relu.output if relu is not None else n.output
             if qparams(final) is not None:
@@ -101,7 +101,7 @@ def quantize_static(g, cfg, obs, W, names, log):
                 twin[final] = (out, s_out, z_out)
                 gone.add(final)
                 if relu is not None:
-                    fused_relu[relu] = True
+                    fused_relu.add(relu)
                 continue
         if op in _PASS and n.inputs and n.inputs[0] in gone:
             q, s, z = twin[n.inputs[0]]
