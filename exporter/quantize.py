@@ -158,6 +158,15 @@ class _Weights:
         return vals
 
 
+def _weight_through(g, n, op, inputs, attrs, hint):
+    """A node making n's float32 weight from stored constants (a cast, a dequantize); n reads it."""
+    w = n.inputs[1]
+    made = Node(op, inputs, attrs, Value(g.fresh(hint), np.dtype(np.float32), w.shape), n.source)
+    made.output.producer = made
+    n.inputs = [n.inputs[0], made.output] + n.inputs[2:]
+    return made
+
+
 def _weight_only(g, cfg, W, names, log):
     """Rewrite linears, embeddings and convs of one graph for the weight-only and dynamic presets."""
     new = []
@@ -177,21 +186,12 @@ def _weight_only(g, cfg, W, names, log):
             continue
         if scheme == "float16-weight":
             wv, = W.f16(g, w, name)
-            cast = Node("to", [wv], {"dtype": "float32"}, Value(g.fresh("w32_"), np.dtype(np.float32), w.shape),
-                        n.source)
-            cast.output.producer = cast
-            n.inputs = [n.inputs[0], cast.output] + n.inputs[2:]
-            new += [cast, n]
+            new += [_weight_through(g, n, "to", [wv], {"dtype": "float32"}, "w32_"), n]
             continue
         dynamic = scheme in ("int8-dynamic", "int8-dynamic-int4-weight")
         act = n.attrs.get("activation")
         if kind in _CONV:                                   # int8 weights read through a dequantize node
-            wv, sv = W.int8(g, w, name)
-            dq = Node("dequantize_per_channel", [wv, sv], {},
-                      Value(g.fresh("w_dq"), np.dtype(np.float32), w.shape), n.source)
-            dq.output.producer = dq
-            n.inputs = [n.inputs[0], dq.output] + n.inputs[2:]
-            new += [dq, n]
+            new += [_weight_through(g, n, "dequantize_per_channel", list(W.int8(g, w, name)), {}, "w_dq"), n]
         elif scheme in _INT4:
             wv, sv, zv = W.int4(g, w, name)
             if kind == "embedding":
