@@ -63,3 +63,20 @@ def test_qat_fine_tuning_lowers_the_quantized_loss():
     qloss = float(np.mean((q.module()(x).numpy() - Y) ** 2))
     assert qloss < 1.1 * losses[-1] + 1e-6
     assert "qat=int4-weight" in repr(m)
+
+
+@pytest.mark.parametrize("preset", ["int8-weight", "int8-dynamic"])
+def test_qat_conv_net_matches_the_quantized_program(preset):
+    """Convs (no batch norm to fold) get the exporter's int8 per-channel grid in QAT too."""
+    nn = et.nn
+    et.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(8 * 3 * 3, 5)).eval()
+    x = et.randn(4, 1, 8, 8)
+    prepare_qat(m, preset)
+    assert "qat=" in repr(m[0]) and "qat=" in repr(m[5])
+    with et.no_grad():
+        fq = m(x).numpy()
+    q = quantize(et.export(m, (x,)), preset)
+    assert "dequantize_per_channel" in [n.op for n in q.graph.nodes]
+    np.testing.assert_allclose(q.module()(x).numpy(), fq, rtol=1e-5, atol=1e-5)
