@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import Node, Value
-from .passes.fuse import _same_dims
+from .passes.basic import _same_shape
 
 _PASS = ("max_pool2d", "reshape", "permute")         # int8 in, int8 out, same grid
 
@@ -89,7 +89,7 @@ def quantize_static(g, cfg, obs, W, names, log):
             gone.add(n.output)
             continue
         if op == "add" and len(n.inputs) == 2 and all(floatable(v) for v in n.inputs) \
-                and _same_dims(n.inputs[0].shape, n.inputs[1].shape) and _same_dims(n.inputs[0].shape, n.output.shape):
+                and _same_shape(n.inputs[0].shape, n.inputs[1].shape) and _same_shape(n.inputs[0].shape, n.output.shape):
             relu = only_user_relu(n)
             final = relu.output if relu is not None else n.output
             if qparams(final) is not None:

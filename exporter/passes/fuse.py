@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Value
-from .basic import dce, replace_uses
+from .basic import _same_shape, dce, replace_uses
 
 ACTIVATIONS = {"relu": {}, "silu": {}, "gelu": {"approximate": ("none", "tanh")}, "sigmoid": {}, "tanh": {}}
 
@@ -127,17 +127,6 @@ def fuse_parallel_linears(g: Graph, max_parts=8) -> Graph:
     return dce(g)
 
 
-def _same_dims(a, b):
-    """Shapes equal as written: ints by value, symbolic dims by expression (not by example value)."""
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        ex, ey = getattr(x, "expr", None), getattr(y, "expr", None)
-        if (ex, int(x)) != (ey, int(y)):
-            return False
-    return True
-
-
 def fuse_swiglu(g: Graph) -> Graph:
     """mul(silu(a), b) (or mul(b, silu(a))) of one shape, the silu read only there, becomes
     swiglu(a, b): one pass and no temporary for the gated MLP of Llama-style models."""
@@ -150,8 +139,8 @@ def fuse_swiglu(g: Graph) -> Graph:
             src = by_out.get(n.inputs[i])
             other = n.inputs[1 - i]
             if src is None or src.op != "silu" or src in drop or not _single_user(g, src.output) \
-                    or not _same_dims(src.output.shape, other.shape) \
-                    or not _same_dims(n.output.shape, other.shape) or src.output.dtype != other.dtype:
+                    or not _same_shape(src.output.shape, other.shape) \
+                    or not _same_shape(n.output.shape, other.shape) or src.output.dtype != other.dtype:
                 continue
             n.op, n.inputs, n.attrs = "swiglu", [src.inputs[0], other], {}
             drop.add(src)
