@@ -19,11 +19,23 @@ import os
 # before libgomp starts; a policy or spin count the user set wins.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "20000"
+# The other way round: OpenBLAS's idle threads spin 2**28 cycles (~0.1 s)
+# after every BLAS call, on the cores the next Numba kernel needs (a direct
+# 3x3 convolution after a BLAS one ran 50 us alone, 1-2 ms in ResNet-8).
+# threads.py shortens the spin to 2**BLAS_SPIN_EXP cycles; through the
+# environment when OpenBLAS is not loaded yet, else by re-reading it.
+_blas_env_set = "OPENBLAS_THREAD_TIMEOUT" in os.environ
+if not _blas_env_set:
+    from .threads import BLAS_SPIN_EXP
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(BLAS_SPIN_EXP)
 
 from edgetorch._errors import InputError, ProgramError  # noqa: E402
 
 from .program import Method, Program, load, random_inputs  # noqa: E402
-from .threads import get_num_threads, set_num_threads  # noqa: E402
+from .threads import get_num_threads, set_num_threads, shorten_blas_spin  # noqa: E402
+
+if not _blas_env_set:
+    shorten_blas_spin()
 
 __all__ = ["load", "Program", "Method", "ProgramError", "InputError", "set_num_threads", "get_num_threads",
            "random_inputs"]

@@ -8,11 +8,44 @@ runtime gives both the same thread count so they do not oversubscribe.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numba
 
 _chosen = None
+BLAS_SPIN_EXP = 4        # OpenBLAS's minimum: idle BLAS threads go to sleep at once (measured best here)
+_spin_done = False
+
+
+def shorten_blas_spin():
+    """Make the OpenBLAS libraries already loaded honour OPENBLAS_THREAD_TIMEOUT now.
+
+    OpenBLAS reads the variable when it loads, and numpy may have loaded it
+    before edgetorch.runtime was imported: re-read the environment and restart
+    its (idle, at import) thread pool, which takes the timeout from there.
+    Libraries without these entry points (other BLAS, OpenMP builds of
+    OpenBLAS) are left as they are; returns the paths of those changed."""
+    global _spin_done
+    if _spin_done:
+        return []
+    _spin_done = True
+    done = []
+    try:
+        from threadpoolctl import threadpool_info
+        for info in threadpool_info():
+            if info.get("internal_api") != "openblas" or info.get("threading_layer") != "pthreads":
+                continue
+            lib = ctypes.CDLL(info["filepath"])
+            if not all(hasattr(lib, f) for f in ("openblas_read_env", "blas_thread_shutdown_", "blas_thread_init")):
+                continue
+            lib.openblas_read_env()
+            lib.blas_thread_shutdown_()
+            lib.blas_thread_init()
+            done.append(info["filepath"])
+    except Exception:       # a BLAS we do not know: performance only, never correctness
+        pass
+    return done
 
 
 def choose_threading_layer():
