@@ -1,19 +1,19 @@
-"""Writes runtime/kernels/_conv_direct.py: direct float32 convolutions (3x3 and 1x1,
-stride 1 and 2) over NCHW, without im2col.
+"""Writes edgetorch/_native/_conv_kernels.py: direct float32 3x3 convolutions at stride
+1 and 2 over NCHW, without im2col, and their weight gradients.
 
     python tools/gen_conv_direct.py [--check]
 
 Each kernel's inner loop names every tap and every output channel of a block
 (for 3x3: 9 inputs, 4 x 9 weights), which is tedious and error-prone to
 write by hand, so it is generated; Numba's on-disk cache needs a real source
-file, so the result is committed (tests/runtime/test_conv_direct.py checks it
-against numpy, and that it is what this script writes).
+file, so the result is committed (tests/test_conv_direct.py checks it against
+numpy, and that it is what this script writes).
 """
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGET = os.path.join(HERE, "..", "runtime", "kernels", "_conv_direct.py")
+TARGET = os.path.join(HERE, "..", "edgetorch", "_native", "_conv_kernels.py")
 KERNELS = [(3, 1), (3, 2)]    # (kernel size, stride)
 
 HEADER = '''\
@@ -33,12 +33,17 @@ Each task is one image and a block of 4 output channels: per input channel the
 rows (L1-resident), bound by the multiply-adds rather than by loads and stores.
 Measured here on ResNet-8's 3x3 layers: 85-110 GFLOPS where im2col + OpenBLAS
 reached 25-60 (the column matrix is 9x the input and comes from memory).
-The caller guarantees xp's size: no bounds are checked here.
+The weight gradient (conv_wgrad) reads the same phase buffer: gw[o, c, i, j]
+is the sum over images and positions p of g[n, o, p] * xp[tap (i, j) at p],
+with g laid out on the same Wq-wide grid (zeros in the dropped columns); a
+task is 2 output channels x 1 input channel, 18 running sums.
+The caller (conv.py beside this file) guarantees every buffer's size: no
+bounds are checked here.
 """
 import numpy as np
 from numba import prange
 
-from ._jit import twins
+from .jit import twins
 '''
 
 
@@ -105,12 +110,67 @@ def kernel(K, S):
     return L
 
 
+def wgrad_block(K, S, width, indent):
+    pad = " " * indent
+    taps = [(i, j) for i in range(K) for j in range(K)]
+    L = []
+    for q in range(width):
+        for i, j in taps:
+            L.append(f"{pad}a{q}{i}{j} = np.float32(0.0)")
+    L += [f"{pad}for n in range(N):",
+          f"{pad}    base = (n * C + c) * plane"]
+    for i, j in taps:
+        parts = [f"{(i % S) * S + j % S} * phase" if (i % S or j % S) else "",
+                 f"{i // S} * Wq" if i // S > 1 else ("Wq" if i // S == 1 else ""),
+                 str(j // S) if j // S else ""]
+        off = " + ".join(x for x in parts if x)
+        L.append(f"{pad}    s{i}{j} = base + {off}" if off else f"{pad}    s{i}{j} = base")
+        L.append(f"{pad}    v{i}{j} = xp[s{i}{j}:s{i}{j} + P]")
+    for q in range(width):
+        L.append(f"{pad}    g{q} = g[n, o + {q}]")
+    L.append(f"{pad}    for p in range(P):")
+    for q in range(width):
+        L.append(f"{pad}        h{q} = g{q}[p]")
+    for i, j in taps:
+        L.append(f"{pad}        x{i}{j} = v{i}{j}[p]")
+        for q in range(width):
+            L.append(f"{pad}        a{q}{i}{j} += h{q} * x{i}{j}")
+    for q in range(width):
+        for i, j in taps:
+            L.append(f"{pad}gw[o + {q}, c, {i}, {j}] = a{q}{i}{j}")
+    return L
+
+
+def wgrad_kernel(K, S):
+    name = f"conv{K}x{K}s{S}_wgrad"
+    L = [f"def _{name}_py(xp, C, Hq, Wq, g, gw):",
+         "    # xp as for the forward; g (N, O, OH * Wq) output gradient on the Wq-wide grid, zero in the",
+         f"    # dropped columns; gw (O, C, {K}, {K}) written",
+         "    N = g.shape[0]",
+         "    O = g.shape[1]",
+         "    P = g.shape[2]",
+         "    phase = Hq * Wq",
+         f"    plane = {S * S} * phase" if S > 1 else "    plane = phase",
+         "    OB = (O + 1) // 2",
+         "    for t in prange(OB * C):",
+         "        c = t % C",
+         "        o = (t // C) * 2",
+         "        if o + 2 <= O:"]
+    L += wgrad_block(K, S, 2, 12)
+    L += ["        else:"]
+    L += wgrad_block(K, S, 1, 12)
+    L += ["", "", f"{name}, {name}_par = twins(_{name}_py, fastmath=True)"]
+    return L
+
+
 def source():
     L = [HEADER]
     for K, S in KERNELS:
-        L += ["", ""] + kernel(K, S)
-    L.append("KERNELS = {" + ", ".join(f"({K}, {S}): (conv{K}x{K}s{S}, conv{K}x{K}s{S}_par)" for K, S in KERNELS)
-             + "}")
+        L += ["", ""] + kernel(K, S) + ["", ""] + wgrad_kernel(K, S)
+    L += ["", "",
+          "FORWARD = {" + ", ".join(f"({K}, {S}): (conv{K}x{K}s{S}, conv{K}x{K}s{S}_par)" for K, S in KERNELS) + "}",
+          "WGRAD = {" + ", ".join(f"({K}, {S}): (conv{K}x{K}s{S}_wgrad, conv{K}x{K}s{S}_wgrad_par)"
+                                  for K, S in KERNELS) + "}"]
     return "\n".join(L) + "\n"
 
 

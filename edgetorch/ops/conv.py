@@ -1,9 +1,12 @@
 """Convolution and pooling over NCHW tensors.
 
 Forwards use im2col over strided windows (a view, then one copy into a
-matrix) and one batched matmul per group.  Gradients of conv2d are
-conv_transpose2d (input) and conv2d_weight (weight), and vice versa, so
-each op's backward is made of registry ops.
+matrix) and one batched matmul per group; float32 3x3 convolutions at
+stride 1 and 2 (and their weight gradients) run the direct Numba loops the
+runtime uses (edgetorch/_native/conv.py: 3-4x faster at ResNet shapes, no
+9x column matrix).  Gradients of conv2d are conv_transpose2d (input) and
+conv2d_weight (weight), and vice versa, so each op's backward is made of
+registry ops.
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -82,10 +85,23 @@ def _cols(x, kh, kw, stride, padding, dilation):
     return cols, oh, ow
 
 
+def _direct(x_shape, w_shape, *arrays, stride, padding, dilation, groups):
+    """The shared direct-convolution module when it covers this float32 case (numba loads here)."""
+    if any(a is not None and a.dtype != np.float32 for a in arrays) or not (w_shape[2] == w_shape[3] == 3):
+        return None
+    from .._native import conv as direct
+    return direct if direct.applies(x_shape, w_shape, np.dtype(np.float32), stride, padding, dilation, groups) \
+        else None
+
+
 @op(meta=_conv_meta, samples=_conv_samples)
 def conv2d(x, w, b=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     n = x.shape[0]
     o, cg, kh, kw = w.shape
+    d = _direct(x.shape, w.shape, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if d is not None:
+        oh, ow = (d.out_size(x.shape[2 + i], kh, stride[0], padding[i]) for i in range(2))
+        return d.conv2d(np.empty((n, o, oh, ow), np.float32), x, w, b, stride, padding)
     cols, oh, ow = _cols(x, kh, kw, stride, padding, dilation)
     cols = cols.reshape(groups, cg * kh * kw, n * oh * ow)        # (G, Cg*K, P)
     y = np.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols)  # (G, O/G, P)
@@ -126,6 +142,9 @@ def _cw_meta(x, g, *, weight_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 
 def conv2d_weight(x, g, *, weight_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     """Gradient of conv2d w.r.t. its weight, given the input and the output grad."""
     o, cg, kh, kw = weight_shape
+    d = _direct(x.shape, weight_shape, x, g, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if d is not None:
+        return d.conv2d_weight(x, g, kh, stride, padding)
     cols, oh, ow = _cols(x, kh, kw, stride, padding, dilation)
     p = x.shape[0] * oh * ow
     cols = cols.reshape(groups, cg * kh * kw, p)                   # (G, Cg*K, P)

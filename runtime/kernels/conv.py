@@ -1,64 +1,15 @@
 """Convolution and pooling kernels over NCHW: direct Numba kernels for float32
-3x3 and 1x1 convolutions at stride 1 and 2 (_conv_direct.py, generated), im2col
-(one strided copy per kernel tap) and one BLAS matmul per group for the rest;
+3x3 convolutions at stride 1 and 2 (edgetorch/_native/conv.py, shared with the
+frontend's training path), 1x1 convolutions as one GEMM per image, im2col (one
+strided copy per kernel tap) and one BLAS matmul per group for the rest;
 pooling over strided windows."""
-import threading
-from collections import OrderedDict
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._conv_direct import KERNELS as _DIRECT
+from edgetorch._native import conv as direct
+
 from .linalg import apply_activation
 from .registry import kernel
-
-DIRECT_PAR_MACS = 1 << 19       # multiply-adds from which the parallel copy of a direct kernel pays
-# Small outputs (8x8) waste a fifth of the direct kernel's flat grid and run short loops: from a few
-# images on, im2col + one OpenBLAS GEMM is faster there (ResNet-8's 64-channel 8x8 layers at batch
-# 32: 2.0 vs 3.1 ms; at batch 1 the direct kernel: 0.10 vs 0.15 ms).
-DIRECT_MIN_PIXELS = 100
-DIRECT_MAX_SMALL_MACS = 1 << 23
-_scratch = threading.local()    # per calling thread: concurrent calls of one program never share a buffer
-
-
-def _phases(x, ph, pw, s):
-    """x (N, C, H, W) zero-padded and split in s*s phase planes per channel (phase (r, q) holds the
-    padded rows r, r+s, ... and columns q, q+s, ...), flat, plus 2 floats of slack; see _conv_direct.
-    Reused across calls: one buffer per shape, so its zero borders are never written."""
-    n, c, h, w = x.shape
-    hq, wq = -(-(h + 2 * ph) // s), -(-(w + 2 * pw) // s)
-    cache = getattr(_scratch, "pads", None)
-    if cache is None:
-        cache = _scratch.pads = OrderedDict()
-    key = (n, c, h, w, ph, pw, s)
-    buf = cache.pop(key, None)
-    if buf is None:
-        buf = np.zeros(n * c * s * s * hq * wq + 2, np.float32)
-        if len(cache) >= 8:
-            cache.popitem(last=False)
-    cache[key] = buf
-    view = buf[:-2].reshape(n, c, s, s, hq, wq)
-    for r in range(s):
-        a0 = max(0, -(-(ph - r) // s))          # first phase row inside the image
-        y0 = a0 * s + r - ph
-        rows = len(range(y0, h, s))
-        for q in range(s):
-            b0 = max(0, -(-(pw - q) // s))
-            x0 = b0 * s + q - pw
-            cols = len(range(x0, w, s))
-            if rows and cols:
-                view[:, :, r, q, a0:a0 + rows, b0:b0 + cols] = x[:, :, y0::s, x0::s]
-    return buf, hq, wq
-
-
-def _direct(out, x, w, b, k, s, padding, relu):
-    n, c = x.shape[:2]
-    o = w.shape[0]
-    xp, hq, wq = _phases(x, padding[0], padding[1], s)
-    bb = np.zeros(o, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
-    serial, par = _DIRECT[(k, s)]
-    macs = n * o * c * k * k * out.shape[2] * wq
-    (par if macs >= DIRECT_PAR_MACS else serial)(xp, c, hq, wq, np.ascontiguousarray(w), bb, relu, out)
 
 
 def _out(n, k, s, p, d):
@@ -93,12 +44,10 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     _check_window(x, out, (kh, kw), stride, padding, dilation, "conv2d")
     if groups < 1 or c != cg * groups or o % groups or out.shape[1] != o:
         raise ValueError(f"conv2d: {c} input channels, weight {w.shape}, groups {groups} do not fit")
-    if kh == kw and stride[0] == stride[1] and (kh, stride[0]) in _DIRECT and tuple(dilation) == (1, 1) \
-            and groups == 1 and x.dtype == w.dtype == out.dtype == np.float32 and out.flags.c_contiguous \
-            and out.shape[2:] == tuple(_out(x.shape[2 + i], kh, stride[0], padding[i], 1) for i in range(2)) \
-            and (b is None or b.shape == (o,)) \
-            and (out.shape[2] * out.shape[3] >= DIRECT_MIN_PIXELS or out.size * c * kh * kw < DIRECT_MAX_SMALL_MACS):
-        _direct(out, x, w, b, kh, stride[0], padding, relu)
+    if direct.applies(x.shape, w.shape, x.dtype, stride, padding, dilation, groups) and w.dtype == out.dtype \
+            == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)) \
+            and out.shape[2:] == tuple(_out(x.shape[2 + i], kh, stride[i], padding[i], 1) for i in range(2)):
+        direct.conv2d(out, x, w, b, stride, padding, relu)
         return relu
     sh, sw = stride
     dh, dw = dilation

@@ -266,6 +266,8 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     L, S = q.shape[-2], k.shape[-2]
     sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     bias = _bias(mask, is_causal, L, S, q.dtype)
+    if bias.ndim > 2 and bias.size == L * S:
+        bias = bias.reshape(L, S)       # a (1, 1, L, S) mask, as decoders make: the Numba loop takes it
     _floats(out, q, k, v)
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] \
             or out.shape != q.shape[:-1] + (v.shape[-1],) or bias.shape[-2:] != (L, S) \

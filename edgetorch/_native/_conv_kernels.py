@@ -14,12 +14,17 @@ Each task is one image and a block of 4 output channels: per input channel the
 rows (L1-resident), bound by the multiply-adds rather than by loads and stores.
 Measured here on ResNet-8's 3x3 layers: 85-110 GFLOPS where im2col + OpenBLAS
 reached 25-60 (the column matrix is 9x the input and comes from memory).
-The caller guarantees xp's size: no bounds are checked here.
+The weight gradient (conv_wgrad) reads the same phase buffer: gw[o, c, i, j]
+is the sum over images and positions p of g[n, o, p] * xp[tap (i, j) at p],
+with g laid out on the same Wq-wide grid (zeros in the dropped columns); a
+task is 2 output channels x 1 input channel, 18 running sums.
+The caller (conv.py beside this file) guarantees every buffer's size: no
+bounds are checked here.
 """
 import numpy as np
 from numba import prange
 
-from ._jit import twins
+from .jit import twins
 
 
 
@@ -178,6 +183,172 @@ def _conv3x3s1_py(xp, C, Hq, Wq, w, b, relu, out):
 conv3x3s1, conv3x3s1_par = twins(_conv3x3s1_py, fastmath=True)
 
 
+def _conv3x3s1_wgrad_py(xp, C, Hq, Wq, g, gw):
+    # xp as for the forward; g (N, O, OH * Wq) output gradient on the Wq-wide grid, zero in the
+    # dropped columns; gw (O, C, 3, 3) written
+    N = g.shape[0]
+    O = g.shape[1]
+    P = g.shape[2]
+    phase = Hq * Wq
+    plane = phase
+    OB = (O + 1) // 2
+    for t in prange(OB * C):
+        c = t % C
+        o = (t // C) * 2
+        if o + 2 <= O:
+            a000 = np.float32(0.0)
+            a001 = np.float32(0.0)
+            a002 = np.float32(0.0)
+            a010 = np.float32(0.0)
+            a011 = np.float32(0.0)
+            a012 = np.float32(0.0)
+            a020 = np.float32(0.0)
+            a021 = np.float32(0.0)
+            a022 = np.float32(0.0)
+            a100 = np.float32(0.0)
+            a101 = np.float32(0.0)
+            a102 = np.float32(0.0)
+            a110 = np.float32(0.0)
+            a111 = np.float32(0.0)
+            a112 = np.float32(0.0)
+            a120 = np.float32(0.0)
+            a121 = np.float32(0.0)
+            a122 = np.float32(0.0)
+            for n in range(N):
+                base = (n * C + c) * plane
+                s00 = base
+                v00 = xp[s00:s00 + P]
+                s01 = base + 1
+                v01 = xp[s01:s01 + P]
+                s02 = base + 2
+                v02 = xp[s02:s02 + P]
+                s10 = base + Wq
+                v10 = xp[s10:s10 + P]
+                s11 = base + Wq + 1
+                v11 = xp[s11:s11 + P]
+                s12 = base + Wq + 2
+                v12 = xp[s12:s12 + P]
+                s20 = base + 2 * Wq
+                v20 = xp[s20:s20 + P]
+                s21 = base + 2 * Wq + 1
+                v21 = xp[s21:s21 + P]
+                s22 = base + 2 * Wq + 2
+                v22 = xp[s22:s22 + P]
+                g0 = g[n, o + 0]
+                g1 = g[n, o + 1]
+                for p in range(P):
+                    h0 = g0[p]
+                    h1 = g1[p]
+                    x00 = v00[p]
+                    a000 += h0 * x00
+                    a100 += h1 * x00
+                    x01 = v01[p]
+                    a001 += h0 * x01
+                    a101 += h1 * x01
+                    x02 = v02[p]
+                    a002 += h0 * x02
+                    a102 += h1 * x02
+                    x10 = v10[p]
+                    a010 += h0 * x10
+                    a110 += h1 * x10
+                    x11 = v11[p]
+                    a011 += h0 * x11
+                    a111 += h1 * x11
+                    x12 = v12[p]
+                    a012 += h0 * x12
+                    a112 += h1 * x12
+                    x20 = v20[p]
+                    a020 += h0 * x20
+                    a120 += h1 * x20
+                    x21 = v21[p]
+                    a021 += h0 * x21
+                    a121 += h1 * x21
+                    x22 = v22[p]
+                    a022 += h0 * x22
+                    a122 += h1 * x22
+            gw[o + 0, c, 0, 0] = a000
+            gw[o + 0, c, 0, 1] = a001
+            gw[o + 0, c, 0, 2] = a002
+            gw[o + 0, c, 1, 0] = a010
+            gw[o + 0, c, 1, 1] = a011
+            gw[o + 0, c, 1, 2] = a012
+            gw[o + 0, c, 2, 0] = a020
+            gw[o + 0, c, 2, 1] = a021
+            gw[o + 0, c, 2, 2] = a022
+            gw[o + 1, c, 0, 0] = a100
+            gw[o + 1, c, 0, 1] = a101
+            gw[o + 1, c, 0, 2] = a102
+            gw[o + 1, c, 1, 0] = a110
+            gw[o + 1, c, 1, 1] = a111
+            gw[o + 1, c, 1, 2] = a112
+            gw[o + 1, c, 2, 0] = a120
+            gw[o + 1, c, 2, 1] = a121
+            gw[o + 1, c, 2, 2] = a122
+        else:
+            a000 = np.float32(0.0)
+            a001 = np.float32(0.0)
+            a002 = np.float32(0.0)
+            a010 = np.float32(0.0)
+            a011 = np.float32(0.0)
+            a012 = np.float32(0.0)
+            a020 = np.float32(0.0)
+            a021 = np.float32(0.0)
+            a022 = np.float32(0.0)
+            for n in range(N):
+                base = (n * C + c) * plane
+                s00 = base
+                v00 = xp[s00:s00 + P]
+                s01 = base + 1
+                v01 = xp[s01:s01 + P]
+                s02 = base + 2
+                v02 = xp[s02:s02 + P]
+                s10 = base + Wq
+                v10 = xp[s10:s10 + P]
+                s11 = base + Wq + 1
+                v11 = xp[s11:s11 + P]
+                s12 = base + Wq + 2
+                v12 = xp[s12:s12 + P]
+                s20 = base + 2 * Wq
+                v20 = xp[s20:s20 + P]
+                s21 = base + 2 * Wq + 1
+                v21 = xp[s21:s21 + P]
+                s22 = base + 2 * Wq + 2
+                v22 = xp[s22:s22 + P]
+                g0 = g[n, o + 0]
+                for p in range(P):
+                    h0 = g0[p]
+                    x00 = v00[p]
+                    a000 += h0 * x00
+                    x01 = v01[p]
+                    a001 += h0 * x01
+                    x02 = v02[p]
+                    a002 += h0 * x02
+                    x10 = v10[p]
+                    a010 += h0 * x10
+                    x11 = v11[p]
+                    a011 += h0 * x11
+                    x12 = v12[p]
+                    a012 += h0 * x12
+                    x20 = v20[p]
+                    a020 += h0 * x20
+                    x21 = v21[p]
+                    a021 += h0 * x21
+                    x22 = v22[p]
+                    a022 += h0 * x22
+            gw[o + 0, c, 0, 0] = a000
+            gw[o + 0, c, 0, 1] = a001
+            gw[o + 0, c, 0, 2] = a002
+            gw[o + 0, c, 1, 0] = a010
+            gw[o + 0, c, 1, 1] = a011
+            gw[o + 0, c, 1, 2] = a012
+            gw[o + 0, c, 2, 0] = a020
+            gw[o + 0, c, 2, 1] = a021
+            gw[o + 0, c, 2, 2] = a022
+
+
+conv3x3s1_wgrad, conv3x3s1_wgrad_par = twins(_conv3x3s1_wgrad_py, fastmath=True)
+
+
 def _conv3x3s2_py(xp, C, Hq, Wq, w, b, relu, out):
     # xp: the padded input split in 4 phase plane(s) of Hq x Wq per channel, flat;
     # w (O, C, 3, 3); b (O,); out (N, O, OH, OW)
@@ -331,4 +502,173 @@ def _conv3x3s2_py(xp, C, Hq, Wq, w, b, relu, out):
 
 
 conv3x3s2, conv3x3s2_par = twins(_conv3x3s2_py, fastmath=True)
-KERNELS = {(3, 1): (conv3x3s1, conv3x3s1_par), (3, 2): (conv3x3s2, conv3x3s2_par)}
+
+
+def _conv3x3s2_wgrad_py(xp, C, Hq, Wq, g, gw):
+    # xp as for the forward; g (N, O, OH * Wq) output gradient on the Wq-wide grid, zero in the
+    # dropped columns; gw (O, C, 3, 3) written
+    N = g.shape[0]
+    O = g.shape[1]
+    P = g.shape[2]
+    phase = Hq * Wq
+    plane = 4 * phase
+    OB = (O + 1) // 2
+    for t in prange(OB * C):
+        c = t % C
+        o = (t // C) * 2
+        if o + 2 <= O:
+            a000 = np.float32(0.0)
+            a001 = np.float32(0.0)
+            a002 = np.float32(0.0)
+            a010 = np.float32(0.0)
+            a011 = np.float32(0.0)
+            a012 = np.float32(0.0)
+            a020 = np.float32(0.0)
+            a021 = np.float32(0.0)
+            a022 = np.float32(0.0)
+            a100 = np.float32(0.0)
+            a101 = np.float32(0.0)
+            a102 = np.float32(0.0)
+            a110 = np.float32(0.0)
+            a111 = np.float32(0.0)
+            a112 = np.float32(0.0)
+            a120 = np.float32(0.0)
+            a121 = np.float32(0.0)
+            a122 = np.float32(0.0)
+            for n in range(N):
+                base = (n * C + c) * plane
+                s00 = base
+                v00 = xp[s00:s00 + P]
+                s01 = base + 1 * phase
+                v01 = xp[s01:s01 + P]
+                s02 = base + 1
+                v02 = xp[s02:s02 + P]
+                s10 = base + 2 * phase
+                v10 = xp[s10:s10 + P]
+                s11 = base + 3 * phase
+                v11 = xp[s11:s11 + P]
+                s12 = base + 2 * phase + 1
+                v12 = xp[s12:s12 + P]
+                s20 = base + Wq
+                v20 = xp[s20:s20 + P]
+                s21 = base + 1 * phase + Wq
+                v21 = xp[s21:s21 + P]
+                s22 = base + Wq + 1
+                v22 = xp[s22:s22 + P]
+                g0 = g[n, o + 0]
+                g1 = g[n, o + 1]
+                for p in range(P):
+                    h0 = g0[p]
+                    h1 = g1[p]
+                    x00 = v00[p]
+                    a000 += h0 * x00
+                    a100 += h1 * x00
+                    x01 = v01[p]
+                    a001 += h0 * x01
+                    a101 += h1 * x01
+                    x02 = v02[p]
+                    a002 += h0 * x02
+                    a102 += h1 * x02
+                    x10 = v10[p]
+                    a010 += h0 * x10
+                    a110 += h1 * x10
+                    x11 = v11[p]
+                    a011 += h0 * x11
+                    a111 += h1 * x11
+                    x12 = v12[p]
+                    a012 += h0 * x12
+                    a112 += h1 * x12
+                    x20 = v20[p]
+                    a020 += h0 * x20
+                    a120 += h1 * x20
+                    x21 = v21[p]
+                    a021 += h0 * x21
+                    a121 += h1 * x21
+                    x22 = v22[p]
+                    a022 += h0 * x22
+                    a122 += h1 * x22
+            gw[o + 0, c, 0, 0] = a000
+            gw[o + 0, c, 0, 1] = a001
+            gw[o + 0, c, 0, 2] = a002
+            gw[o + 0, c, 1, 0] = a010
+            gw[o + 0, c, 1, 1] = a011
+            gw[o + 0, c, 1, 2] = a012
+            gw[o + 0, c, 2, 0] = a020
+            gw[o + 0, c, 2, 1] = a021
+            gw[o + 0, c, 2, 2] = a022
+            gw[o + 1, c, 0, 0] = a100
+            gw[o + 1, c, 0, 1] = a101
+            gw[o + 1, c, 0, 2] = a102
+            gw[o + 1, c, 1, 0] = a110
+            gw[o + 1, c, 1, 1] = a111
+            gw[o + 1, c, 1, 2] = a112
+            gw[o + 1, c, 2, 0] = a120
+            gw[o + 1, c, 2, 1] = a121
+            gw[o + 1, c, 2, 2] = a122
+        else:
+            a000 = np.float32(0.0)
+            a001 = np.float32(0.0)
+            a002 = np.float32(0.0)
+            a010 = np.float32(0.0)
+            a011 = np.float32(0.0)
+            a012 = np.float32(0.0)
+            a020 = np.float32(0.0)
+            a021 = np.float32(0.0)
+            a022 = np.float32(0.0)
+            for n in range(N):
+                base = (n * C + c) * plane
+                s00 = base
+                v00 = xp[s00:s00 + P]
+                s01 = base + 1 * phase
+                v01 = xp[s01:s01 + P]
+                s02 = base + 1
+                v02 = xp[s02:s02 + P]
+                s10 = base + 2 * phase
+                v10 = xp[s10:s10 + P]
+                s11 = base + 3 * phase
+                v11 = xp[s11:s11 + P]
+                s12 = base + 2 * phase + 1
+                v12 = xp[s12:s12 + P]
+                s20 = base + Wq
+                v20 = xp[s20:s20 + P]
+                s21 = base + 1 * phase + Wq
+                v21 = xp[s21:s21 + P]
+                s22 = base + Wq + 1
+                v22 = xp[s22:s22 + P]
+                g0 = g[n, o + 0]
+                for p in range(P):
+                    h0 = g0[p]
+                    x00 = v00[p]
+                    a000 += h0 * x00
+                    x01 = v01[p]
+                    a001 += h0 * x01
+                    x02 = v02[p]
+                    a002 += h0 * x02
+                    x10 = v10[p]
+                    a010 += h0 * x10
+                    x11 = v11[p]
+                    a011 += h0 * x11
+                    x12 = v12[p]
+                    a012 += h0 * x12
+                    x20 = v20[p]
+                    a020 += h0 * x20
+                    x21 = v21[p]
+                    a021 += h0 * x21
+                    x22 = v22[p]
+                    a022 += h0 * x22
+            gw[o + 0, c, 0, 0] = a000
+            gw[o + 0, c, 0, 1] = a001
+            gw[o + 0, c, 0, 2] = a002
+            gw[o + 0, c, 1, 0] = a010
+            gw[o + 0, c, 1, 1] = a011
+            gw[o + 0, c, 1, 2] = a012
+            gw[o + 0, c, 2, 0] = a020
+            gw[o + 0, c, 2, 1] = a021
+            gw[o + 0, c, 2, 2] = a022
+
+
+conv3x3s2_wgrad, conv3x3s2_wgrad_par = twins(_conv3x3s2_wgrad_py, fastmath=True)
+
+
+FORWARD = {(3, 1): (conv3x3s1, conv3x3s1_par), (3, 2): (conv3x3s2, conv3x3s2_par)}
+WGRAD = {(3, 1): (conv3x3s1_wgrad, conv3x3s1_wgrad_par), (3, 2): (conv3x3s2_wgrad, conv3x3s2_wgrad_par)}

@@ -1,0 +1,111 @@
+"""Direct float32 3x3 convolutions (stride 1 and 2) and their weight gradient, without
+im2col; the Numba loops are generated (_conv_kernels.py, tools/gen_conv_direct.py).
+
+Shared by the runtime's conv2d kernels and the frontend's eager conv2d /
+conv2d_weight / stride-1 conv_transpose2d (the input gradient), so training
+and inference run the same loops.  `applies(...)` says when they are used;
+everything else goes through im2col + BLAS.
+"""
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from ._conv_kernels import FORWARD, WGRAD
+
+PAR_MACS = 1 << 19              # multiply-adds from which the parallel copy of a kernel pays
+# Small outputs (8x8) waste a fifth of the flat grid and run short loops: from a few images on,
+# im2col + one OpenBLAS GEMM is faster there (ResNet-8's 64-channel 8x8 layers at batch 32:
+# 2.0 vs 3.1 ms; at batch 1 the direct kernel: 0.10 vs 0.15 ms).
+MIN_PIXELS = 100
+MAX_SMALL_MACS = 1 << 23
+_scratch = threading.local()    # per calling thread: concurrent callers never share a buffer
+
+
+def out_size(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+def applies(x_shape, w_shape, dtype, stride, padding, dilation, groups):
+    """True when the direct kernels handle this convolution (and are the faster choice)."""
+    if len(x_shape) != 4 or len(w_shape) != 4 or dtype != np.float32 or groups != 1:
+        return False
+    k = w_shape[2]
+    if w_shape[3] != k or stride[0] != stride[1] or (k, stride[0]) not in FORWARD or tuple(dilation) != (1, 1) \
+            or min(padding) < 0 or w_shape[1] != x_shape[1]:
+        return False
+    oh, ow = (out_size(x_shape[2 + i], k, stride[0], padding[i]) for i in range(2))
+    if oh < 1 or ow < 1:
+        return False
+    macs = x_shape[0] * w_shape[0] * w_shape[1] * k * k * oh * ow
+    return oh * ow >= MIN_PIXELS or macs < MAX_SMALL_MACS
+
+
+def _buffer(key, size):
+    cache = getattr(_scratch, "bufs", None)
+    if cache is None:
+        cache = _scratch.bufs = OrderedDict()
+    buf = cache.pop(key, None)
+    if buf is None:
+        buf = np.zeros(size, np.float32)
+        if len(cache) >= 8:
+            cache.popitem(last=False)
+    cache[key] = buf
+    return buf
+
+
+def phases(x, ph, pw, s):
+    """x (N, C, H, W) zero-padded and split in s*s phase planes per channel (phase (r, q) holds the
+    padded rows r, r+s, ... and columns q, q+s, ...), flat, plus 2 floats of slack; see
+    _conv_kernels.  One buffer per shape and padding and calling thread, reused: the zero borders
+    are never written."""
+    n, c, h, w = x.shape
+    hq, wq = -(-(h + 2 * ph) // s), -(-(w + 2 * pw) // s)
+    buf = _buffer(("x", n, c, h, w, ph, pw, s), n * c * s * s * hq * wq + 2)
+    view = buf[:-2].reshape(n, c, s, s, hq, wq)
+    for r in range(s):
+        a0 = max(0, -(-(ph - r) // s))          # first phase row inside the image
+        y0 = a0 * s + r - ph
+        rows = len(range(y0, h, s))
+        for q in range(s):
+            b0 = max(0, -(-(pw - q) // s))
+            x0 = b0 * s + q - pw
+            cols = len(range(x0, w, s))
+            if rows and cols:
+                view[:, :, r, q, a0:a0 + rows, b0:b0 + cols] = x[:, :, y0::s, x0::s]
+    return buf, hq, wq
+
+
+def conv2d(out, x, w, b, stride, padding, relu=False):
+    """out (N, O, OH, OW) float32, C-contiguous = conv2d(x, w) + b, ReLU'd when asked; the caller
+    has checked `applies`."""
+    n, c = x.shape[:2]
+    o, _, k, _ = w.shape
+    s = stride[0]
+    if out.shape != (n, o, out_size(x.shape[2], k, s, padding[0]), out_size(x.shape[3], k, s, padding[1])) \
+            or not out.flags.c_contiguous or out.dtype != np.float32 or (b is not None and b.shape != (o,)):
+        raise ValueError(f"direct conv2d: input {x.shape}, weight {w.shape}, bias "
+                         f"{None if b is None else b.shape} do not give {out.shape}")
+    xp, hq, wq = phases(x, padding[0], padding[1], s)
+    bb = np.zeros(o, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    serial, par = FORWARD[(k, s)]
+    macs = n * o * c * k * k * out.shape[2] * wq
+    (par if macs >= PAR_MACS else serial)(xp, c, hq, wq, np.ascontiguousarray(w, dtype=np.float32), bb, relu, out)
+    return out
+
+
+def conv2d_weight(x, g, k, stride, padding):
+    """Gradient of conv2d w.r.t. its (O, C, k, k) weight: x (N, C, H, W), g (N, O, OH, OW)."""
+    n, c = x.shape[:2]
+    o, oh, ow = g.shape[1:]
+    s = stride[0]
+    if g.shape[0] != n or (oh, ow) != (out_size(x.shape[2], k, s, padding[0]), out_size(x.shape[3], k, s, padding[1])):
+        raise ValueError(f"direct conv2d_weight: input {x.shape} and output gradient {g.shape} do not fit")
+    xp, hq, wq = phases(x, padding[0], padding[1], s)
+    gq = _buffer(("g", n, o, oh, ow, wq), n * o * oh * wq).reshape(n, o, oh, wq)
+    gq[..., :ow] = g                   # columns ow.. are never written: they stay zero
+    gw = np.empty((o, c, k, k), np.float32)
+    serial, par = WGRAD[(k, s)]
+    macs = n * o * c * k * k * oh * wq
+    (par if macs >= PAR_MACS else serial)(xp, c, hq, wq, gq.reshape(n, o, oh * wq), gw)
+    return gw
