@@ -80,6 +80,10 @@ def _bn(x, m, v, w=None, b=None, eps=1e-5):
     return _F().batch_norm(x, m, v, w, b, training=False, eps=eps)
 
 
+def _bn_train(x, w=None, b=None, eps=1e-5):
+    return _F().batch_norm(x, None, None, w, b, training=True, eps=eps)
+
+
 def _rope(x, cos, sin):
     h = x.shape[-1] // 2
     return x * cos + _t().cat([-x[..., h:], x[..., :h]], -1) * sin
@@ -137,7 +141,7 @@ TORCH = {
     "softmax": lambda x, dim: _F().softmax(x, dim), "log_softmax": lambda x, dim: _F().log_softmax(x, dim),
     "layer_norm": lambda x, w=None, b=None, normalized_shape=None, eps=1e-5: _F().layer_norm(x, normalized_shape, w, b, eps),
     "rms_norm": lambda x, w=None, normalized_shape=None, eps=None: _F().rms_norm(x, normalized_shape, w, eps),
-    "embedding": _emb, "batch_norm": _bn, "rotary_embedding": _rope,
+    "embedding": _emb, "batch_norm": _bn, "batch_norm_train": _bn_train, "rotary_embedding": _rope,
     "scaled_dot_product_attention": _sdpa,
     "conv2d": lambda x, w, b=None, **a: _F().conv2d(x, w, b, **_conv_kw(a)),
     "conv_transpose2d": lambda x, w, b=None, **a: _F().conv_transpose2d(

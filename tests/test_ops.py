@@ -13,7 +13,8 @@ from .oracle_map import TORCH
 
 # Ops that exist only as pieces of another op's backward; they are checked
 # through that op's gradient test.
-HELPERS = {"conv2d_weight", "max_pool2d_backward", "avg_pool2d_backward", "adaptive_avg_pool2d_backward"}
+HELPERS = {"conv2d_weight", "max_pool2d_backward", "avg_pool2d_backward", "adaptive_avg_pool2d_backward",
+           "batch_norm_train_backward"}
 
 
 def _cases():

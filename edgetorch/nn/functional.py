@@ -155,26 +155,17 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if running_mean is None or running_var is None:
             raise EdgeTorchError("batch_norm: eval mode needs running_mean and running_var")
         return N.batch_norm(x, running_mean, running_var, weight, bias, eps=eps)
-    red = (0,) + tuple(range(2, x.ndim))
     n = x.numel() // x.shape[1]
     if n <= 1:
         raise ShapeError(f"batch_norm: expected more than 1 value per channel when training, "
                          f"got input of shape {tuple(x.shape)}")
-    mean = x.mean(dim=red, keepdim=True)
-    xc = x - mean
-    var = (xc * xc).mean(dim=red, keepdim=True)
-    y = xc * (var + eps).rsqrt()
-    shp = (1, -1) + (1,) * (x.ndim - 2)
-    if weight is not None:
-        y = y * weight.reshape(shp)
-    if bias is not None:
-        y = y + bias.reshape(shp)
+    y = N.batch_norm_train(x, weight, bias, eps=eps)
     if running_mean is not None:
+        from .._native import norm
+        mean, _, var = norm.stats(x.detach().numpy(), eps)
         with grad_mode.no_grad():
-            m = mean.reshape(-1).detach()
-            v = var.reshape(-1).detach() * (n / (n - 1))
-            running_mean.mul_(1 - momentum).add_(m * momentum)
-            running_var.mul_(1 - momentum).add_(v * momentum)
+            running_mean.mul_(1 - momentum).add_(Tensor(mean * momentum).to(running_mean.dtype))
+            running_var.mul_(1 - momentum).add_(Tensor(var * (n / (n - 1)) * momentum).to(running_var.dtype))
     return y
 
 

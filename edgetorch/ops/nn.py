@@ -218,6 +218,65 @@ def _(ctx, g):
     return g * _chan(sc, x.ndim), None, None, gw, gb
 
 
+def _bnt_meta(x, w=None, b=None, *, eps=1e-5):
+    if len(x.shape) < 2:
+        raise ShapeError(f"batch_norm: input must have a channel dim, got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    for name, t in (("weight", w), ("bias", b)):
+        if t is not None and not (tuple(t.shape) == (c,)):
+            raise ShapeError(f"batch_norm: {name} has shape {tuple(t.shape)}; expected ({c},)")
+    return same(x)
+
+
+def _bnt_samples(rng):
+    return [Sample((rng.normal(size=(4, 3, 2, 5)), rng.normal(size=3), rng.normal(size=3))),
+            Sample((rng.normal(size=(6, 4)) * 3 + 1, None, None), note="(N, C), no affine"),
+            Sample((rng.normal(size=(2, 5, 3)), rng.normal(size=5), None), note="(N, C, L), weight only")]
+
+
+@op(meta=_bnt_meta, samples=_bnt_samples)
+def batch_norm_train(x, w=None, b=None, *, eps=1e-5):
+    """Batch norm with the batch's own statistics (training mode: biased variance), one fused
+    loop per channel (edgetorch/_native/norm.py) instead of ~20 elementwise passes."""
+    from .._native import norm
+    return norm.forward(x, w, b, eps).astype(x.dtype, copy=False)
+
+
+@batch_norm_train.grad
+def _(ctx, g):
+    x, w, b = ctx.inputs
+    n, c = x.numel(), x.shape[1]
+    packed = batch_norm_train_backward(g, x, w, eps=ctx.attrs.get("eps", 1e-5))
+    gx = packed[:n].reshape(x.shape) if ctx.needs_input_grad[0] else None
+    gw = packed[n:n + c] if w is not None and ctx.needs_input_grad[1] else None
+    gb = packed[n + c:] if b is not None and ctx.needs_input_grad[2] else None
+    return gx, gw, gb
+
+
+def _bntb_meta(g, x, w=None, *, eps=1e-5):
+    return TensorMeta((_numel(x.shape) + 2 * x.shape[1],), g.dtype)
+
+
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n = n * d
+    return n
+
+
+@op(meta=_bntb_meta)
+def batch_norm_train_backward(g, x, w=None, *, eps=1e-5):
+    """Gradients of batch_norm_train, packed in one vector: x's (flattened), then the
+    weight's and the bias's (C each)."""
+    from .._native import norm
+    n, c = x.size, x.shape[1]
+    out = np.empty(n + 2 * c, dtype=g.dtype)
+    _, gw, gb = norm.backward(g, x, w, eps, gx=out[:n])
+    out[n:n + c] = gw
+    out[n + c:] = gb
+    return out
+
+
 def _rope_meta(x, cos, sin):
     if x.shape[-1] % 2:
         raise ShapeError(f"rotary_embedding: last dim {x.shape[-1]} must be even")

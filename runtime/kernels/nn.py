@@ -7,6 +7,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from edgetorch._native import norm as _norm
+
 from ._jit import twins
 from .registry import kernel
 
@@ -122,6 +124,13 @@ def k_batch_norm(out, x, mean, var, w=None, b=None, eps=1e-5):
     shp = (1, -1) + (1,) * (x.ndim - 2)
     np.multiply(x, scale.reshape(shp), out=out, casting="unsafe")
     out += shift.reshape(shp)
+
+
+@kernel("batch_norm_train")
+def k_batch_norm_train(out, x, w=None, b=None, eps=1e-5):
+    if x.ndim < 2 or out.shape != x.shape or any(t is not None and t.shape != (x.shape[1],) for t in (w, b)):
+        raise ValueError(f"batch_norm_train: input {x.shape}, weight/bias do not give {out.shape}")
+    out[...] = _norm.forward(x, w, b, eps)
 
 
 # ------------------------------------------------------------------ softmax

@@ -7,7 +7,8 @@ from edgetorch.ops import REGISTRY
 from edgetorch.ops.registry import TensorMeta
 from edgetorch.runtime.kernels import KERNELS
 
-HELPERS = {"conv2d_weight", "max_pool2d_backward", "avg_pool2d_backward", "adaptive_avg_pool2d_backward"}
+HELPERS = {"conv2d_weight", "max_pool2d_backward", "avg_pool2d_backward", "adaptive_avg_pool2d_backward",
+           "batch_norm_train_backward"}
 
 
 def test_kernel_table_and_registry_agree():
