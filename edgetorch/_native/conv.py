@@ -94,6 +94,28 @@ def conv2d(out, x, w, b, stride, padding, relu=False):
     return out
 
 
+def pointwise(x, w, stride, out=None):
+    """1x1 convolution without padding: one GEMM per image, W (O, C) @ x (C, OH*OW), into an NCHW
+    (N, O, OH, OW) output (numpy's stacked matmul; no column matrix, no transposes)."""
+    n, c = x.shape[:2]
+    o = w.shape[0]
+    xs = x[:, :, ::stride[0], ::stride[1]]
+    oh, ow = xs.shape[2:]
+    if out is None:
+        out = np.empty((n, o, oh, ow), np.result_type(x.dtype, w.dtype))
+    np.matmul(w.reshape(o, c), (xs if xs.flags.c_contiguous else np.ascontiguousarray(xs)).reshape(n, c, -1),
+              out=out.reshape(n, o, oh * ow))
+    return out
+
+
+def pointwise_weight(x, g, stride):
+    """Gradient of `pointwise` w.r.t. its (O, C, 1, 1) weight: sum over images of g (O, P) @ x (P, C)."""
+    n, c = x.shape[:2]
+    o = g.shape[1]
+    xs = x[:, :, ::stride[0], ::stride[1]]
+    return np.tensordot(g.reshape(n, o, -1), xs.reshape(n, c, -1), axes=([0, 2], [0, 2])).reshape(o, c, 1, 1)
+
+
 def conv2d_weight(x, g, k, stride, padding):
     """Gradient of conv2d w.r.t. its (O, C, k, k) weight: x (N, C, H, W), g (N, O, OH, OW)."""
     n, c = x.shape[:2]

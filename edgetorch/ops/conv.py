@@ -102,6 +102,10 @@ def conv2d(x, w, b=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     if d is not None:
         oh, ow = (d.out_size(x.shape[2 + i], kh, stride[0], padding[i]) for i in range(2))
         return d.conv2d(np.empty((n, o, oh, ow), np.float32), x, w, b, stride, padding)
+    if kh == kw == 1 and tuple(padding) == (0, 0) and groups == 1:
+        from .._native import conv as direct        # numpy only, no column matrix
+        y = direct.pointwise(x, w, stride)
+        return y + b.reshape(1, o, 1, 1) if b is not None else y
     cols, oh, ow = _cols(x, kh, kw, stride, padding, dilation)
     cols = cols.reshape(groups, cg * kh * kw, n * oh * ow)        # (G, Cg*K, P)
     y = np.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols)  # (G, O/G, P)
@@ -145,6 +149,9 @@ def conv2d_weight(x, g, *, weight_shape, stride=(1, 1), padding=(0, 0), dilation
     d = _direct(x.shape, weight_shape, x, g, stride=stride, padding=padding, dilation=dilation, groups=groups)
     if d is not None:
         return d.conv2d_weight(x, g, kh, stride, padding)
+    if kh == kw == 1 and tuple(padding) == (0, 0) and groups == 1:
+        from .._native import conv as direct
+        return direct.pointwise_weight(x, g, stride).astype(np.result_type(x.dtype, g.dtype), copy=False)
     cols, oh, ow = _cols(x, kh, kw, stride, padding, dilation)
     p = x.shape[0] * oh * ow
     cols = cols.reshape(groups, cg * kh * kw, p)                   # (G, Cg*K, P)
@@ -185,20 +192,22 @@ def conv_transpose2d(x, w, b=None, *, stride=(1, 1), padding=(0, 0), output_padd
         wc = w.reshape(groups, cing, og, kh, kw).transpose(0, 2, 1, 3, 4).reshape(groups * og, cing, kh, kw)
         return conv2d.forward(x, np.ascontiguousarray(wc[:, :, ::-1, ::-1]), b, padding=(ph2, pw2),
                               dilation=dilation, groups=groups)
-    xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(groups, cing, n * h * wd)   # (G, Cin/G, P)
+    # one GEMM per image and group: W^T (Og*K, Cin/G) @ x (Cin/G, H*W), scattered onto the canvas
+    # tap by tap; images stay the leading axis throughout, so nothing is transposed
+    xg = x.reshape(n, groups, cing, h * wd)
     wg = w.reshape(groups, cing, og * kh * kw).transpose(0, 2, 1)                           # (G, Og*K, Cin/G)
-    contrib = np.matmul(wg, xg).reshape(groups * og, kh, kw, n, h, wd)                      # (Cout, KH, KW, N, H, W)
+    contrib = np.matmul(wg, xg).reshape(n, groups * og, kh, kw, h, wd)                      # (N, Cout, KH, KW, H, W)
     hc = (h - 1) * sh + dh * (kh - 1) + 1 + output_padding[0]
     wc = (wd - 1) * sw + dw * (kw - 1) + 1 + output_padding[1]
-    canvas = np.zeros((groups * og, n, hc, wc), dtype=contrib.dtype)
+    canvas = np.zeros((n, groups * og, hc, wc), dtype=contrib.dtype)
     for i in range(kh):
         for j in range(kw):
-            canvas[:, :, i * dh:i * dh + (h - 1) * sh + 1:sh, j * dw:j * dw + (wd - 1) * sw + 1:sw] += contrib[:, i, j]
+            canvas[:, :, i * dh:i * dh + (h - 1) * sh + 1:sh, j * dw:j * dw + (wd - 1) * sw + 1:sw] += contrib[:, :, i, j]
     ph, pw = padding
     out = canvas[:, :, ph:hc - ph, pw:wc - pw]
     if b is not None:
-        out = out + b.reshape(-1, 1, 1, 1)
-    return np.ascontiguousarray(out.transpose(1, 0, 2, 3))
+        return out + b.reshape(1, -1, 1, 1)
+    return np.ascontiguousarray(out)
 
 
 @conv_transpose2d.grad
