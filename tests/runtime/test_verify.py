@@ -253,3 +253,20 @@ def test_index_marker_count_must_match_index_inputs(gathers):
         ins = next(x for x in i.methods[0].instructions if x.op == "permute")
         ins.op, ins.attrs = "getitem", {"index": ("#",)}
     _bad(gathers, e, "marks 1 tensor indices but the instruction passes 0")
+
+
+@pytest.mark.parametrize("key", ["class", "not a name", "1x"])
+def test_attribute_names_must_be_parameter_names(base, key):
+    # each kernel call is spelled out in generated code: a hostile name must not reach it
+    def e(i):
+        i.methods[0].instructions[0].attrs[key] = 1
+    _bad(base, e, "is not a parameter name")
+
+
+def test_unknown_attribute_fails_at_call_naming_the_op(base):
+    i2 = copy.deepcopy(base)
+    i2.arrays = list(base.arrays)
+    i2.methods[0].instructions[0].attrs["frobnicate"] = 1
+    prog = load(write(i2))
+    with pytest.raises(ProgramError, match=r"failed: TypeError.*frobnicate"):
+        prog(np.zeros((2, 8), np.float32))
