@@ -123,13 +123,35 @@ def _full_slices(index, shape):
     return True
 
 
+def _moves_only_unit_axes(shape, dims):
+    """True when permuting `shape` by `dims` keeps the order of every axis not statically of
+    size 1: the elements' order in memory is unchanged, so the permute is a reshape."""
+    rank = max(len(shape), 1)
+    order = [d % rank for d in dims if isinstance(shape[d % rank], SymInt) or shape[d % rank] != 1]
+    return order == sorted(order)
+
+
 def remove_noop_views(g: Graph) -> Graph:
     """Drop reshapes/expands to the same shape, identity permutes, same-dtype casts,
-    clones and full-slice getitems (programs are SSA: an alias is safe)."""
+    clones and full-slice getitems (programs are SSA: an alias is safe); permutes that only
+    move size-1 axes (a decode step's (1, 1, H, D) -> (1, H, 1, D)) become reshapes, which
+    the memory plan makes views of their input and the runtime does not run; a reshape of a
+    reshape reads the first one's input (dce drops the first when nothing else reads it)."""
     keep = []
+    made_by = {}
     for n in g.nodes:
+        made_by[n.output] = n
         x = n.inputs[0] if n.inputs else None
         noop = False
+        if x is not None and n.op == "permute" and len(x.shape) == len(n.attrs["dims"]) \
+                and _moves_only_unit_axes(tuple(x.shape), n.attrs["dims"]) \
+                and tuple(d % max(len(x.shape), 1) for d in n.attrs["dims"]) != tuple(range(len(x.shape))):
+            n.op = "reshape"
+            n.attrs = {"shape": tuple(n.output.shape)}
+        src = made_by.get(x)
+        if n.op == "reshape" and src is not None and src.op == "reshape" and len(n.inputs) == 1:
+            n.inputs = [src.inputs[0]]          # a reshape of a reshape reads the first one's input
+            x = n.inputs[0]
         if x is not None:
             if n.op in ("reshape", "expand") and _same_shape(x.shape, n.output.shape):
                 noop = True

@@ -135,3 +135,35 @@ def test_swiglu_fusion_keeps_numerics_and_skips_broadcasts():
     np.testing.assert_allclose(ep.module()(x, s).numpy(), want, atol=1e-5)
     from edgetorch.runtime import load
     np.testing.assert_allclose(load(ep.to_bytes())(x.numpy(), s.numpy()), want, atol=1e-5)
+
+
+class UnitAxes(nn.Module):
+    """A decode step's head split: (B, 1, H*D) -> (B, 1, H, D) -> (B, H, 1, D), and a real
+    transpose that must stay a permute."""
+
+    def forward(self, x):
+        q = x.reshape(x.shape[0], 1, 3, 4).permute(0, 2, 1, 3)      # moves the size-1 axis only
+        k = x.reshape(x.shape[0], 3, 4).permute(0, 2, 1)             # swaps 3 and 4
+        return q.reshape(x.shape[0], 12) * 2.0, k + 1.0
+
+
+def test_unit_axis_permutes_become_one_reshape():
+    m = UnitAxes()
+    x = et.randn(2, 1, 12)
+    ep = et.export(m, (x,), dynamic_shapes={"x": {0: Dim("b", max=8)}}, optimize=["remove_noop_views", "dce"])
+    raw = et.export(m, (x,), dynamic_shapes={"x": {0: Dim("b", max=8)}}, optimize=False)
+    assert _ops(raw).count("permute") == 2 and _ops(ep).count("permute") == 1
+    # the head split is one reshape of x (the reshape of a reshape reads x directly)
+    q_path = [n for n in ep.graph.nodes if n.op == "reshape"]
+    assert any(n.inputs[0].name == ep.graph.inputs[0].name for n in q_path)
+    for b in (1, 5):
+        xb = et.randn(b, 1, 12)
+        with et.no_grad():
+            want = [t.numpy() for t in m(xb)]
+        got = ep.module()(xb)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.numpy(), w, atol=1e-6)
+        from edgetorch.runtime import load
+        outs = load(ep.to_bytes())(xb.numpy())
+        for g, w in zip(outs, want):
+            np.testing.assert_allclose(g, w, atol=1e-6)
