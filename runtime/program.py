@@ -278,7 +278,7 @@ def _straight_line(steps):
     body = []
     for n, (fn, ins, out, attrs, static, _) in enumerate(steps):
         ns[f"k{n}"] = fn
-        args = [f"env[{out}]"] + [f"env[{int(k)}]" for k in ins]
+        args = [f"env[{int(out)}]"] + [f"env[{int(k)}]" for k in ins]
         for j, (key, val) in enumerate(attrs.items()):
             if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
                 raise ProgramError(f"instruction {n}: attribute name {key!r} is not a parameter name")

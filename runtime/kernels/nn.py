@@ -129,6 +129,7 @@ def k_batch_norm(out, x, mean, var, w=None, b=None, eps=1e-5):
 
 @kernel("batch_norm_train")
 def k_batch_norm_train(out, x, w=None, b=None, eps=1e-5):
+    _floats(out, x, w, b)
     if x.ndim < 2 or out.shape != x.shape or any(t is not None and t.shape != (x.shape[1],) for t in (w, b)):
         raise ValueError(f"batch_norm_train: input {x.shape}, weight/bias do not give {out.shape}")
     out[...] = _norm.forward(x, w, b, eps)
