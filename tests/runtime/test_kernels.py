@@ -172,9 +172,11 @@ def test_static_int8_conv_groups_and_linear(groups, stride):
     np.testing.assert_array_equal(out, want)
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 7, 5), (3, 4099, 257), (4, 33, 288), (2, 3, 0), (5, 9, 7)])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 7, 5), (3, 4099, 257), (4, 33, 288), (2, 3, 0), (5, 9, 7),
+                                   (6, 1, 3), (7, 2, 17), (13, 33, 784), (64, 257, 31), (65, 8, 8)])
 def test_float_linear_gemv_and_blas_paths(m, n, k):
-    """Decode-sized float32 linears run a Numba GEMV (serial and parallel copies, tails); more rows BLAS."""
+    """Decode-sized float32 linears run a Numba GEMV (serial and parallel copies, tails), 5..64 rows a
+    Numba GEMM in 2x4 blocks (row and column tails), more rows BLAS."""
     rng = np.random.default_rng(m + n + k)
     x = rng.normal(size=(1, m, k)).astype(np.float32)
     w = rng.normal(size=(n, k)).astype(np.float32)
@@ -182,3 +184,5 @@ def test_float_linear_gemv_and_blas_paths(m, n, k):
     out = np.full((1, m, n), np.nan, np.float32)
     KERNELS["fused_linear"](out, x, w, b, activation="relu")
     np.testing.assert_allclose(out, np.maximum(x @ w.T + b, 0), rtol=1e-4, atol=1e-4)
+    KERNELS["fused_linear"](out, x, w, None, activation="gelu")
+    np.testing.assert_allclose(out, REGISTRY["gelu"].forward(x @ w.T), rtol=1e-4, atol=1e-4)
