@@ -151,3 +151,47 @@ def test_weight_gradient_matches_numpy(shape, padding, stride):
 def test_generated_file_is_current():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_conv_direct.py"), "--check"])
     assert r.returncode == 0, "edgetorch/_native/_conv_kernels.py differs from tools/gen_conv_direct.py's output"
+
+
+@pytest.mark.parametrize("output_padding", [(0, 0), (1, 1), (1, 0)])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4, 4), (1, 1, 1, 1, 1), (3, 7, 8, 8, 5), (2, 16, 6, 9, 3)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_transposed_3x3_stride2_by_phases(shape, output_padding):
+    from edgetorch.ops.conv import conv_transpose2d
+    n, cin, h, w, cout = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    wt = rng.standard_normal((cin, cout, 3, 3)).astype(np.float32)
+    got = direct.conv_transpose3x3s2(x, wt, output_padding)
+    want = conv_transpose2d.forward(x.astype(np.float64), wt.astype(np.float64), None, stride=(2, 2),
+                                    padding=(1, 1), output_padding=output_padding)     # the numpy scatter
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * (1 + np.abs(want).max()))
+
+
+def test_direct_2x2_convolution():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 7, 6)).astype(np.float32)
+    wt = rng.standard_normal((6, 5, 2, 2)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    assert direct.applies(x.shape, wt.shape, x.dtype, (1, 1), (1, 1), (1, 1), 1)
+    out = np.empty((3, 6, 8, 7), np.float32)
+    direct.conv2d(out, x, wt, b, (1, 1), (1, 1))
+    np.testing.assert_allclose(out, reference(x, wt, b, 1, (1, 1)), rtol=1e-5, atol=1e-5)
+
+
+def test_strided_conv_input_gradient_in_training_matches_float64():
+    """The eager stride-2 conv's input gradient (float32: the phase path) against float64 (numpy)."""
+    import edgetorch as et
+    import edgetorch.nn.functional as F
+    rng = np.random.default_rng(8)
+    x64 = rng.standard_normal((4, 6, 12, 12))
+    w64 = rng.standard_normal((5, 6, 3, 3))
+    grads = []
+    for dt in ("float32", "float64"):
+        x = et.tensor(x64, dtype=dt, requires_grad=True)
+        w = et.tensor(w64, dtype=dt, requires_grad=True)
+        (F.conv2d(x, w, stride=2, padding=1) ** 2).sum().backward()
+        grads.append((x.grad.numpy(), w.grad.numpy()))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())

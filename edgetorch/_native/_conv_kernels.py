@@ -670,5 +670,196 @@ def _conv3x3s2_wgrad_py(xp, C, Hq, Wq, g, gw):
 conv3x3s2_wgrad, conv3x3s2_wgrad_par = twins(_conv3x3s2_wgrad_py, fastmath=True)
 
 
-FORWARD = {(3, 1): (conv3x3s1, conv3x3s1_par), (3, 2): (conv3x3s2, conv3x3s2_par)}
-WGRAD = {(3, 1): (conv3x3s1_wgrad, conv3x3s1_wgrad_par), (3, 2): (conv3x3s2_wgrad, conv3x3s2_wgrad_par)}
+def _conv2x2s1_py(xp, C, Hq, Wq, w, b, relu, out):
+    # xp: the padded input split in 1 phase plane(s) of Hq x Wq per channel, flat;
+    # w (O, C, 2, 2); b (O,); out (N, O, OH, OW)
+    N = out.shape[0]
+    O = w.shape[0]
+    OH = out.shape[2]
+    OW = out.shape[3]
+    P = OH * Wq
+    phase = Hq * Wq
+    plane = phase
+    OB = (O + 3) // 4
+    for t in prange(N * OB):
+        n = t // OB
+        o0 = (t % OB) * 4
+        a = np.empty((4, P), np.float32)
+        if o0 + 4 <= O:
+            o = o0
+            for q in range(4):
+                a[q, :] = b[o + q]
+            for c in range(C):
+                base = (n * C + c) * plane
+                w000 = w[o + 0, c, 0, 0]
+                w001 = w[o + 0, c, 0, 1]
+                w010 = w[o + 0, c, 1, 0]
+                w011 = w[o + 0, c, 1, 1]
+                w100 = w[o + 1, c, 0, 0]
+                w101 = w[o + 1, c, 0, 1]
+                w110 = w[o + 1, c, 1, 0]
+                w111 = w[o + 1, c, 1, 1]
+                w200 = w[o + 2, c, 0, 0]
+                w201 = w[o + 2, c, 0, 1]
+                w210 = w[o + 2, c, 1, 0]
+                w211 = w[o + 2, c, 1, 1]
+                w300 = w[o + 3, c, 0, 0]
+                w301 = w[o + 3, c, 0, 1]
+                w310 = w[o + 3, c, 1, 0]
+                w311 = w[o + 3, c, 1, 1]
+                s00 = base
+                v00 = xp[s00:s00 + P]
+                s01 = base + 1
+                v01 = xp[s01:s01 + P]
+                s10 = base + Wq
+                v10 = xp[s10:s10 + P]
+                s11 = base + Wq + 1
+                v11 = xp[s11:s11 + P]
+                d0 = a[0]
+                d1 = a[1]
+                d2 = a[2]
+                d3 = a[3]
+                for p in range(P):
+                    x00 = v00[p]
+                    x01 = v01[p]
+                    x10 = v10[p]
+                    x11 = v11[p]
+                    d0[p] += w000 * x00 + w001 * x01 + w010 * x10 + w011 * x11
+                    d1[p] += w100 * x00 + w101 * x01 + w110 * x10 + w111 * x11
+                    d2[p] += w200 * x00 + w201 * x01 + w210 * x10 + w211 * x11
+                    d3[p] += w300 * x00 + w301 * x01 + w310 * x10 + w311 * x11
+            for q in range(4):
+                for oh in range(OH):
+                    r = oh * Wq
+                    for ow in range(OW):
+                        v = a[q, r + ow]
+                        out[n, o + q, oh, ow] = max(v, np.float32(0.0)) if relu else v
+        else:
+            for o in range(o0, O):
+                for q in range(1):
+                    a[q, :] = b[o + q]
+                for c in range(C):
+                    base = (n * C + c) * plane
+                    w000 = w[o + 0, c, 0, 0]
+                    w001 = w[o + 0, c, 0, 1]
+                    w010 = w[o + 0, c, 1, 0]
+                    w011 = w[o + 0, c, 1, 1]
+                    s00 = base
+                    v00 = xp[s00:s00 + P]
+                    s01 = base + 1
+                    v01 = xp[s01:s01 + P]
+                    s10 = base + Wq
+                    v10 = xp[s10:s10 + P]
+                    s11 = base + Wq + 1
+                    v11 = xp[s11:s11 + P]
+                    d0 = a[0]
+                    for p in range(P):
+                        x00 = v00[p]
+                        x01 = v01[p]
+                        x10 = v10[p]
+                        x11 = v11[p]
+                        d0[p] += w000 * x00 + w001 * x01 + w010 * x10 + w011 * x11
+                for q in range(1):
+                    for oh in range(OH):
+                        r = oh * Wq
+                        for ow in range(OW):
+                            v = a[q, r + ow]
+                            out[n, o + q, oh, ow] = max(v, np.float32(0.0)) if relu else v
+
+
+conv2x2s1, conv2x2s1_par = twins(_conv2x2s1_py, fastmath=True)
+
+
+def _conv2x2s1_wgrad_py(xp, C, Hq, Wq, g, gw):
+    # xp as for the forward; g (N, O, OH * Wq) output gradient on the Wq-wide grid, zero in the
+    # dropped columns; gw (O, C, 2, 2) written
+    N = g.shape[0]
+    O = g.shape[1]
+    P = g.shape[2]
+    phase = Hq * Wq
+    plane = phase
+    OB = (O + 1) // 2
+    for t in prange(OB * C):
+        c = t % C
+        o = (t // C) * 2
+        if o + 2 <= O:
+            a000 = np.float32(0.0)
+            a001 = np.float32(0.0)
+            a010 = np.float32(0.0)
+            a011 = np.float32(0.0)
+            a100 = np.float32(0.0)
+            a101 = np.float32(0.0)
+            a110 = np.float32(0.0)
+            a111 = np.float32(0.0)
+            for n in range(N):
+                base = (n * C + c) * plane
+                s00 = base
+                v00 = xp[s00:s00 + P]
+                s01 = base + 1
+                v01 = xp[s01:s01 + P]
+                s10 = base + Wq
+                v10 = xp[s10:s10 + P]
+                s11 = base + Wq + 1
+                v11 = xp[s11:s11 + P]
+                g0 = g[n, o + 0]
+                g1 = g[n, o + 1]
+                for p in range(P):
+                    h0 = g0[p]
+                    h1 = g1[p]
+                    x00 = v00[p]
+                    a000 += h0 * x00
+                    a100 += h1 * x00
+                    x01 = v01[p]
+                    a001 += h0 * x01
+                    a101 += h1 * x01
+                    x10 = v10[p]
+                    a010 += h0 * x10
+                    a110 += h1 * x10
+                    x11 = v11[p]
+                    a011 += h0 * x11
+                    a111 += h1 * x11
+            gw[o + 0, c, 0, 0] = a000
+            gw[o + 0, c, 0, 1] = a001
+            gw[o + 0, c, 1, 0] = a010
+            gw[o + 0, c, 1, 1] = a011
+            gw[o + 1, c, 0, 0] = a100
+            gw[o + 1, c, 0, 1] = a101
+            gw[o + 1, c, 1, 0] = a110
+            gw[o + 1, c, 1, 1] = a111
+        else:
+            a000 = np.float32(0.0)
+            a001 = np.float32(0.0)
+            a010 = np.float32(0.0)
+            a011 = np.float32(0.0)
+            for n in range(N):
+                base = (n * C + c) * plane
+                s00 = base
+                v00 = xp[s00:s00 + P]
+                s01 = base + 1
+                v01 = xp[s01:s01 + P]
+                s10 = base + Wq
+                v10 = xp[s10:s10 + P]
+                s11 = base + Wq + 1
+                v11 = xp[s11:s11 + P]
+                g0 = g[n, o + 0]
+                for p in range(P):
+                    h0 = g0[p]
+                    x00 = v00[p]
+                    a000 += h0 * x00
+                    x01 = v01[p]
+                    a001 += h0 * x01
+                    x10 = v10[p]
+                    a010 += h0 * x10
+                    x11 = v11[p]
+                    a011 += h0 * x11
+            gw[o + 0, c, 0, 0] = a000
+            gw[o + 0, c, 0, 1] = a001
+            gw[o + 0, c, 1, 0] = a010
+            gw[o + 0, c, 1, 1] = a011
+
+
+conv2x2s1_wgrad, conv2x2s1_wgrad_par = twins(_conv2x2s1_wgrad_py, fastmath=True)
+
+
+FORWARD = {(3, 1): (conv3x3s1, conv3x3s1_par), (3, 2): (conv3x3s2, conv3x3s2_par), (2, 1): (conv2x2s1, conv2x2s1_par)}
+WGRAD = {(3, 1): (conv3x3s1_wgrad, conv3x3s1_wgrad_par), (3, 2): (conv3x3s2_wgrad, conv3x3s2_wgrad_par), (2, 1): (conv2x2s1_wgrad, conv2x2s1_wgrad_par)}

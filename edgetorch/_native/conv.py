@@ -94,6 +94,42 @@ def conv2d(out, x, w, b, stride, padding, relu=False):
     return out
 
 
+def transpose_applies(x_shape, w_shape, dtype, stride, padding, output_padding, dilation, groups):
+    """True when `conv_transpose3x3s2` handles this transposed convolution: float32, 3x3 kernel,
+    stride 2, padding 1 (the input gradient of ResNet's downsampling convolutions)."""
+    return (dtype == np.float32 and len(x_shape) == 4 and len(w_shape) == 4 and tuple(w_shape[2:]) == (3, 3)
+            and tuple(stride) == (2, 2) and tuple(padding) == (1, 1) and tuple(dilation) == (1, 1)
+            and groups == 1 and all(op in (0, 1) for op in output_padding) and w_shape[0] == x_shape[1]
+            and x_shape[2] * x_shape[3] * 4 >= MIN_PIXELS)
+
+
+# the taps of a 3x3, stride-2, padding-1 transposed convolution that land on output row parity r:
+# (kernel row i, row offset d into the input) -- gx[2a + r] gathers w[i] * x[a + d]
+_TAPS_S2P1 = {0: ((1, 0),), 1: ((0, 1), (2, 0))}
+
+
+def conv_transpose3x3s2(x, w, output_padding):
+    """conv_transpose2d(x, w, stride 2, padding 1) for x (N, Cin, H, W), w (Cin, Cout, 3, 3), as
+    four stride-1 2x2 convolutions, one per parity of the output pixel (sub-pixel decomposition):
+    no scatter, no zero-stuffed input (which would do 4x the multiply-adds; this does 16/9x)."""
+    n, cin, h, wd = x.shape
+    cout = w.shape[1]
+    oh, ow = 2 * h - 1 + output_padding[0], 2 * wd - 1 + output_padding[1]
+    xp = np.zeros((n, cin, h + 1, wd + 1), np.float32)       # reads x[a + 1] at the last row/column
+    xp[:, :, :h, :wd] = x
+    out = np.empty((n, cout, oh, ow), np.float32)
+    sub = np.empty((n, cout, h, wd), np.float32)
+    for r in (0, 1):
+        for q in (0, 1):
+            ws = np.zeros((cout, cin, 2, 2), np.float32)
+            for i, di in _TAPS_S2P1[r]:
+                for j, dj in _TAPS_S2P1[q]:
+                    ws[:, :, di, dj] = w[:, :, i, j].T
+            conv2d(sub, xp, ws, None, (1, 1), (0, 0))
+            out[:, :, r::2, q::2] = sub[:, :, :len(range(r, oh, 2)), :len(range(q, ow, 2))]
+    return out
+
+
 def pointwise(x, w, stride, out=None):
     """1x1 convolution without padding: one GEMM per image, W (O, C) @ x (C, OH*OW), into an NCHW
     (N, O, OH, OW) output (numpy's stacked matmul; no column matrix, no transposes)."""

@@ -185,6 +185,12 @@ def conv_transpose2d(x, w, b=None, *, stride=(1, 1), padding=(0, 0), output_padd
     sh, sw = stride
     dh, dw = dilation
     cing = cin // groups
+    if kh == kw == 3 and tuple(stride) == (2, 2) and x.dtype == w.dtype == np.float32 \
+            and (b is None or b.dtype == np.float32):
+        from .._native import conv as direct
+        if direct.transpose_applies(x.shape, w.shape, x.dtype, stride, padding, output_padding, dilation, groups):
+            y = direct.conv_transpose3x3s2(x, w, output_padding)
+            return y + b.reshape(1, -1, 1, 1) if b is not None else y
     ph2, pw2 = dh * (kh - 1) - padding[0], dw * (kw - 1) - padding[1]
     if (sh, sw) == (1, 1) and tuple(output_padding) == (0, 0) and ph2 >= 0 and pw2 >= 0:
         # stride 1: a transposed conv is a conv with the spatially flipped,
