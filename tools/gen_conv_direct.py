@@ -47,6 +47,20 @@ from .jit import twins
 '''
 
 
+def tap_views(taps, S, pad):
+    """One view of the input per tap: tap (i, j) reads phase (i % S, j % S) of the input, shifted
+    by (i // S, j // S) rows and columns of that phase."""
+    L = []
+    for i, j in taps:
+        parts = [f"{(i % S) * S + j % S} * phase" if (i % S or j % S) else "",
+                 f"{i // S} * Wq" if i // S > 1 else ("Wq" if i // S == 1 else ""),
+                 str(j // S) if j // S else ""]
+        off = " + ".join(x for x in parts if x)
+        L.append(f"{pad}s{i}{j} = base + {off}" if off else f"{pad}s{i}{j} = base")
+        L.append(f"{pad}v{i}{j} = xp[s{i}{j}:s{i}{j} + P]")
+    return L
+
+
 def block(K, S, width, indent):
     """Accumulate `width` output channels starting at o into rows a[0:width]."""
     pad = " " * indent
@@ -58,14 +72,7 @@ def block(K, S, width, indent):
     for q in range(width):
         for i, j in taps:
             L.append(f"{pad}    w{q}{i}{j} = w[o + {q}, c, {i}, {j}]")
-    for i, j in taps:
-        # tap (i, j) reads phase (i % S, j % S) of the input, shifted by (i // S, j // S)
-        parts = [f"{(i % S) * S + j % S} * phase" if (i % S or j % S) else "",
-                 f"{i // S} * Wq" if i // S > 1 else ("Wq" if i // S == 1 else ""),
-                 str(j // S) if j // S else ""]
-        off = " + ".join(x for x in parts if x)
-        L.append(f"{pad}    s{i}{j} = base + {off}" if off else f"{pad}    s{i}{j} = base")
-        L.append(f"{pad}    v{i}{j} = xp[s{i}{j}:s{i}{j} + P]")
+    L += tap_views(taps, S, pad + "    ")
     for q in range(width):
         L.append(f"{pad}    d{q} = a[{q}]")
     L.append(f"{pad}    for p in range(P):")
@@ -119,13 +126,7 @@ def wgrad_block(K, S, width, indent):
             L.append(f"{pad}a{q}{i}{j} = np.float32(0.0)")
     L += [f"{pad}for n in range(N):",
           f"{pad}    base = (n * C + c) * plane"]
-    for i, j in taps:
-        parts = [f"{(i % S) * S + j % S} * phase" if (i % S or j % S) else "",
-                 f"{i // S} * Wq" if i // S > 1 else ("Wq" if i // S == 1 else ""),
-                 str(j // S) if j // S else ""]
-        off = " + ".join(x for x in parts if x)
-        L.append(f"{pad}    s{i}{j} = base + {off}" if off else f"{pad}    s{i}{j} = base")
-        L.append(f"{pad}    v{i}{j} = xp[s{i}{j}:s{i}{j} + P]")
+    L += tap_views(taps, S, pad + "    ")
     for q in range(width):
         L.append(f"{pad}    g{q} = g[n, o + {q}]")
     L.append(f"{pad}    for p in range(P):")
