@@ -195,3 +195,17 @@ def test_strided_conv_input_gradient_in_training_matches_float64():
         grads.append((x.grad.numpy(), w.grad.numpy()))
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+
+
+def test_runtime_transposed_conv_kernel_takes_the_phase_path():
+    from edgetorch.ops.conv import conv_transpose2d
+    from edgetorch.runtime.kernels import KERNELS
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 6, 9, 7)).astype(np.float32)
+    wt = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    attrs = dict(stride=(2, 2), padding=(1, 1), output_padding=(1, 0))
+    want = conv_transpose2d.forward(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **attrs)
+    out = np.full(want.shape, np.nan, np.float32)
+    KERNELS["conv_transpose2d"](out, x, wt, b, **attrs)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
