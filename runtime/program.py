@@ -285,7 +285,7 @@ def _straight_line(steps):
             ns[f"a{n}_{j}"] = val
             args.append(f"{key}=a{n}_{j}" if static else f"{key}=eval_attr(a{n}_{j}, dims)")
         body.append(f"        i = {n}\n        k{n}({', '.join(args)})")
-    src = ("def run(env, dims, where):\n    i = 0\n    try:\n" + ("\n".join(body) or "        pass")
+    src = ("def run(env, dims, where):\n    i = 0\n    try:\n" + ("\n".join(body) or "        return")
            + "\n    except BaseException:\n        where.append(i)\n        raise\n")
     exec(compile(src, "<edgetorch program>", "exec"), ns)
     return ns["run"]

@@ -157,8 +157,10 @@ def conv2d_weight(x, g, k, stride, padding):
     n, c = x.shape[:2]
     o, oh, ow = g.shape[1:]
     s = stride[0]
-    if g.shape[0] != n or (oh, ow) != (out_size(x.shape[2], k, s, padding[0]), out_size(x.shape[3], k, s, padding[1])):
-        raise ValueError(f"direct conv2d_weight: input {x.shape} and output gradient {g.shape} do not fit")
+    if (k, s) not in WGRAD or g.shape[0] != n \
+            or (oh, ow) != (out_size(x.shape[2], k, s, padding[0]), out_size(x.shape[3], k, s, padding[1])):
+        raise ValueError(f"direct conv2d_weight: {k}x{k} stride {s}, input {x.shape} and output gradient "
+                         f"{g.shape}: no kernel or shapes that do not fit")
     xp, hq, wq = phases(x, padding[0], padding[1], s)
     gq = _buffer(("g", n, o, oh, ow, wq), n * o * oh * wq).reshape(n, o, oh, wq)
     gq[..., :ow] = g                   # columns ow.. are never written: they stay zero
