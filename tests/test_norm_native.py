@@ -45,3 +45,24 @@ def test_backward_matches_finite_differences():
     np.testing.assert_allclose(gb, g.sum(axis=(0, 2)), rtol=1e-12)
     xhat = (x - x.mean(axis=(0, 2), keepdims=True)) / np.sqrt(x.var(axis=(0, 2), keepdims=True) + 1e-5)
     np.testing.assert_allclose(gw, (g * xhat).sum(axis=(0, 2)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("dt,tol", [("float16", 5e-3), ("bfloat16", 4e-2)])
+def test_half_precision_training_batch_norm(dt, tol):
+    """The fused loops run half-precision inputs through float32 (Numba has no float16)."""
+    import edgetorch as et
+    import edgetorch.nn.functional as F
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    up = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    out = {}
+    for d in ("float32", dt):
+        x = et.tensor(base).to(d).requires_grad_(True)
+        w = et.ones(3).to(d).requires_grad_(True)
+        rm, rv = et.zeros(3), et.ones(3)
+        y = F.batch_norm(x, rm, rv, w, None, training=True)
+        (y.float() * et.tensor(up)).sum().backward()
+        assert y.dtype == x.grad.dtype == getattr(et, d)
+        out[d] = (y.detach().float().numpy(), x.grad.float().numpy(), rm.numpy())
+    for a, b in zip(out["float32"], out[dt]):
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol * 10)

@@ -81,8 +81,11 @@ _backward, _backward_par = twins(_backward_py, fastmath=True)
 
 
 def _view(a):
-    """(N, C, L) C-contiguous view (a copy when needed) of an (N, C, ...) array."""
+    """(N, C, L) C-contiguous view (a copy when needed) of an (N, C, ...) array; float16 and
+    bfloat16 go through float32 (Numba has no half-precision arithmetic)."""
     a = np.ascontiguousarray(a)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float32)
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from .._errors import ShapeError
 from .elementwise import sum_to
 from .index import check_range
-from .registry import Sample, TensorMeta, float_dtype, norm_dim, op, same
+from .registry import Sample, TensorMeta, float_dtype, norm_dim, numel, op, same
 
 
 def _softmax_samples(rng):
@@ -254,14 +254,7 @@ def _(ctx, g):
 
 
 def _bntb_meta(g, x, w=None, *, eps=1e-5):
-    return TensorMeta((_numel(x.shape) + 2 * x.shape[1],), g.dtype)
-
-
-def _numel(shape):
-    n = 1
-    for d in shape:
-        n = n * d
-    return n
+    return TensorMeta((numel(x.shape) + 2 * x.shape[1],), g.dtype)
 
 
 @op(meta=_bntb_meta)
@@ -270,11 +263,11 @@ def batch_norm_train_backward(g, x, w=None, *, eps=1e-5):
     weight's and the bias's (C each)."""
     from .._native import norm
     n, c = x.size, x.shape[1]
-    out = np.empty(n + 2 * c, dtype=g.dtype)
+    out = np.empty(n + 2 * c, dtype=g.dtype if g.dtype in (np.float32, np.float64) else np.float32)
     _, gw, gb = norm.backward(g, x, w, eps, gx=out[:n])
     out[n:n + c] = gw
     out[n + c:] = gb
-    return out
+    return out.astype(g.dtype, copy=False)
 
 
 def _rope_meta(x, cos, sin):
