@@ -19,7 +19,9 @@ def k_matmul(out, a, b):
 def _gemv_py(x, w, b, relu, out):
     # x (M, K), w (N, K), out (M, N) float32; b (N,) or (0,); one weight row a task, bias and
     # ReLU applied as each output is written.  Measured against 4 rows a task sharing loads of
-    # x: this streams better (15M Llama decode 3.99 -> 2.82 ms, 110M 18.8 -> 17.1 ms)
+    # x: this streams better (15M Llama decode 3.99 -> 2.82 ms, 110M 18.8 -> 17.1 ms). Two rows a
+    # task is faster on a cache-hot matrix alone (512x784: 13.3 vs 15.2 us) but slower from DRAM
+    # (32000x288: 1.3 vs 0.64 ms) and in the 15M decode (2.6-3.0 vs 2.1-2.6 ms): not taken.
     M, K = x.shape
     hb = b.shape[0] > 0
     for j in prange(w.shape[0]):
