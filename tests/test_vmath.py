@@ -53,3 +53,20 @@ def test_attention_softmax_kernel(par):
     (nn._softmax_scores_par if par else nn._softmax_scores)(s, np.broadcast_to(bias, s.shape), np.float32(0.3))
     np.testing.assert_allclose(s, want, rtol=1e-5, atol=1e-7)
     assert np.all(s[1] == 0)
+
+
+@pytest.mark.parametrize("n", [1, 7, 2047, 2048, 2049, 70001])
+def test_silu_and_swiglu_kernels_float32(n):
+    """The runtime's float32 SiLU/SwiGLU through the vectorized exp, across chunk edges and tails."""
+    from edgetorch.runtime.kernels.elementwise import k_silu, k_swiglu
+    rng = np.random.default_rng(n)
+    g = (rng.standard_normal(n) * 12).astype(np.float32)
+    g[:min(n, 4)] = [100.0, -100.0, 0.0, -87.9][:min(n, 4)]
+    u = rng.standard_normal(n).astype(np.float32)
+    g64 = g.astype(np.float64)
+    silu = g64 / (1 + np.exp(-g64))
+    out = np.empty_like(g)
+    k_silu(out, g)
+    np.testing.assert_allclose(out, silu, rtol=2e-7, atol=1e-30)
+    k_swiglu(out, g, u)
+    np.testing.assert_allclose(out, silu * u, rtol=3e-7, atol=1e-30)

@@ -4,6 +4,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from edgetorch._native.vmath import exp_shifted
+
 from ._jit import twins
 from .registry import kernel
 
@@ -94,13 +96,55 @@ def _swiglu(g, u, out):
         out[i] = (v / (1.0 + e) if v >= 0 else v * e / (1.0 + e)) * u[i]
 
 
+def _silu32_py(g, u, gated, out):
+    # float32 silu(g) (times u when gated) with the vectorized exp: chunks of 2048, each negates
+    # its gate into a scratch row so exp_shifted (which must not write over its input) gives
+    # exp(-g); g / (1 + exp(-g)) is exact in both tails (exp underflows to 0 for g > 87, and is
+    # clamped at exp(87.6) for g < -87.6, where the result is ~0 either way)
+    n = g.shape[0]
+    CH = 2048
+    for c in prange((n + CH - 1) // CH):
+        lo = c * CH
+        m = min(n, lo + CH) - lo
+        t = np.empty(m, np.float32)
+        e = np.empty(m, np.float32)
+        bits = np.empty(m, np.int32)
+        for i in range(m):
+            t[i] = -g[lo + i]
+        exp_shifted(t, np.float32(0.0), e, bits)
+        for i in range(m):
+            v = g[lo + i] / (np.float32(1.0) + e[i])
+            out[lo + i] = v * u[lo + i] if gated else v
+
+
+# the 64x768 SwiGLU of a 64-token Llama prefill: 376 -> 88 us (math.exp per element, serial ->
+# the vectorized exp of edgetorch/_native/vmath.py, chunks in parallel)
+_silu32, _silu32_par = twins(_silu32_py)
+SILU_PAR = 1 << 15
+
+
+def _silu_any(out, g, u):
+    """silu(g) (* u) into out for contiguous float arrays of one dtype; False if not handled."""
+    if g.dtype not in (np.float32, np.float64) or out.dtype != g.dtype or out.shape != g.shape \
+            or not (g.flags.c_contiguous and out.flags.c_contiguous) \
+            or (u is not None and (u.dtype != g.dtype or not u.flags.c_contiguous)):
+        return False
+    g1, o1 = g.reshape(-1), out.reshape(-1)
+    u1 = g1 if u is None else u.reshape(-1)
+    if g.dtype == np.float32:
+        (_silu32_par if g1.shape[0] >= SILU_PAR else _silu32)(g1, u1, u is not None, o1)
+    elif u is None:
+        _silu(g1, o1)
+    else:
+        _swiglu(g1, u1, o1)
+    return True
+
+
 @kernel("swiglu")
 def k_swiglu(out, g, u):
     if g.shape != u.shape or out.shape != g.shape:
         raise ValueError(f"swiglu: gate {g.shape}, up {u.shape} -> {out.shape}")
-    if g.dtype in (np.float32, np.float64) and u.dtype == g.dtype and out.dtype == g.dtype \
-            and g.flags.c_contiguous and u.flags.c_contiguous and out.flags.c_contiguous:
-        _swiglu(g.reshape(-1), u.reshape(-1), out.reshape(-1))
+    if _silu_any(out, g, u):
         return
     k_silu(out, g)
     out *= u
@@ -108,9 +152,7 @@ def k_swiglu(out, g, u):
 
 @kernel("silu")
 def k_silu(out, x):
-    if x.dtype in (np.float32, np.float64) and out.dtype == x.dtype and out.shape == x.shape \
-            and x.flags.c_contiguous and out.flags.c_contiguous:
-        _silu(x.reshape(-1), out.reshape(-1))      # one pass instead of five numpy temporaries
+    if _silu_any(out, x, None):                    # one pass instead of five numpy temporaries
         return
     sigmoid_into(out, x)
     np.multiply(out, x, out=out)
