@@ -70,3 +70,21 @@ def test_silu_and_swiglu_kernels_float32(n):
     np.testing.assert_allclose(out, silu, rtol=2e-7, atol=1e-30)
     k_swiglu(out, g, u)
     np.testing.assert_allclose(out, silu * u, rtol=3e-7, atol=1e-30)
+
+
+@pytest.mark.parametrize("masked_from", [12, 1, 0])
+def test_attention_drops_keys_masked_for_every_query(masked_from):
+    """A KV cache's unused tail (masked for all queries) is cut before the matmuls; same result."""
+    from edgetorch.ops import REGISTRY
+    from edgetorch.runtime.kernels import KERNELS
+    rng = np.random.default_rng(masked_from)
+    q = rng.standard_normal((1, 2, 9, 8)).astype(np.float32)
+    k = rng.standard_normal((1, 2, 20, 8)).astype(np.float32)
+    v = rng.standard_normal((1, 2, 20, 8)).astype(np.float32)
+    mask = np.tril(np.ones((9, 20), bool), k=3)
+    mask[:, masked_from:] = False
+    mask = mask.reshape(1, 1, 9, 20)
+    want = np.asarray(REGISTRY["scaled_dot_product_attention"].forward(q, k, v, mask))
+    out = np.full(want.shape, np.nan, np.float32)
+    KERNELS["scaled_dot_product_attention"](out, q, k, v, mask)
+    np.testing.assert_allclose(out, np.nan_to_num(want), rtol=1e-5, atol=1e-6)

@@ -336,6 +336,12 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
         (_attention_par if work >= ATTN_PAR_WORK else _attention)(
             np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v), bias, np.float32(sc), out)
         return
+    # keys masked for every query (a KV cache's unused tail: a 64-token prefill into a 256-slot
+    # cache attends over 64) add exp(-inf) = 0: drop them before the matmuls
+    live = np.isfinite(bias).reshape(-1, S).any(axis=0) if bias.ndim >= 2 and bias.shape[-1] == S else None
+    if live is not None and not live[-1]:
+        s_eff = int(np.flatnonzero(live)[-1]) + 1 if live.any() else 1
+        k, v, bias = k[..., :s_eff, :], v[..., :s_eff, :], bias[..., :s_eff]
     rep = q.shape[-3] // k.shape[-3] if q.ndim >= 3 and q.shape[-3] != k.shape[-3] else 1
     if rep > 1:
         k = np.repeat(k, rep, axis=-3)
