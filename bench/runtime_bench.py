@@ -10,7 +10,7 @@ model exported with torch.onnx.export, opset 17, 2 intra-op threads) and
 PyTorch eager (2 threads). Reports median latency and the ratio
 edgetorch / ONNX Runtime, and ExecuTorch 1.5.1 with its XNNPACK delegate
 (bench/executorch_peer.py, one case per child process) where it runs. Then Llama decode tokens/s against PyTorch eager
-(transformers with its KV cache) and the DRAM floor, cold and warm start in
+(transformers with its KV cache) and the DRAM floor, a 64-token prefill (last position's logits), cold and warm start in
 fresh processes, and the load time of a 100 MB program.
 """
 from __future__ import annotations
@@ -64,6 +64,11 @@ def child_et(path, kind, shape, repeats):
     """Time the edgetorch program in this (fresh) process; prints seconds per call."""
     from edgetorch.runtime import load
     prog = load(path)
+    if kind == "llama_prefill":
+        ids = np.random.default_rng(0).integers(0, 32000, size=(1, shape[0]))
+        pf = prog.method("prefill_last")
+        print(timeit(lambda: pf(ids, np.array([0])), repeats))
+        return
     if kind == "llama":
         ids = np.random.default_rng(0).integers(0, 32000, size=(1, shape[0]))
         prog.prefill(ids, np.array([0]))
@@ -149,6 +154,8 @@ def llama_decode(repeats, ctx=128):
     path = os.path.join(tempfile.mkdtemp(prefix="etbench"), "llama.etp")
     ep = et.export_methods(m, {
         "prefill": (m, (et.randint(0, 32000, (1, 8)), et.tensor([0])), {"input_ids": {1: seq}}),
+        # the prompt step of generation: the last position's logits only (logits_to_keep=1)
+        "prefill_last": (m, (et.randint(0, 32000, (1, 8)), et.tensor([0]), 1), {"input_ids": {1: seq}}),
         "decode": (m, (et.randint(0, 32000, (1, 1)), et.tensor([8])))})
     ep.save(path)
     from edgetorch.exporter import quantize
@@ -157,7 +164,11 @@ def llama_decode(repeats, ctx=128):
     # decode at the same position each time: the context stays at ctx tokens
     t_et = run_child(path, "llama", (ctx,), repeats)
     t_q8 = run_child(path + ".q8.etp", "llama", (ctx,), repeats)
+    t_pf = run_child(path, "llama_prefill", (64,), repeats)
     tm = peers.torch_llama(m)
+    with torch.no_grad():
+        ids64 = torch.tensor(ids[:, :64])
+        t_torch_pf = timeit(lambda: tm(ids64, use_cache=True, logits_to_keep=1), repeats)
     with torch.no_grad():
         out = tm(torch.tensor(ids), use_cache=True)
         past = out.past_key_values
@@ -170,7 +181,7 @@ def llama_decode(repeats, ctx=128):
             return o
         t_torch = timeit(step, repeats)
     weight_bytes = sum(p.numel() for p in m.parameters()) * 4
-    return t_et, t_q8, t_torch, weight_bytes
+    return t_et, t_q8, t_torch, weight_bytes, t_pf, t_torch_pf
 
 
 def start_times(tmp):
@@ -225,7 +236,7 @@ def main(argv=None):
     from edgetorch.runtime import threads
     l0 = load_avg()
     rows = compare(a.repeats, a.quick)
-    t_et, t_q8, t_torch, wbytes = llama_decode(a.repeats)
+    t_et, t_q8, t_torch, wbytes, t_pf, t_torch_pf = llama_decode(a.repeats)
     bw = dram_bandwidth()
     with tempfile.TemporaryDirectory() as tmp:
         cold, warm = start_times(tmp)
@@ -254,6 +265,11 @@ def main(argv=None):
     print(f"| DRAM floor at PEERS.md's 33 GB/s | {wbytes / 33e9 * 1e3:.2f} | {33e9 / wbytes:.0f} |")
     print(f"\nedgetorch decode is {t_torch / t_et:.2f}x PyTorch's tokens/s and {floor / t_et * 100:.0f}% of the "
           "DRAM floor's.")
+    print()
+    print("| Llama 15M prefill, 64-token prompt, last logits (float32) | ms | tokens/s |")
+    print("| --- | --- | --- |")
+    print(f"| edgetorch runtime | {t_pf * 1e3:.2f} | {64 / t_pf:.0f} |")
+    print(f"| PyTorch eager (transformers, logits_to_keep=1) | {t_torch_pf * 1e3:.2f} | {64 / t_torch_pf:.0f} |")
     print()
     print("| start-up | time |")
     print("| --- | --- |")

@@ -140,7 +140,11 @@ class Decoder(nn.Module):
         emb = ang.repeat(1, 2)                                 # (T, d): [ang, ang]
         return emb.cos(), emb.sin()
 
-    def forward(self, input_ids, start_pos=None):
+    def forward(self, input_ids, start_pos=None, logits_to_keep=0):
+        """Logits (B, T, vocab) for input_ids (B, T); with start_pos, keys and values go to the KV
+        cache at start_pos.. and attention reads the cache. logits_to_keep=n > 0 computes the
+        logits of the last n positions only (as Hugging Face's argument of that name): a prefill
+        that feeds generation needs one row of the vocabulary projection, not T."""
         b, t = input_ids.shape
         c = self.config
         if start_pos is None:
@@ -160,7 +164,9 @@ class Decoder(nn.Module):
         x = self.model.embed_tokens(input_ids)                 # (B, T, D)
         for layer in self.model.layers:
             x = layer(x, cos, sin, mask if not causal else _causal(t), None if causal else pos)
-        return self.lm_head(self.model.norm(x))                # (B, T, vocab)
+        if logits_to_keep:
+            x = x[:, -int(logits_to_keep):]
+        return self.lm_head(self.model.norm(x))                # (B, T or logits_to_keep, vocab)
 
     def reset_cache(self):
         for layer in self.model.layers:

@@ -61,6 +61,26 @@ def test_llama_kv_cache_matches_full_sequence():
     np.testing.assert_allclose(np.concatenate(parts, 1), full, atol=1e-5)
 
 
+def test_llama_logits_to_keep_eager_and_exported():
+    """logits_to_keep=n gives the last n rows of the full logits, eagerly and as an exported prefill."""
+    from edgetorch.exporter import Dim
+    from edgetorch.runtime import load
+    et.manual_seed(2)
+    m = Decoder(_small_llama()).eval()
+    ids = et.randint(0, 128, (1, 9))
+    with et.no_grad():
+        full = m(ids).numpy()
+        np.testing.assert_allclose(m(ids, logits_to_keep=3).numpy(), full[:, -3:], atol=1e-5)
+        m.reset_cache()
+        cached = m(ids, start_pos=0).numpy()
+    m.reset_cache()
+    ep = et.export_methods(m, {"prefill": (m, (et.randint(0, 128, (1, 4)), et.tensor([0]), 1),
+                                           {"input_ids": {1: Dim("seq", min=1, max=16)}})})
+    got = load(ep.to_bytes()).method("prefill")(ids.numpy(), np.array([0]))
+    assert got.shape == (1, 1, 128)
+    np.testing.assert_allclose(got[0, -1], cached[0, -1], atol=1e-4)
+
+
 def test_llama_cache_overflow_is_a_clear_error():
     m = Decoder(_small_llama(max_position_embeddings=8)).eval()
     with pytest.raises(et.ShapeError, match="KV cache holds 8 positions"):
