@@ -20,8 +20,54 @@ def check_index(idx, n, what):
         raise InputError(f"{what}: index {bad} is out of range for a dim of size {n}")
 
 
+_SLOT_DIMS = {}  # id(index attribute) -> (the attribute, ndim, dim of each '#' or None): see _split
+
+
+def _slot_dims(index, ndim):
+    """For an index whose tensor slots each take one dim and that mixes in no ints: the dim each
+    '#' indexes, else None. Parsed once per instruction (the attribute object is the key)."""
+    hit = _SLOT_DIMS.get(id(index))
+    if hit is not None and hit[0] is index and hit[1] == ndim:
+        return hit[2]
+    dims, dim, ok = [], 0, True
+    used = sum(1 for e in index if e is not None and e is not Ellipsis)
+    for e in index:
+        if isinstance(e, str):
+            dims.append(dim)
+            dim += 1
+        elif e is Ellipsis:
+            dim += ndim - used
+        elif isinstance(e, slice):
+            dim += 1
+        elif e is not None:
+            ok = False                                    # an int beside tensor indices: torch's rule
+    if len(_SLOT_DIMS) > 4096:
+        _SLOT_DIMS.clear()
+    _SLOT_DIMS[id(index)] = (index, ndim, dims if ok and dims else None)
+    return _SLOT_DIMS[id(index)][2]
+
+
 def _split(index, arrays, x):
     """torch's indexing rule (ints are basic indices), checked against x's dims."""
+    if len(arrays) == 1 and arrays[0].size == 1 and arrays[0].ndim == 1 and arrays[0].dtype.kind in "iu":
+        # one one-element integer index (a KV-cache position) among slices: the same selection as
+        # a one-wide slice, which numpy takes without its fancy-indexing machinery (with two or
+        # more, advanced indexing merges and may move their dims: not the same); the parse of the
+        # index is cached, the range check is not
+        dims = _slot_dims(index, x.ndim)
+        if dims is not None and len(dims) == 1 and dims[0] < x.ndim:
+            it = iter(zip(arrays, dims))
+            key = []
+            for e in index:
+                if isinstance(e, str):
+                    a, d = next(it)
+                    p = int(a[0])
+                    if not 0 <= p < x.shape[d]:
+                        raise InputError(f"index: index {p} is out of range for a dim of size {x.shape[d]}")
+                    key.append(slice(p, p + 1))
+                else:
+                    key.append(e)
+            return tuple(key), None
     n_t = sum(1 for e in index if isinstance(e, str))
     if n_t != len(arrays):
         raise ValueError(f"index {index!r} marks {n_t} tensor indices but the op has {len(arrays)}")
@@ -58,11 +104,6 @@ def _split(index, arrays, x):
     if not has_t:
         return tuple(k1), None
     if not mixed:
-        if len(arrays) == 1 and arrays[0].ndim == 1 and arrays[0].size == 1 and arrays[0].dtype.kind in "iu":
-            # one 1-element index (a KV-cache position): the same selection as a one-wide slice,
-            # and basic slicing skips numpy's fancy-indexing machinery
-            p = int(arrays[0][0])
-            return tuple(slice(p, p + 1) if isinstance(e, str) else e for e in index), None
         it = iter(arrays)
         return tuple(next(it) if isinstance(e, str) else e for e in index), None
     return tuple(k1), tuple(k2)

@@ -186,3 +186,28 @@ def test_float_linear_gemv_and_blas_paths(m, n, k):
     np.testing.assert_allclose(out, np.maximum(x @ w.T + b, 0), rtol=1e-4, atol=1e-4)
     KERNELS["fused_linear"](out, x, w, None, activation="gelu")
     np.testing.assert_allclose(out, REGISTRY["gelu"].forward(x @ w.T), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("index", [(slice(None, 1), slice(None), "#"), (Ellipsis, "#", slice(None)),
+                                   ("#", None, Ellipsis), (0, slice(None), "#"), ("#", slice(1, 3), "#")])
+def test_one_element_tensor_indices_fast_path(index):
+    """A single 1-element integer index takes a cached one-wide slice (two of them keep numpy's
+    advanced indexing, which merges and moves their dims): same result as the reference either
+    way, and the range check still refuses out-of-range and negative positions."""
+    from edgetorch.runtime import InputError
+    rng = np.random.default_rng(len(index))
+    x = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    n = sum(1 for e in index if isinstance(e, str))
+    idx = [np.array([1]) for _ in range(n)]
+    want = np.asarray(REGISTRY["getitem"].forward(x, *idx, index=index))
+    out = np.empty(want.shape, np.float32)
+    KERNELS["getitem"](out, x, *idx, index=index)
+    np.testing.assert_array_equal(out, want)
+    v = rng.normal(size=want.shape).astype(np.float32)
+    want_put = np.asarray(REGISTRY["index_put"].forward(x, v, *idx, index=index))
+    out = x.copy()
+    KERNELS["index_put"](out, x, v, *idx, index=index)
+    np.testing.assert_array_equal(out, want_put)
+    for bad in (-1, 99):
+        with pytest.raises(InputError, match="out of range"):
+            KERNELS["getitem"](np.empty(want.shape, np.float32), x, *([np.array([bad])] + idx[1:]), index=index)
