@@ -22,6 +22,17 @@ def _kernel_table():
     return {k: f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}" for k, fn in getattr(kernels, "KERNELS", {}).items()}
 
 
+def _forward_kind(d):
+    """"numpy", or "numpy+numba" when the op's forward runs edgetorch/_native loops for the
+    float32 cases they cover (read from its source: the call sites name _native or _direct)."""
+    import inspect
+    try:
+        src = inspect.getsource(d.forward)
+    except (OSError, TypeError):
+        return "numpy"
+    return "numpy+numba" if "_native" in src or "_direct(" in src else "numpy"
+
+
 def cmd_ops(args):
     from edgetorch.ops.registry import REQUIRED, all_ops
     ops = all_ops()
@@ -31,7 +42,7 @@ def cmd_ops(args):
         if args.family and d.family != args.family:
             continue
         attrs = ", ".join(k if v is REQUIRED else f"{k}={v!r}" for k, v in d.attrs.items())
-        rows.append((name, d.family, ", ".join(d.inputs), attrs, "numpy",
+        rows.append((name, d.family, ", ".join(d.inputs), attrs, _forward_kind(d),
                      "yes" if d.differentiable else "-", kernels.get(name, "")))
     head = ("op", "family", "inputs", "attributes", "forward", "backward", "kernel")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]

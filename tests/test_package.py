@@ -78,6 +78,8 @@ def test_cli_version_and_ops():
     assert r.stdout.strip() == f"edgetorch {et.__version__}"
     r = subprocess.run([sys.executable, "-m", "edgetorch.cli", "ops"], capture_output=True, text=True)
     assert r.returncode == 0 and "scaled_dot_product_attention" in r.stdout and "conv2d" in r.stdout
+    kinds = {line.split()[0]: line.split()[-3] for line in r.stdout.splitlines()[2:] if len(line.split()) > 4}
+    assert kinds.get("batch_norm_train") == "numpy+numba" and kinds.get("relu") == "numpy"
 
 
 def test_demo_trains_digits_quickly():
