@@ -253,9 +253,9 @@ def k_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
             (_gemv_dq8_par if wq.size >= PAR_WEIGHTS else _gemv_dq8)(xq, sx, wq, s, o2)
         else:
             # BLAS on the integer values (exact while K * 127^2 < 2^24, i.e. K <= 1040; float32
-            # rounding of the int32 sums beyond): measured 1.3-1.5x faster here than gemm_i8,
-            # whose parallel region also loses a core to OpenBLAS threads still spinning after
-            # the attention's matmuls (docs/quantization.md)
+            # rounding of the int32 sums beyond): gemm_i8 was 1.3-1.5x slower while OpenBLAS's
+            # idle threads spun on its cores, and with that fixed it only ties sgemm (130-150
+            # Gops/s on the encoder's shapes: docs/quantization.md), so BLAS stays
             np.matmul(xq.astype(np.float32), wq.T.astype(np.float32), out=o2)   # no cached float copy: 4x memory
             o2 *= sx[:, None]
             o2 *= s
