@@ -25,7 +25,7 @@ def reference(x, w, b, stride, padding):
 
 
 def _run(x, w, b, stride, padding, relu):
-    oh, ow = (cv._out(x.shape[2 + i], w.shape[2], stride, padding[i], 1) for i in range(2))
+    oh, ow = (direct.out_size(x.shape[2 + i], w.shape[2], stride, padding[i]) for i in range(2))
     out = np.full((x.shape[0], w.shape[0], oh, ow), np.nan, np.float32)
     applied = cv.conv2d_into(out, x, w, b, (stride, stride), padding, (1, 1), 1, relu=relu)
     return out, applied

@@ -22,8 +22,9 @@ MAX_SMALL_MACS = 1 << 23
 _scratch = threading.local()    # per calling thread: concurrent callers never share a buffer
 
 
-def out_size(n, k, s, p):
-    return (n + 2 * p - k) // s + 1
+def out_size(n, k, s, p, d=1):
+    """Output length of a convolution or pooling window (the runtime's kernels use it too)."""
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def applies(x_shape, w_shape, dtype, stride, padding, dilation, groups):

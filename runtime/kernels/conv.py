@@ -12,10 +12,6 @@ from .linalg import apply_activation
 from .registry import kernel
 
 
-def _out(n, k, s, p, d):
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
-
-
 def _pad2(x, p, value=0.0):
     """x (N, C, H, W) padded by p on both sides of H and W (np.pad costs ~40 us of Python per call)."""
     if p[0] == 0 and p[1] == 0:
@@ -32,7 +28,7 @@ def _check_window(x, out, k, stride, padding, dilation, what, slack=0):
             or min(padding) < 0 or x.ndim != 4 or out.ndim != 4:
         raise ValueError(f"{what}: bad stride {stride}, padding {padding} or dilation {dilation}")
     for i in range(2):
-        if _out(x.shape[2 + i], k[i], stride[i], padding[i], dilation[i]) + slack < out.shape[2 + i] or \
+        if direct.out_size(x.shape[2 + i], k[i], stride[i], padding[i], dilation[i]) + slack < out.shape[2 + i] or \
                 padding[i] > x.shape[2 + i] + k[i]:
             raise ValueError(f"{what}: attributes do not give the planned output {out.shape}")
 
@@ -46,7 +42,7 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
         raise ValueError(f"conv2d: {c} input channels, weight {w.shape}, groups {groups} do not fit")
     if direct.applies(x.shape, w.shape, x.dtype, stride, padding, dilation, groups) and w.dtype == out.dtype \
             == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)) \
-            and out.shape[2:] == tuple(_out(x.shape[2 + i], kh, stride[i], padding[i], 1) for i in range(2)):
+            and out.shape[2:] == tuple(direct.out_size(x.shape[2 + i], kh, stride[i], padding[i]) for i in range(2)):
         direct.conv2d(out, x, w, b, stride, padding, relu)
         return relu
     sh, sw = stride

@@ -20,15 +20,23 @@ def check_index(idx, n, what):
         raise InputError(f"{what}: index {bad} is out of range for a dim of size {n}")
 
 
-_SLOT_DIMS = {}  # id(index attribute) -> (the attribute, ndim, dim of each '#' or None): see _split
+_SLOTS, _BASIC = {}, {}    # id(index attribute) -> (the attribute, ndim, parse result)
+
+
+def _parsed(cache, index, ndim, parse, *args):
+    """parse(*args) for an instruction's index attribute, computed once per (attribute, rank):
+    the attribute object is the key (held, so its id is not reused), the cache is bounded."""
+    hit = cache.get(id(index))
+    if hit is None or hit[0] is not index or hit[1] != ndim:
+        if len(cache) > 4096:
+            cache.clear()
+        hit = cache[id(index)] = (index, ndim, parse(*args))
+    return hit[2]
 
 
 def _slot_dims(index, ndim):
     """For an index whose tensor slots each take one dim and that mixes in no ints: the dim each
-    '#' indexes, else None. Parsed once per instruction (the attribute object is the key)."""
-    hit = _SLOT_DIMS.get(id(index))
-    if hit is not None and hit[0] is index and hit[1] == ndim:
-        return hit[2]
+    '#' indexes, else None."""
     dims, dim, ok = [], 0, True
     used = sum(1 for e in index if e is not None and e is not Ellipsis)
     for e in index:
@@ -41,10 +49,7 @@ def _slot_dims(index, ndim):
             dim += 1
         elif e is not None:
             ok = False                                    # an int beside tensor indices: torch's rule
-    if len(_SLOT_DIMS) > 4096:
-        _SLOT_DIMS.clear()
-    _SLOT_DIMS[id(index)] = (index, ndim, dims if ok and dims else None)
-    return _SLOT_DIMS[id(index)][2]
+    return dims if ok and dims else None
 
 
 def _split(index, arrays, x):
@@ -54,7 +59,7 @@ def _split(index, arrays, x):
         # a one-wide slice, which numpy takes without its fancy-indexing machinery (with two or
         # more, advanced indexing merges and may move their dims: not the same); the parse of the
         # index is cached, the range check is not
-        dims = _slot_dims(index, x.ndim)
+        dims = _parsed(_SLOTS, index, x.ndim, _slot_dims, index, x.ndim)
         if dims is not None and len(dims) == 1 and dims[0] < x.ndim:
             it = iter(zip(arrays, dims))
             key = []
@@ -109,18 +114,10 @@ def _split(index, arrays, x):
     return tuple(k1), tuple(k2)
 
 
-_BASIC = {}     # id(index attribute) -> (the attribute, ndim, parsed key): basic indices parse once
-
-
 @kernel("getitem")
 def k_getitem(out, x, *idx, index=()):
-    if not idx:
-        hit = _BASIC.get(id(index))
-        if hit is None or hit[0] is not index or hit[1] != x.ndim:
-            if len(_BASIC) > 4096:
-                _BASIC.clear()
-            hit = _BASIC[id(index)] = (index, x.ndim, _split(index, idx, x)[0])
-        out[...] = x[hit[2]]
+    if not idx:                          # basic indices: parsed once per instruction
+        out[...] = x[_parsed(_BASIC, index, x.ndim, _split, index, idx, x)[0]]
         return
     k1, k2 = _split(index, idx, x)
     out[...] = x[k1] if k2 is None else x[k1][k2]
