@@ -305,6 +305,82 @@ _softmax_scores, _softmax_scores_par = twins(_softmax_scores_py, fastmath=_NO_IN
 SOFTMAX_PAR = 1 << 21
 
 
+def _attention_rows_py(q, kT, vT, bias, scale, out):
+    # prefill / encoder attention, fused: q (B, H, L, E), keys and values transposed, kT (B, Hk, E, S)
+    # and vT (B, Hk, Ev, S), C-contiguous; bias broadcast to (B, H, L, S) (zero strides allowed).
+    # A task is one head's block of 16 query rows, 4 rows at a time: scores s[r, :] += q[r, e] * kT[e, :]
+    # along contiguous key rows (the kT loads shared by 4 rows), one-pass softmax per row, then
+    # out[r, e] = p[r, :] . vT[e, :] as dot products (an axpy over Ev per key ran 2x slower).
+    # Measured on a MiniLM-shaped layer (12 x 128 x 128 x 32): 0.54 ms against 1.0 for the batched
+    # BLAS matmuls around the one-pass softmax.
+    B, H, L, E = q.shape
+    Hk, S = kT.shape[1], kT.shape[3]
+    Ev = vT.shape[2]
+    rep = H // Hk
+    RB = 16
+    nrb = (L + RB - 1) // RB
+    for t in prange(B * H * nrb):
+        b = t // (H * nrb)
+        h = (t // nrb) % H
+        i0 = (t % nrb) * RB
+        kh = h // rep
+        s = np.empty((4, S), np.float32)
+        p = np.zeros((4, S), np.float32)
+        bits = np.empty(S, np.int32)
+        inv = np.zeros(4, np.float32)
+        i1 = min(L, i0 + RB)
+        for ib in range(i0, i1, 4):
+            nr = min(4, i1 - ib)        # rows of this step; missing ones repeat row ib and are not stored
+            s[:] = 0.0
+            for e in range(E):
+                q0 = q[b, h, ib, e] * scale
+                q1 = q[b, h, ib + 1 if nr > 1 else ib, e] * scale
+                q2 = q[b, h, ib + 2 if nr > 2 else ib, e] * scale
+                q3 = q[b, h, ib + 3 if nr > 3 else ib, e] * scale
+                for j in range(S):
+                    kv = kT[b, kh, e, j]
+                    s[0, j] += q0 * kv
+                    s[1, j] += q1 * kv
+                    s[2, j] += q2 * kv
+                    s[3, j] += q3 * kv
+            for r in range(nr):
+                i = ib + r
+                m = np.float32(-np.inf)
+                for j in range(S):
+                    s[r, j] += bias[b, h, i, j]
+                    m = max(m, s[r, j])
+                if m == -np.inf:             # a fully masked row gives zeros, as the other paths do
+                    p[r, :] = 0.0
+                    inv[r] = 0.0
+                    continue
+                exp_shifted(s[r], m, p[r], bits)
+                tot = np.float32(0.0)
+                for j in range(S):
+                    tot += p[r, j]
+                inv[r] = np.float32(1.0) / tot
+            for e in range(Ev):
+                a0 = np.float32(0.0)
+                a1 = np.float32(0.0)
+                a2 = np.float32(0.0)
+                a3 = np.float32(0.0)
+                for j in range(S):
+                    vv = vT[b, kh, e, j]
+                    a0 += p[0, j] * vv
+                    a1 += p[1, j] * vv
+                    a2 += p[2, j] * vv
+                    a3 += p[3, j] * vv
+                out[b, h, ib, e] = a0 * inv[0]
+                if nr > 1:
+                    out[b, h, ib + 1, e] = a1 * inv[1]
+                if nr > 2:
+                    out[b, h, ib + 2, e] = a2 * inv[2]
+                if nr > 3:
+                    out[b, h, ib + 3, e] = a3 * inv[3]
+
+
+_attention_rows, _attention_rows_par = twins(_attention_rows_py, fastmath=_NO_INF_MATH)
+
+
 _ZERO32, _NEG_INF32 = np.float32(0.0), np.float32(-np.inf)
 
 
@@ -352,6 +428,15 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     if live is not None and not live[-1]:
         s_eff = int(np.flatnonzero(live)[-1]) + 1 if live.any() else 1
         k, v, bias = k[..., :s_eff, :], v[..., :s_eff, :], bias[..., :s_eff]
+    if q.ndim == 4 and q.dtype == np.float32 and k.shape[0] == q.shape[0] and k.shape[1] == v.shape[1] \
+            and bias.ndim <= 4:
+        # the fused Numba loop: no scores tensor, no BLAS calls per head
+        bb = np.broadcast_to(bias.astype(np.float32, copy=False), q.shape[:3] + (k.shape[2],))
+        work = q.shape[0] * q.shape[1] * L * k.shape[2] * (q.shape[-1] + v.shape[-1])
+        (_attention_rows_par if work >= ATTN_PAR_WORK else _attention_rows)(
+            np.ascontiguousarray(q), np.ascontiguousarray(np.swapaxes(k, -1, -2)),
+            np.ascontiguousarray(np.swapaxes(v, -1, -2)), bb, np.float32(sc), out)
+        return
     rep = q.shape[-3] // k.shape[-3] if q.ndim >= 3 and q.shape[-3] != k.shape[-3] else 1
     if rep > 1:
         k = np.repeat(k, rep, axis=-3)

@@ -24,12 +24,16 @@ Larger inputs:
   float activations                weights dequantized (int4: 256 rows at a
                                    time into a reused buffer) and BLAS
 """
+import math
 import weakref
 
 import numpy as np
 from numba import int32, njit, prange
 from numpy.lib.stride_tricks import as_strided
 
+from edgetorch._native import simd
+
+from . import vnni
 from ._jit import twins
 from .conv import _check_window, _pad2
 from .index import check_index
@@ -59,21 +63,45 @@ def _gemv_q8_py(x, wq, s, out):     # x (M, K) f32; wq (N, K) int8; s (N,) f32; 
 _gemv_q8, _gemv_q8_par = twins(_gemv_q8_py, fastmath=True)
 
 
-@njit(cache=True)
-def _quant_rows(x, xq, sx):
-    # per-row symmetric int8, rounded exactly as the reference (IEEE division, no fastmath)
+@njit(cache=True, inline="always")
+def _f32_of_bits(b):
+    # the non-negative float32 whose bit pattern is the int32 b (Numba has no scalar bitcast, and a
+    # float view of an int array written in the same parallel loop read back stale values)
+    e = b >> 23
+    mant = b & 0x7FFFFF
+    if e == 255:
+        return np.float32(np.inf) if mant == 0 else np.float32(np.nan)
+    if e == 0:
+        return np.float32(math.ldexp(np.float64(mant), -149))
+    return np.float32(math.ldexp(np.float64(mant | 0x800000), e - 150))
+
+
+def _quant_rows_py(x, xq, sx, off):
+    # per-row symmetric int8, rounded exactly as the reference (IEEE division, no fastmath);
+    # stored plus `off` (128 into a uint8 xq: the unsigned operand of vpdpbusd).  The row's
+    # max |x| is an integer max over the float bits with the sign bit cleared (monotonic for
+    # non-NaN floats): it vectorizes, where a float max reduction runs one compare per cycle
+    # (a 128 x 1536 row block 169 -> ~15 us).  x must be C-contiguous.
     M, K = x.shape
-    for m in range(M):
-        amax = np.float32(0.0)
+    o = int32(off)
+    bits = x.view(np.int32)
+    for m in prange(M):
+        a = int32(0)
         for k in range(K):
-            a = abs(x[m, k])
-            if a > amax:
-                amax = a
+            a = max(a, bits[m, k] & int32(0x7FFFFFFF))
+        amax = _f32_of_bits(a)
         d = amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
         sx[m] = d
         for k in range(K):
             v = np.rint(x[m, k] / d)
-            xq[m, k] = np.int8(min(max(v, -127.0), 127.0))
+            xq[m, k] = int32(int32(min(max(v, np.float32(-127.0)), np.float32(127.0))) + o)
+
+
+_quant_rows_s, _quant_rows_p = twins(_quant_rows_py)
+
+
+def _quant_rows(x, xq, sx, off=0):
+    (_quant_rows_p if x.size >= 1 << 15 else _quant_rows_s)(x, xq, sx, off)
 
 
 def _gemv_dq8_py(xq, sx, wq, s, out):
@@ -206,11 +234,43 @@ _gemm_i8, _gemm_i8_par = twins(_gemm_i8_py)
 GEMM_PAR_OPS = 1 << 20        # multiply-adds from which the parallel copy pays
 
 
-def gemm_i8(a, w):
-    """int32 (M, N) = a @ w.T for int8 a (M, K), w (N, K), exact."""
+def _packed(w):
+    return derived(w, "vnni", vnni.pack)
+
+
+def gemm_i8_biased(a, w):
+    """(c, off): c (M, N) int32 = (a + off) @ w.T for int8 a (M, K), w (N, K), exact; off is 128
+    on the VNNI path (vpdpbusd takes unsigned activations: runtime/kernels/vnni.py), else 0.
+    Subtract off * (row sums of w), or fold it into a zero-point correction."""
+    if simd.HAVE_VNNI:
+        wp, Np, Kp = _packed(w)
+        return vnni.gemm_biased(vnni.as_u8(a, Kp), wp, Np)[:, :w.shape[0]], 128
     c = np.empty((a.shape[0], w.shape[0]), np.int32)
     (_gemm_i8_par if a.shape[0] * w.shape[0] * a.shape[1] >= GEMM_PAR_OPS else _gemm_i8)(a, w, c)
-    return c
+    return c, 0
+
+
+def gemm_i8(a, w):
+    """int32 (M, N) = a @ w.T for int8 a (M, K), w (N, K), exact."""
+    c, off = gemm_i8_biased(a, w)
+    return c - off * derived(w, "rowsum", _wsum) if off else c
+
+
+def _dyn_out_py(c, off, wsum, sx, s, b, out):
+    # out = (c - off * wsum) * sx[m] * s[n] (+ b[n]): a dynamic linear's int32 sums scaled, as the
+    # GEMV does; b has length 0 for no bias
+    M, N = out.shape
+    for m in prange(M):
+        if b.shape[0]:
+            for n in range(N):
+                out[m, n] = np.float32(c[m, n] - off * wsum[n]) * (sx[m] * s[n]) + b[n]
+        else:
+            for n in range(N):
+                out[m, n] = np.float32(c[m, n] - off * wsum[n]) * (sx[m] * s[n])
+
+
+_dyn_out_s, _dyn_out_p = twins(_dyn_out_py)
+_NO_BIAS = np.zeros(0, np.float32)
 
 
 @njit(cache=True)
@@ -245,7 +305,16 @@ def k_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
     _check("linear_q8", out, x, N, K, b)
     x2, o2 = _rows(x, N, out)
     s = f32(scale)
-    if dynamic:
+    if dynamic and simd.HAVE_VNNI:
+        wp, Np, Kp = _packed(wq)
+        xu = np.empty((x2.shape[0], Kp), np.uint8)      # columns past K meet zero weights
+        sx = np.empty(x2.shape[0], np.float32)
+        _quant_rows(x2, xu[:, :K], sx, 128)
+        bias = _NO_BIAS if b is None else f32(b)
+        (_dyn_out_p if o2.size >= 1 << 15 else _dyn_out_s)(
+            vnni.gemm_biased(xu, wp, Np), int32(128), derived(wq, "rowsum", _wsum), sx, s, bias, o2)
+        b = None                                        # added above
+    elif dynamic:
         xq = np.empty(x2.shape, np.int8)
         sx = np.empty(x2.shape[0], np.float32)
         _quant_rows(x2, xq, sx)
@@ -589,6 +658,9 @@ def _wsum(wq):
 
 
 def _requant(acc, wq2, in_zp, in_scale, wscale, b, out_scale, out_zp, activation, out2):
+    # acc: gemm_i8_biased's (c, off); (a + off) . w - (in_zp + off) * rowsum(w) = (a - in_zp) . w
+    acc, off = acc
+    in_zp = int(in_zp) + off
     if activation not in (None, "relu"):
         raise ValueError(f"static int8 ops fuse relu only, got activation {activation!r}")
     zsum = derived(wq2, "rowsum", _wsum)
@@ -624,7 +696,7 @@ def k_conv2d_qs8(out, xq, wq, wscale, b=None, stride=(1, 1), padding=(0, 0), dil
             w[gi * og:(gi + 1) * og].reshape(og, cg * kh * kw)))
         a = cols if groups == 1 else np.ascontiguousarray(
             cols.reshape(n * oh * ow, c, kh * kw)[:, gi * cg:(gi + 1) * cg].reshape(n * oh * ow, -1))
-        _requant(gemm_i8(a, w2), w2, in_zp, in_scale, wscale[gi * og:(gi + 1) * og],
+        _requant(gemm_i8_biased(a, w2), w2, in_zp, in_scale, wscale[gi * og:(gi + 1) * og],
                  None if b is None else b[gi * og:(gi + 1) * og], out_scale, out_zp, activation,
                  res[:, gi * og:(gi + 1) * og])
     out[...] = res.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
@@ -638,7 +710,7 @@ def k_linear_qs8(out, xq, wq, wscale, b=None, in_scale=1.0, in_zp=0, out_scale=1
         raise ValueError(f"linear_qs8: input {xq.shape}, weight {wq.shape} -> {out.shape} do not fit")
     x2 = np.ascontiguousarray(xq).reshape(-1, wq.shape[1])
     o2 = out.reshape(-1, wq.shape[0])
-    _requant(gemm_i8(x2, wq), wq, in_zp, in_scale, wscale, b, out_scale, out_zp, activation, o2)
+    _requant(gemm_i8_biased(x2, wq), wq, in_zp, in_scale, wscale, b, out_scale, out_zp, activation, o2)
 
 
 @kernel("add_qs8")

@@ -61,7 +61,8 @@ def test_row_kernels_odd_shapes(rows, n):
 
 
 @pytest.mark.parametrize("b,hq,hk,l,s,e", [(1, 1, 1, 1, 1, 1), (1, 6, 6, 1, 37, 48), (2, 4, 2, 5, 5, 16),
-                                            (1, 8, 2, 3, 130, 64)])
+                                            (1, 8, 2, 3, 130, 64), (1, 3, 3, 9, 9, 5), (2, 4, 2, 17, 40, 16),
+                                            (1, 12, 12, 128, 128, 32), (1, 2, 1, 31, 31, 7)])
 def test_attention_kernel_odd_shapes(b, hq, hk, l, s, e):
     rng = np.random.default_rng(l * s)
     q = rng.normal(size=(b, hq, l, e)).astype(np.float32)
@@ -72,6 +73,27 @@ def test_attention_kernel_odd_shapes(b, hq, hk, l, s, e):
     KERNELS["scaled_dot_product_attention"](out, q, k, v, mask, enable_gqa=hq != hk)
     want = REGISTRY["scaled_dot_product_attention"].forward(q, k, v, mask, enable_gqa=hq != hk)
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("l,s", [(9, 9), (20, 33), (128, 128)])
+def test_prefill_attention_with_padding_mask_and_empty_rows(l, s):
+    """The fused loop (more than 8 queries) with an encoder's (B, 1, 1, S) padding mask, a causal mask,
+    and a (B, 1, L, S) mask with fully masked rows (those give zeros)."""
+    rng = np.random.default_rng(l + s)
+    q = rng.normal(size=(2, 3, l, 16)).astype(np.float32)
+    k = rng.normal(size=(2, 3, s, 16)).astype(np.float32)
+    v = rng.normal(size=(2, 3, s, 8)).astype(np.float32)
+    pad = np.ones((2, 1, 1, s), bool)
+    pad[1, ..., s // 2:] = False
+    rows = rng.random((2, 1, l, s)) < 0.7
+    rows[0, 0, 3] = False
+    for mask, causal in ((pad, False), (None, True), (rows, False), (pad, True)):
+        out = np.empty((2, 3, l, 8), np.float32)
+        KERNELS["scaled_dot_product_attention"](out, q, k, v, mask, is_causal=causal)
+        want = REGISTRY["scaled_dot_product_attention"].forward(q, k, v, mask, is_causal=causal)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+        if mask is rows:
+            assert not out[0, :, 3].any()
 
 
 def test_negative_and_out_of_range_ids_are_input_errors():
@@ -142,13 +164,66 @@ def test_static_int8_conv_matches_reference_exactly(shape, k):
     assert out.min() >= 7
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (3, 5, 7), (4, 4, 64), (9, 13, 100), (130, 67, 384), (64, 300, 1536)])
-def test_int8_gemm_is_exact(m, n, k):
+def _int8_paths():
+    from edgetorch._native import simd
+    return [pytest.param(True, id="vnni", marks=pytest.mark.skipif(not simd.HAVE_VNNI, reason="no AVX512-VNNI")),
+            pytest.param(False, id="portable")]
+
+
+@pytest.mark.parametrize("vnni", _int8_paths())
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (3, 5, 7), (4, 4, 64), (8, 16, 4), (9, 13, 100), (17, 33, 131),
+                                   (130, 67, 384), (64, 300, 1536)])
+def test_int8_gemm_is_exact(m, n, k, vnni, monkeypatch):
+    """Both paths, exact; shapes off the VNNI micro-tile (8 rows x 16 columns, K in quads) on each side."""
+    from edgetorch._native import simd
     from edgetorch.runtime.kernels.quant import gemm_i8
+    monkeypatch.setattr(simd, "HAVE_VNNI", vnni)
     rng = np.random.default_rng(m * n + k)
     a = rng.integers(-128, 128, size=(m, k)).astype(np.int8)
     w = rng.integers(-128, 128, size=(n, k)).astype(np.int8)
+    a[0, :], w[0, :] = -128, -128                    # the largest products
     np.testing.assert_array_equal(gemm_i8(a, w), a.astype(np.int64) @ w.astype(np.int64).T)
+
+
+@pytest.mark.parametrize("vnni", _int8_paths())
+@pytest.mark.parametrize("m,n,k", [(1, 7, 5), (3, 288, 288), (8, 16, 64), (13, 33, 131), (360, 10, 576)])
+@pytest.mark.parametrize("act", [None, "relu", "gelu"])
+def test_int8_dynamic_linear_on_both_paths(m, n, k, act, vnni, monkeypatch):
+    from edgetorch._native import simd
+    monkeypatch.setattr(simd, "HAVE_VNNI", vnni)
+    rng = np.random.default_rng(m + n + k)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    x[0] = 0                                         # an all-zero row: scale 1, no division by zero
+    wq = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
+    s = rng.uniform(0.001, 0.01, size=n).astype(np.float32)
+    for b in (None, rng.normal(size=n).astype(np.float32)):
+        out = np.empty((m, n), np.float32)
+        KERNELS["linear_q8"](out, x, wq, s, b, activation=act, dynamic=True)
+        want = REGISTRY["linear_q8"].forward(x, wq, s, b, activation=act, dynamic=True)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("m,k", [(1, 1), (3, 288), (40, 1000), (129, 384)])
+def test_row_quantization_serial_and_parallel_match_numpy(m, k):
+    """Per-row int8 quantization: scale = max|x| / 127 (1 for a zero row), round half to even;
+    the max runs as an integer max over the float bits, so denormals and zeros are checked too."""
+    from edgetorch.runtime.kernels.quant import _quant_rows_p, _quant_rows_s
+    rng = np.random.default_rng(k)
+    x = (rng.normal(size=(m, k)) * 3).astype(np.float32)
+    x[0, 0] = 127 * 0.5 * 3 if k > 1 else x[0, 0]      # ties at .5 somewhere in row 0
+    if m > 2:
+        x[1] = 0
+        x[2] = 0
+        x[2, -1] = -1e-40
+    amax = np.abs(x).max(axis=1)
+    d = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    want = np.clip(np.rint(x / d[:, None]), -127, 127).astype(np.int8)
+    for fn in (_quant_rows_s, _quant_rows_p):
+        for off, dt in ((0, np.int8), (128, np.uint8)):
+            q, sx = np.empty((m, k), dt), np.empty(m, np.float32)
+            fn(x, q, sx, off)
+            np.testing.assert_array_equal(sx, d)
+            np.testing.assert_array_equal(q.astype(np.int32) - off, want)
 
 
 @pytest.mark.parametrize("groups,stride", [(1, (1, 1)), (2, (2, 1)), (4, (1, 2))])

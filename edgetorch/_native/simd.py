@@ -1,0 +1,263 @@
+"""Explicit SIMD for the integer kernels: AVX-512 VNNI byte dot products from Numba.
+
+LLVM never turns a Numba loop into `vpdpbusd` (../shared/NUMBA.md: the best
+a loop gets is `vpmaddwd` on int16 lanes), yet one `vpdpbusd` does 32
+multiply-adds of unsigned by signed bytes into 8 int32 lanes: the
+instruction ONNX Runtime's MLAS and llama.cpp build their int8 kernels on.
+This module gives Numba code a few vector values and the operations on them,
+as Numba intrinsics that emit the LLVM IR directly:
+
+    v = vzero()                 8 int32 lanes of 0
+    v = vload(a, i)             32 bytes of the 1-byte array a from flat element i
+    v = vbcast4(a, i)           the 4 bytes a[i:i+4] in every lane
+    v = vdot(acc, u, s)         acc + per lane sum of 4 products u8 x s8 (vpdpbusd)
+    v = vadd(v, w); v = vand(v, w); v = vsrl4(v)
+                                lane-wise add, bitwise and; every int32 lane shifted right 4
+    v = vsplat(n)               the int32 n in every lane
+    vstore(c, i, v)             the 8 lanes into the int32 array c from flat element i
+    n = vhsum(v)                the sum of the 8 lanes (int32)
+    f = vcvt(v)                 the 8 lanes as float32
+    f = vfma(f, g, h)           f * g + h, float32 lanes
+    f = vfsplat(x), vfload(a, i), vfstore(a, i, f), x = vfhsum(f)
+
+The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
+machine's other loops; Zen 4 runs 512-bit ones at the same rate).  Indices
+are flat element indices into C-contiguous arrays and nothing is bounds
+checked: callers size their arrays (the runtime's kernels pad them).
+
+The instructions exist only where the CPU has AVX512-VNNI and AVX512-VL:
+`HAVE_VNNI` says so, and kernels built on this module are compiled (lazily)
+and called only when it is true; everything else keeps a portable loop.
+EDGETORCH_VNNI=0 turns the paths off (for A/B measurements and for testing
+the portable kernels on a VNNI machine).
+"""
+import os
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+
+def _host_has_vnni():
+    if os.environ.get("EDGETORCH_VNNI", "1") == "0":
+        return False
+    from numba.core import config
+    if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:
+        return False        # a user-chosen LLVM target may not have the instructions
+    try:
+        import llvmlite.binding as ll
+        feats = ll.get_host_cpu_features()
+    except Exception:       # pragma: no cover - llvmlite without host introspection
+        return False
+    return bool(feats.get("avx512vnni") and feats.get("avx512vl"))
+
+
+HAVE_VNNI = _host_has_vnni()
+
+_I32 = ir.IntType(32)
+_VI = ir.VectorType(_I32, 8)
+_VF = ir.VectorType(ir.FloatType(), 8)
+
+
+class _Vec(types.Type):
+    def __init__(self, name):
+        super().__init__(name)
+
+
+i32x8 = _Vec("i32x8")
+f32x8 = _Vec("f32x8")
+
+
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VI if fe_type is i32x8 else _VF)
+
+
+register_model(_Vec)(_VecModel)
+
+
+def _byte_array(t):
+    return isinstance(t, types.Array) and t.dtype in (types.int8, types.uint8) and t.layout == "C"
+
+
+def _array_of(t, dtype):
+    return isinstance(t, types.Array) and t.dtype == dtype and t.layout == "C"
+
+
+def _ptr(ctx, b, aty, arr, idx, elem):
+    data = ctx.make_array(aty)(ctx, b, arr).data
+    return b.bitcast(b.gep(data, [idx]), elem.as_pointer())
+
+
+def _splat(b, x, vty):
+    v = b.insert_element(ir.Constant(vty, None), x, ir.Constant(_I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vty, None), ir.Constant(_VI, None))
+
+
+@intrinsic
+def vzero(typingctx):
+    return i32x8(), lambda ctx, b, sig, args: ir.Constant(_VI, None)
+
+
+@intrinsic
+def vload(typingctx, a, i):
+    if not (_byte_array(a) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        return b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _VI), align=1)
+    return i32x8(a, i), codegen
+
+
+@intrinsic
+def vbcast4(typingctx, a, i):
+    if not (_byte_array(a) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        return _splat(b, b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _I32), align=1), _VI)
+    return i32x8(a, i), codegen
+
+
+@intrinsic
+def vdot(typingctx, acc, u, s):
+    if not (acc is i32x8 and u is i32x8 and s is i32x8):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VI, [_VI, _VI, _VI]),
+                                            "llvm.x86.avx512.vpdpbusd.256")
+        return b.call(fn, list(args))
+    return i32x8(acc, u, s), codegen
+
+
+@intrinsic
+def vand(typingctx, x, y):
+    if not (x is i32x8 and y is i32x8):
+        return None
+    return i32x8(x, y), lambda ctx, b, sig, args: b.and_(args[0], args[1])
+
+
+@intrinsic
+def vadd(typingctx, x, y):
+    if not (x is i32x8 and y is i32x8):
+        return None
+    return i32x8(x, y), lambda ctx, b, sig, args: b.add(args[0], args[1])
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        return _splat(b, ctx.cast(b, args[0], sig.args[0], types.int32), _VI)
+    return i32x8(x), codegen
+
+
+@intrinsic
+def vsrl4(typingctx, x):
+    if x is not i32x8:
+        return None
+
+    def codegen(ctx, b, sig, args):
+        return b.lshr(args[0], ir.Constant(_VI, [4] * 8))
+    return i32x8(x), codegen
+
+
+@intrinsic
+def vstore(typingctx, c, i, v):
+    if not (_array_of(c, types.int32) and isinstance(i, types.Integer) and v is i32x8):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        b.store(args[2], _ptr(ctx, b, sig.args[0], args[0], args[1], _VI), align=4)
+        return ctx.get_dummy_value()
+    return types.none(c, i, v), codegen
+
+
+def _hsum(b, v, add):
+    # halve the vector twice then add the last pair: 3 adds, no lane-by-lane extraction
+    n = 8
+    while n > 1:
+        n //= 2
+        lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
+        hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n, 2 * n))))
+        v = add(lo, hi)
+    return b.extract_element(v, ir.Constant(_I32, 0))
+
+
+@intrinsic
+def vhsum(typingctx, v):
+    if v is not i32x8:
+        return None
+    return types.int32(v), lambda ctx, b, sig, args: _hsum(b, args[0], b.add)
+
+
+@intrinsic
+def vcvt(typingctx, v):
+    if v is not i32x8:
+        return None
+    return f32x8(v), lambda ctx, b, sig, args: b.sitofp(args[0], _VF)
+
+
+@intrinsic
+def vfsplat(typingctx, x):
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        return _splat(b, ctx.cast(b, args[0], sig.args[0], types.float32), _VF)
+    return f32x8(x), codegen
+
+
+@intrinsic
+def vfzero(typingctx):
+    return f32x8(), lambda ctx, b, sig, args: ir.Constant(_VF, None)
+
+
+@intrinsic
+def vfma(typingctx, x, y, z):
+    if not (x is f32x8 and y is f32x8 and z is f32x8):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VF, [_VF, _VF, _VF]), "llvm.fma.v8f32")
+        return b.call(fn, list(args))
+    return f32x8(x, y, z), codegen
+
+
+@intrinsic
+def vfmul(typingctx, x, y):
+    if not (x is f32x8 and y is f32x8):
+        return None
+    return f32x8(x, y), lambda ctx, b, sig, args: b.fmul(args[0], args[1])
+
+
+@intrinsic
+def vfload(typingctx, a, i):
+    if not (_array_of(a, types.float32) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        return b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _VF), align=4)
+    return f32x8(a, i), codegen
+
+
+@intrinsic
+def vfstore(typingctx, c, i, v):
+    if not (_array_of(c, types.float32) and isinstance(i, types.Integer) and v is f32x8):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        b.store(args[2], _ptr(ctx, b, sig.args[0], args[0], args[1], _VF), align=4)
+        return ctx.get_dummy_value()
+    return types.none(c, i, v), codegen
+
+
+@intrinsic
+def vfhsum(typingctx, v):
+    if v is not f32x8:
+        return None
+    return types.float32(v), lambda ctx, b, sig, args: _hsum(b, args[0], b.fadd)

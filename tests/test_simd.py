@@ -1,0 +1,101 @@
+"""edgetorch._native.simd: each vector intrinsic against numpy, in small Numba functions.
+The byte dot product (vpdpbusd) needs AVX512-VNNI: those tests skip without it."""
+import numpy as np
+import pytest
+from numba import njit
+
+from edgetorch._native import simd
+from edgetorch._native.simd import (vadd, vand, vbcast4, vcvt, vdot, vfhsum, vfload, vfma, vfmul, vfsplat, vfstore,
+                                    vfzero, vhsum, vload, vsplat, vsrl4, vstore, vzero)
+
+vnni = pytest.mark.skipif(not simd.HAVE_VNNI, reason="needs AVX512-VNNI and AVX512-VL")
+
+
+@njit
+def _dot(u, s):
+    acc = vzero()
+    for k in range(0, u.shape[0], 32):
+        acc = vdot(acc, vload(u, k), vload(s, k))
+    return vhsum(acc)
+
+
+@njit
+def _lanes(u, s, out):
+    # out (8,) int32: lane j = sum over 4 bytes of u[4j:4j+4] * s[4j:4j+4]
+    vstore(out, 0, vdot(vzero(), vload(u, 0), vload(s, 0)))
+
+
+@njit
+def _bcast(a, i, w, out):
+    vstore(out, 0, vdot(vzero(), vbcast4(a, i), vload(w, 0)))
+
+
+@vnni
+@pytest.mark.parametrize("n", [32, 64, 352])
+def test_byte_dot_product_is_exact_at_the_extremes(n):
+    rng = np.random.default_rng(n)
+    u = rng.integers(0, 256, n).astype(np.uint8)
+    s = rng.integers(-128, 128, n).astype(np.int8)
+    u[:32], s[:32] = 255, -128                       # the largest products: no saturation, no wrap
+    assert _dot(u, s) == int(u.astype(np.int64) @ s.astype(np.int64))
+
+
+@vnni
+def test_byte_dot_lanes_and_broadcast():
+    rng = np.random.default_rng(1)
+    u = rng.integers(0, 256, 32).astype(np.uint8)
+    s = rng.integers(-128, 128, 32).astype(np.int8)
+    out = np.empty(8, np.int32)
+    _lanes(u, s, out)
+    np.testing.assert_array_equal(out, (u.astype(np.int64) * s).reshape(8, 4).sum(1))
+    a = rng.integers(0, 256, 11).astype(np.uint8)
+    _bcast(a, 5, s, out)                             # a[5:9] against each lane's 4 bytes
+    np.testing.assert_array_equal(out, (s.astype(np.int64).reshape(8, 4) * a[5:9]).sum(1))
+
+
+@njit
+def _int_ops(x, out):
+    v = vload(x, 0)
+    vstore(out, 0, vand(vsrl4(v), vsplat(0x0F0F0F0F)))
+    vstore(out, 8, vadd(v, vsplat(-1)))
+    return vhsum(v)
+
+
+def test_integer_lane_ops():
+    x = np.arange(32, dtype=np.uint8) * 7
+    out = np.empty(16, np.int32)
+    total = _int_ops(x, out)
+    lanes = x.view(np.int32)
+    np.testing.assert_array_equal(out[:8], (lanes.view(np.uint32) >> 4) & 0x0F0F0F0F)
+    np.testing.assert_array_equal(out[8:], lanes - 1)
+    want = int(lanes.astype(np.int64).sum())
+    assert total == (want + 2**31) % 2**32 - 2**31      # int32 lanes wrap
+
+
+@njit
+def _float_ops(a, b, ints, out):
+    f = vfma(vfload(a, 0), vfload(b, 0), vfsplat(np.float32(0.5)))
+    vfstore(out, 0, f)
+    vfstore(out, 8, vfmul(vcvt(vload(ints, 0)), vfzero() if a.shape[0] == 0 else vfsplat(2.0)))
+    return vfhsum(f)
+
+
+def test_float_lane_ops():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(2, 8)).astype(np.float32)
+    ints = rng.integers(-1000, 1000, 8).astype(np.int32)
+    out = np.empty(16, np.float32)
+    total = _float_ops(a, b, ints.view(np.uint8), out)
+    np.testing.assert_allclose(out[:8], a * b + 0.5, rtol=1e-6)
+    np.testing.assert_array_equal(out[8:], ints.astype(np.float32) * 2)
+    assert total == pytest.approx(float((a * b + 0.5).sum()), rel=1e-5)
+
+
+def test_intrinsics_refuse_wrong_types():
+    from numba.core.errors import TypingError
+
+    @njit
+    def bad(x):
+        return vload(x, 0)
+    with pytest.raises(TypingError):
+        bad(np.zeros(32, np.float32))                # vload reads bytes only
