@@ -11,8 +11,9 @@ as Numba intrinsics that emit the LLVM IR directly:
     v = vload(a, i)             32 bytes of the 1-byte array a from flat element i
     v = vbcast4(a, i)           the 4 bytes a[i:i+4] in every lane
     v = vdot(acc, u, s)         acc + per lane sum of 4 products u8 x s8 (vpdpbusd)
-    v = vadd(v, w); v = vand(v, w); v = vsrl4(v)
-                                lane-wise add, bitwise and; every int32 lane shifted right 4
+    v = vload4(c, i)            8 int32 of the int32 array c from flat element i
+    v = vadd(v, w); v = vsub(v, w); v = vand(v, w); v = vsrl4(v)
+                                lane-wise add, subtract, bitwise and; each lane shifted right 4
     v = vsplat(n)               the int32 n in every lane
     vstore(c, i, v)             the 8 lanes into the int32 array c from flat element i
     n = vhsum(v)                the sum of the 8 lanes (int32)
@@ -144,6 +145,23 @@ def vadd(typingctx, x, y):
     if not (x is i32x8 and y is i32x8):
         return None
     return i32x8(x, y), lambda ctx, b, sig, args: b.add(args[0], args[1])
+
+
+@intrinsic
+def vsub(typingctx, x, y):
+    if not (x is i32x8 and y is i32x8):
+        return None
+    return i32x8(x, y), lambda ctx, b, sig, args: b.sub(args[0], args[1])
+
+
+@intrinsic
+def vload4(typingctx, a, i):
+    if not (_array_of(a, types.int32) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        return b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _VI), align=4)
+    return i32x8(a, i), codegen
 
 
 @intrinsic

@@ -224,36 +224,41 @@ def _attention_py(q, k, v, bias, scale, out):
         h = job % Hq
         kh = h // rep
         s = np.empty(S, dtype=np.float32)
+        p = np.empty(S, dtype=np.float32)
+        bits = np.empty(S, dtype=np.int32)
+        acc = np.empty(Ev, dtype=np.float32)
         for i in range(L):
             m = np.float32(-np.inf)
             for j in range(S):
                 if bias[i, j] == -np.inf:          # masked key (the unused tail of a KV cache): skip its dot
                     s[j] = -np.inf
                     continue
-                acc = np.float32(0.0)
+                a = np.float32(0.0)
                 for e in range(E):
-                    acc += q[b, h, i, e] * k[b, kh, j, e]
-                val = acc * scale + bias[i, j]
+                    a += q[b, h, i, e] * k[b, kh, j, e]
+                val = a * scale + bias[i, j]
                 s[j] = val
                 if val > m:
                     m = val
-            tot = np.float32(0.0)
             if m == -np.inf:
-                for j in range(S):
-                    s[j] = 0.0
-            else:
-                for j in range(S):
-                    p = np.float32(math.exp(s[j] - m))
-                    s[j] = p
-                    tot += p
-            inv = np.float32(1.0) / tot if tot > 0 else np.float32(0.0)
-            for e in range(Ev):
-                out[b, h, i, e] = np.float32(0.0)
+                for e in range(Ev):
+                    out[b, h, i, e] = 0.0
+                continue
+            # the vectorized exp (a libm call per key was most of a decode step's attention)
+            exp_shifted(s, m, p, bits)
+            tot = np.float32(0.0)
             for j in range(S):
-                p = s[j] * inv
-                if p != 0.0:
+                tot += p[j]
+            for e in range(Ev):
+                acc[e] = 0.0
+            for j in range(S):
+                pj = p[j]
+                if pj != 0.0:
                     for e in range(Ev):
-                        out[b, h, i, e] += p * v[b, kh, j, e]
+                        acc[e] += pj * v[b, kh, j, e]
+            inv = np.float32(1.0) / tot
+            for e in range(Ev):
+                out[b, h, i, e] = acc[e] * inv
 
 
 # fast-math without `ninf`: these loops compare with -inf (masked keys, fully masked rows), which

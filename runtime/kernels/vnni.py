@@ -21,9 +21,10 @@ Gops/s, against 140-155 for the portable int8 GEMM (vpmaddwd) and 170-190
 for OpenBLAS sgemm on the same shapes.
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
-from edgetorch._native.simd import vadd, vbcast4, vdot, vload, vstore, vzero
+from edgetorch._native.simd import (vadd, vand, vbcast4, vcvt, vdot, vfhsum, vfma, vfsplat, vfzero, vload, vload4,
+                                    vsplat, vsrl4, vstore, vsub, vzero)
 
 from ._jit import twins
 
@@ -169,4 +170,85 @@ def as_u8(a, Kp):
     return au
 
 
-PAR_OPS = 1 << 16   # multiply-adds from which the parallel copy pays (a 288 x 288 GEMV already does)
+# multiply-adds from which the parallel copies pay: the VNNI loops run a 768 x 288 GEMV in ~8 us on
+# one thread, which waking the second one does not beat until ~2M weights (measured: 288 x 288 to
+# 864 x 288 serial 3.6-8.4 us vs parallel 5.8-10.5; the 32000 x 288 LM head 275-420 vs 215-263)
+PAR_OPS = 1 << 21
+
+
+# ------------------------------------------------------------------ int4 GEMV (8da4w decode)
+
+def _x_blocks_py(xq, cx):
+    # cx[m, 8 b + l] = 8 * (sum of the 4 bytes of xq[m] in lane l of block b): the zero point 8 of
+    # symmetric int4 times x, in the lanes vpdpbusd sums into (the correction term, once per call)
+    M, K = xq.shape
+    eights = vsplat(0x08080808)
+    for m in range(M):
+        for blk in range(K // 32):
+            vstore(cx, m * (K // 4) + blk * 8, vdot(vzero(), eights, vload(xq, m * K + blk * 32)))
+
+
+_x_blocks = njit(cache=True)(_x_blocks_py)
+
+
+def _gemv_q4_py(xq, cx, wp, s, sx, n, out):
+    # out (M, n) = sx[m] * sum_g s[j, g] * sum_{k in g} (q[j, k] - 8) * xq[m, k], symmetric int4 in
+    # row pairs: byte wp[p, k] holds row 2p's weight in its low nibble and row 2p + 1's in its high
+    # one, so one 32-byte load gives both rows 32 weights; the nibbles are the unsigned operand of
+    # vpdpbusd and xq (int8) the signed one.  A group's int32 lanes go to float once, times the
+    # group scale, into float lanes summed at the end of the row.  A task is two pairs (4 rows, 4
+    # independent chains: 1.3x faster than one pair); an odd last pair is computed twice, stored once.
+    M, K = xq.shape
+    P = wp.shape[0]
+    ng = s.shape[1]
+    bpg = K // 32 // ng
+    lo4 = vsplat(0x0F0F0F0F)
+    for t in prange((P + 1) // 2):
+        p0 = 2 * t
+        p1 = min(p0 + 1, P - 1)
+        j0 = 2 * p0
+        j1 = min(j0 + 1, n - 1)           # an odd n: the last pair's high nibbles are padding
+        j2 = 2 * p1
+        j3 = min(j2 + 1, n - 1)
+        for m in range(M):
+            f0 = vfzero()
+            f1 = vfzero()
+            f2 = vfzero()
+            f3 = vfzero()
+            for g in range(ng):
+                d0 = vzero()
+                d1 = vzero()
+                d2 = vzero()
+                d3 = vzero()
+                for blk in range(g * bpg, (g + 1) * bpg):
+                    x = vload(xq, m * K + blk * 32)
+                    c = vload4(cx, m * (K // 4) + blk * 8)
+                    w = vload(wp, p0 * K + blk * 32)
+                    d0 = vsub(vdot(d0, vand(w, lo4), x), c)
+                    d1 = vsub(vdot(d1, vand(vsrl4(w), lo4), x), c)
+                    w = vload(wp, p1 * K + blk * 32)
+                    d2 = vsub(vdot(d2, vand(w, lo4), x), c)
+                    d3 = vsub(vdot(d3, vand(vsrl4(w), lo4), x), c)
+                f0 = vfma(vcvt(d0), vfsplat(s[j0, g]), f0)
+                f1 = vfma(vcvt(d1), vfsplat(s[j1, g]), f1)
+                f2 = vfma(vcvt(d2), vfsplat(s[j2, g]), f2)
+                f3 = vfma(vcvt(d3), vfsplat(s[j3, g]), f3)
+            out[m, j0] = vfhsum(f0) * sx[m]
+            if j0 + 1 < n:
+                out[m, j0 + 1] = vfhsum(f1) * sx[m]
+            if p1 != p0:
+                out[m, j2] = vfhsum(f2) * sx[m]
+                if j2 + 1 < n:
+                    out[m, j2 + 1] = vfhsum(f3) * sx[m]
+
+
+_gemv_q4, _gemv_q4_par = twins(_gemv_q4_py)
+
+
+def gemv_q4_sym(xq, sx, wp, s, n, out):
+    """8da4w for a few rows: xq (M, K) int8 rows with scales sx; wp (ceil(n/2), K) uint8 row pairs;
+    s (n, K // G) float32 group scales (G a multiple of 32); out (M, n) float32."""
+    M, K = xq.shape
+    cx = np.empty((M, K // 4), np.int32)
+    _x_blocks(xq, cx)
+    (_gemv_q4_par if M * wp.size * 2 >= PAR_OPS else _gemv_q4)(xq, cx, wp, s, sx, n, out)

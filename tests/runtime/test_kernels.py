@@ -11,6 +11,13 @@ HELPERS = {"conv2d_weight", "max_pool2d_backward", "avg_pool2d_backward", "adapt
            "batch_norm_train_backward"}
 
 
+def _int8_paths():
+    # the VNNI kernels (runtime/kernels/vnni.py) where the CPU has them, and the portable loops always
+    from edgetorch._native import simd
+    return [pytest.param(True, id="vnni", marks=pytest.mark.skipif(not simd.HAVE_VNNI, reason="no AVX512-VNNI")),
+            pytest.param(False, id="portable")]
+
+
 def test_kernel_table_and_registry_agree():
     assert set(KERNELS) == set(REGISTRY) - HELPERS
     assert not set(KERNELS) - set(REGISTRY)
@@ -122,12 +129,16 @@ def test_int8_linear_paths(m, n, k):
 
 @pytest.mark.parametrize("m,n,k,g", [(1, 1, 32, 32), (1, 7, 64, 32), (2, 8, 96, 32), (1, 9, 128, 64),
                                      (3, 17, 256, 128), (1, 4099, 256, 256), (4, 33, 64, 64), (6, 19, 96, 32),
-                                     (70, 301, 64, 32)])
+                                     (70, 301, 64, 32), (2, 3, 32, 32), (1, 5, 64, 32), (4, 12, 256, 64)])
 @pytest.mark.parametrize("asym", [False, True])
 @pytest.mark.parametrize("dyn", [False, True])
-def test_int4_linear_paths(m, n, k, g, asym, dyn):
-    """int4 GEMV (blocks of 8 rows, pair tails, odd N), int8-activation GEMV, tiled dequantize+BLAS."""
+@pytest.mark.parametrize("vnni", _int8_paths())
+def test_int4_linear_paths(m, n, k, g, asym, dyn, vnni, monkeypatch):
+    """int4 GEMV (blocks of 8 rows, pair tails, odd N), int8-activation GEMV (portable, and VNNI for
+    symmetric groups: 4 rows a task, an odd last pair, odd N), tiled dequantize+BLAS."""
+    from edgetorch._native import simd
     from edgetorch.quant.grids import quantize_groups_int4
+    monkeypatch.setattr(simd, "HAVE_VNNI", vnni)
     rng = np.random.default_rng(n * k + m)
     x = rng.normal(size=(m, k)).astype(np.float32)
     wp, s, z = quantize_groups_int4(rng.normal(size=(n, k)), g, symmetric=not asym)
@@ -162,12 +173,6 @@ def test_static_int8_conv_matches_reference_exactly(shape, k):
     KERNELS["conv2d_qs8"](out, xq, wq, ws, b, **attrs)
     np.testing.assert_array_equal(out, want)
     assert out.min() >= 7
-
-
-def _int8_paths():
-    from edgetorch._native import simd
-    return [pytest.param(True, id="vnni", marks=pytest.mark.skipif(not simd.HAVE_VNNI, reason="no AVX512-VNNI")),
-            pytest.param(False, id="portable")]
 
 
 @pytest.mark.parametrize("vnni", _int8_paths())
