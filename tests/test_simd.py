@@ -5,8 +5,9 @@ import pytest
 from numba import njit
 
 from edgetorch._native import simd
-from edgetorch._native.simd import (vadd, vand, vbcast4, vcvt, vdot, vfhsum, vfload, vfma, vfmul, vfsplat, vfstore,
-                                    vfzero, vhsum, vload, vsplat, vsrl4, vstore, vzero)
+from edgetorch._native.simd import (vadd, vand, vbcast4, vcvt, vdot, vfadd, vfhmax, vfhsum, vfload, vfma, vfmax,
+                                    vfmul, vfsplat, vfstore, vfzero, vhsum, vload, vload4, vsplat, vsrl4, vstore,
+                                    vsub, vzero)
 
 vnni = pytest.mark.skipif(not simd.HAVE_VNNI, reason="needs AVX512-VNNI and AVX512-VL")
 
@@ -58,16 +59,18 @@ def _int_ops(x, out):
     v = vload(x, 0)
     vstore(out, 0, vand(vsrl4(v), vsplat(0x0F0F0F0F)))
     vstore(out, 8, vadd(v, vsplat(-1)))
+    vstore(out, 16, vsub(vload4(out, 8), v))            # (v - 1) - v = -1 in every lane
     return vhsum(v)
 
 
 def test_integer_lane_ops():
     x = np.arange(32, dtype=np.uint8) * 7
-    out = np.empty(16, np.int32)
+    out = np.empty(24, np.int32)
     total = _int_ops(x, out)
     lanes = x.view(np.int32)
     np.testing.assert_array_equal(out[:8], (lanes.view(np.uint32) >> 4) & 0x0F0F0F0F)
-    np.testing.assert_array_equal(out[8:], lanes - 1)
+    np.testing.assert_array_equal(out[8:16], lanes - 1)
+    np.testing.assert_array_equal(out[16:], -1)
     want = int(lanes.astype(np.int64).sum())
     assert total == (want + 2**31) % 2**32 - 2**31      # int32 lanes wrap
 
@@ -99,3 +102,22 @@ def test_intrinsics_refuse_wrong_types():
         return vload(x, 0)
     with pytest.raises(TypingError):
         bad(np.zeros(32, np.float32))                # vload reads bytes only
+
+
+@njit
+def _max_ops(a, b, out):
+    m = vfmax(vfload(a, 0), vfload(b, 0))
+    vfstore(out, 0, vfadd(m, vfsplat(1.0)))
+    return vfhmax(m)
+
+
+@pytest.mark.parametrize("where", range(8))
+def test_float_max_and_horizontal_max(where):
+    rng = np.random.default_rng(where)
+    a, b = rng.normal(size=(2, 8)).astype(np.float32)
+    a[:] = -np.inf
+    b[where] = 100.0 + where                       # the max in each lane position in turn
+    out = np.empty(8, np.float32)
+    top = _max_ops(a, b, out)
+    np.testing.assert_array_equal(out, np.maximum(a, b) + 1)
+    assert top == 100.0 + where

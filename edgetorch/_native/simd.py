@@ -19,7 +19,8 @@ as Numba intrinsics that emit the LLVM IR directly:
     n = vhsum(v)                the sum of the 8 lanes (int32)
     f = vcvt(v)                 the 8 lanes as float32
     f = vfma(f, g, h)           f * g + h, float32 lanes
-    f = vfsplat(x), vfload(a, i), vfstore(a, i, f), x = vfhsum(f)
+    f = vfsplat(x), vfzero(), vfload(a, i), vfstore(a, i, f), x = vfhsum(f)
+    f = vfadd(f, g), vfmul(f, g), vfmax(f, g); x = vfhmax(f)   (maxnum: a NaN lane loses)
 
 The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
 machine's other loops; Zen 4 runs 512-bit ones at the same rate).  Indices
@@ -251,6 +252,40 @@ def vfmul(typingctx, x, y):
     if not (x is f32x8 and y is f32x8):
         return None
     return f32x8(x, y), lambda ctx, b, sig, args: b.fmul(args[0], args[1])
+
+
+@intrinsic
+def vfadd(typingctx, x, y):
+    if not (x is f32x8 and y is f32x8):
+        return None
+    return f32x8(x, y), lambda ctx, b, sig, args: b.fadd(args[0], args[1])
+
+
+@intrinsic
+def vfmax(typingctx, x, y):
+    if not (x is f32x8 and y is f32x8):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VF, [_VF, _VF]), "llvm.maxnum.v8f32")
+        return b.call(fn, list(args))
+    return f32x8(x, y), codegen
+
+
+@intrinsic
+def vfhmax(typingctx, v):
+    if v is not f32x8:
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VF, [_VF, _VF]), "llvm.maxnum.v8f32")
+        # halve the vector through shuffles (upper lanes undefined afterwards), lane 0 holds the max
+        v = args[0]
+        for n in (4, 2, 1):
+            hi = b.shuffle_vector(v, v, ir.Constant(_VI, list(range(n, 2 * n)) + list(range(8 - n))))
+            v = b.call(fn, [v, hi])
+        return b.extract_element(v, ir.Constant(_I32, 0))
+    return types.float32(v), codegen
 
 
 @intrinsic

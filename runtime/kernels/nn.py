@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from edgetorch._native import norm as _norm
+from edgetorch._native.simd import vfhmax, vfload, vfma, vfmax, vfmul, vfsplat, vfstore, vfzero
 from edgetorch._native.vmath import exp_shifted
 
 from ._jit import twins
@@ -310,20 +311,25 @@ _softmax_scores, _softmax_scores_par = twins(_softmax_scores_py, fastmath=_NO_IN
 SOFTMAX_PAR = 1 << 21
 
 
-def _attention_rows_py(q, kT, vT, bias, scale, out):
-    # prefill / encoder attention, fused: q (B, H, L, E), keys and values transposed, kT (B, Hk, E, S)
-    # and vT (B, Hk, Ev, S), C-contiguous; bias broadcast to (B, H, L, S) (zero strides allowed).
-    # A task is one head's block of 16 query rows, 4 rows at a time: scores s[r, :] += q[r, e] * kT[e, :]
-    # along contiguous key rows (the kT loads shared by 4 rows), one-pass softmax per row, then
-    # out[r, e] = p[r, :] . vT[e, :] as dot products (an axpy over Ev per key ran 2x slower).
-    # Measured on a MiniLM-shaped layer (12 x 128 x 128 x 32): 0.54 ms against 1.0 for the batched
-    # BLAS matmuls around the one-pass softmax.
+def _attention_rows_py(q, kT, v, bias, scale, out):
+    # prefill / encoder attention, fused: q (B, H, L, E), keys transposed kT (B, Hk, E, S), values
+    # v (B, Hk, S, Ev), bias (Bb, Hb, Lb, S) with each of Bb, Hb, Lb 1 (broadcast) or full; all
+    # C-contiguous.  A task is one head's block of 16 query rows, 4 rows at a time, in 8-lane vectors
+    # (edgetorch._native.simd): scores for 8 keys x 4 rows in 4 accumulators (each key-row load
+    # serves 4 rows), the bias added and the row max taken in the same registers; one-pass softmax
+    # through the vectorized exp; P.V as 4 rows x 8 value lanes, each value load serving 4 rows.
+    # Key and value tails (S, Ev not multiples of 8) run scalar.  Measured on a MiniLM-shaped layer
+    # (12 x 128 x 128 x 32): 0.54 ms for the plain loops, 1.0 for batched BLAS matmuls around a softmax.
     B, H, L, E = q.shape
     Hk, S = kT.shape[1], kT.shape[3]
-    Ev = vT.shape[2]
+    Ev = v.shape[3]
+    Bb, Hb, Lb = bias.shape[0], bias.shape[1], bias.shape[2]
+    bflat = bias.reshape(-1)
     rep = H // Hk
     RB = 16
     nrb = (L + RB - 1) // RB
+    S8 = S // 8 * 8
+    E8 = Ev // 8 * 8
     for t in prange(B * H * nrb):
         b = t // (H * nrb)
         h = (t // nrb) % H
@@ -333,27 +339,76 @@ def _attention_rows_py(q, kT, vT, bias, scale, out):
         p = np.zeros((4, S), np.float32)
         bits = np.empty(S, np.int32)
         inv = np.zeros(4, np.float32)
+        mx = np.empty(4, np.float32)
+        qs = np.empty((4, E), np.float32)
+        brow = np.empty(4, np.int64)
         i1 = min(L, i0 + RB)
+        kbase = (b * Hk + kh) * E * S
+        vbase = (b * Hk + kh) * S * Ev
         for ib in range(i0, i1, 4):
             nr = min(4, i1 - ib)        # rows of this step; missing ones repeat row ib and are not stored
-            s[:] = 0.0
-            for e in range(E):
-                q0 = q[b, h, ib, e] * scale
-                q1 = q[b, h, ib + 1 if nr > 1 else ib, e] * scale
-                q2 = q[b, h, ib + 2 if nr > 2 else ib, e] * scale
-                q3 = q[b, h, ib + 3 if nr > 3 else ib, e] * scale
-                for j in range(S):
-                    kv = kT[b, kh, e, j]
-                    s[0, j] += q0 * kv
-                    s[1, j] += q1 * kv
-                    s[2, j] += q2 * kv
-                    s[3, j] += q3 * kv
+            for r in range(4):
+                ii = ib + r if r < nr else ib
+                for e in range(E):
+                    qs[r, e] = q[b, h, ii, e] * scale
+                brow[r] = (((b if Bb > 1 else 0) * Hb + (h if Hb > 1 else 0)) * Lb + (ii if Lb > 1 else 0)) * S
+            m0 = vfsplat(-np.inf)
+            m1 = vfsplat(-np.inf)
+            m2 = vfsplat(-np.inf)
+            m3 = vfsplat(-np.inf)
+            # 8 accumulators (two 8-key vectors x 4 rows): FMA latency is hidden only with that many
+            for j0 in range(0, S8, 16):
+                w = 1 if j0 + 8 < S8 else 0      # a last lone vector of 8 keys: its twin is a repeat
+                a0 = vfload(bias, brow[0] + j0)
+                a1 = vfload(bias, brow[1] + j0)
+                a2 = vfload(bias, brow[2] + j0)
+                a3 = vfload(bias, brow[3] + j0)
+                c0 = vfload(bias, brow[0] + j0 + 8 * w)
+                c1 = vfload(bias, brow[1] + j0 + 8 * w)
+                c2 = vfload(bias, brow[2] + j0 + 8 * w)
+                c3 = vfload(bias, brow[3] + j0 + 8 * w)
+                for e in range(E):
+                    kv = vfload(kT, kbase + e * S + j0)
+                    kw = vfload(kT, kbase + e * S + j0 + 8 * w)
+                    x0 = vfsplat(qs[0, e])
+                    x1 = vfsplat(qs[1, e])
+                    x2 = vfsplat(qs[2, e])
+                    x3 = vfsplat(qs[3, e])
+                    a0 = vfma(x0, kv, a0)
+                    a1 = vfma(x1, kv, a1)
+                    a2 = vfma(x2, kv, a2)
+                    a3 = vfma(x3, kv, a3)
+                    c0 = vfma(x0, kw, c0)
+                    c1 = vfma(x1, kw, c1)
+                    c2 = vfma(x2, kw, c2)
+                    c3 = vfma(x3, kw, c3)
+                vfstore(s, j0, a0)
+                vfstore(s, S + j0, a1)
+                vfstore(s, 2 * S + j0, a2)
+                vfstore(s, 3 * S + j0, a3)
+                vfstore(s, j0 + 8 * w, c0)
+                vfstore(s, S + j0 + 8 * w, c1)
+                vfstore(s, 2 * S + j0 + 8 * w, c2)
+                vfstore(s, 3 * S + j0 + 8 * w, c3)
+                m0 = vfmax(m0, vfmax(a0, c0))
+                m1 = vfmax(m1, vfmax(a1, c1))
+                m2 = vfmax(m2, vfmax(a2, c2))
+                m3 = vfmax(m3, vfmax(a3, c3))
+            mx[0] = vfhmax(m0)
+            mx[1] = vfhmax(m1)
+            mx[2] = vfhmax(m2)
+            mx[3] = vfhmax(m3)
+            for r in range(4):
+                for j in range(S8, S):
+                    acc = np.float32(0.0)
+                    for e in range(E):
+                        acc += qs[r, e] * kT[b, kh, e, j]
+                    val = acc + bflat[brow[r] + j]
+                    s[r, j] = val
+                    if val > mx[r]:
+                        mx[r] = val
             for r in range(nr):
-                i = ib + r
-                m = np.float32(-np.inf)
-                for j in range(S):
-                    s[r, j] += bias[b, h, i, j]
-                    m = max(m, s[r, j])
+                m = mx[r]
                 if m == -np.inf:             # a fully masked row gives zeros, as the other paths do
                     p[r, :] = 0.0
                     inv[r] = 0.0
@@ -363,24 +418,44 @@ def _attention_rows_py(q, kT, vT, bias, scale, out):
                 for j in range(S):
                     tot += p[r, j]
                 inv[r] = np.float32(1.0) / tot
-            for e in range(Ev):
-                a0 = np.float32(0.0)
-                a1 = np.float32(0.0)
-                a2 = np.float32(0.0)
-                a3 = np.float32(0.0)
+            for e0 in range(0, E8, 16):
+                w = 1 if e0 + 8 < E8 else 0      # as above: 8 accumulators, a lone last vector repeated
+                a0 = vfzero()
+                a1 = vfzero()
+                a2 = vfzero()
+                a3 = vfzero()
+                c0 = vfzero()
+                c1 = vfzero()
+                c2 = vfzero()
+                c3 = vfzero()
                 for j in range(S):
-                    vv = vT[b, kh, e, j]
-                    a0 += p[0, j] * vv
-                    a1 += p[1, j] * vv
-                    a2 += p[2, j] * vv
-                    a3 += p[3, j] * vv
-                out[b, h, ib, e] = a0 * inv[0]
-                if nr > 1:
-                    out[b, h, ib + 1, e] = a1 * inv[1]
-                if nr > 2:
-                    out[b, h, ib + 2, e] = a2 * inv[2]
-                if nr > 3:
-                    out[b, h, ib + 3, e] = a3 * inv[3]
+                    vv = vfload(v, vbase + j * Ev + e0)
+                    vw = vfload(v, vbase + j * Ev + e0 + 8 * w)
+                    x0 = vfsplat(p[0, j])
+                    x1 = vfsplat(p[1, j])
+                    x2 = vfsplat(p[2, j])
+                    x3 = vfsplat(p[3, j])
+                    a0 = vfma(x0, vv, a0)
+                    a1 = vfma(x1, vv, a1)
+                    a2 = vfma(x2, vv, a2)
+                    a3 = vfma(x3, vv, a3)
+                    c0 = vfma(x0, vw, c0)
+                    c1 = vfma(x1, vw, c1)
+                    c2 = vfma(x2, vw, c2)
+                    c3 = vfma(x3, vw, c3)
+                ob = ((b * H + h) * L + ib) * Ev + e0
+                for r in range(nr):
+                    ar = a0 if r == 0 else (a1 if r == 1 else (a2 if r == 2 else a3))
+                    cr = c0 if r == 0 else (c1 if r == 1 else (c2 if r == 2 else c3))
+                    sc = vfsplat(inv[r])
+                    vfstore(out, ob + r * Ev, vfmul(ar, sc))
+                    vfstore(out, ob + r * Ev + 8 * w, vfmul(cr, sc))
+            for e in range(E8, Ev):
+                for r in range(nr):
+                    acc = np.float32(0.0)
+                    for j in range(S):
+                        acc += p[r, j] * v[b, kh, j, e]
+                    out[b, h, ib + r, e] = acc * inv[r]
 
 
 _attention_rows, _attention_rows_par = twins(_attention_rows_py, fastmath=_NO_INF_MATH)
@@ -435,12 +510,18 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
         k, v, bias = k[..., :s_eff, :], v[..., :s_eff, :], bias[..., :s_eff]
     if q.ndim == 4 and q.dtype == np.float32 and k.shape[0] == q.shape[0] and k.shape[1] == v.shape[1] \
             and bias.ndim <= 4:
-        # the fused Numba loop: no scores tensor, no BLAS calls per head
-        bb = np.broadcast_to(bias.astype(np.float32, copy=False), q.shape[:3] + (k.shape[2],))
+        # the fused Numba loop: no scores tensor, no BLAS calls per head; the bias keeps its
+        # broadcast (size-1) batch, head and query dims
+        bz = bias.astype(np.float32, copy=False).reshape((1,) * (4 - bias.ndim) + bias.shape)
+        if any(d not in (1, n) for d, n in zip(bz.shape[:3], q.shape[:3])) or bz.shape[3] != k.shape[2]:
+            raise ValueError(f"attention: mask {bias.shape} does not broadcast to {q.shape[:3] + (k.shape[2],)}")
         work = q.shape[0] * q.shape[1] * L * k.shape[2] * (q.shape[-1] + v.shape[-1])
+        o = out if out.flags.c_contiguous else np.empty(out.shape, np.float32)
         (_attention_rows_par if work >= ATTN_PAR_WORK else _attention_rows)(
-            np.ascontiguousarray(q), np.ascontiguousarray(np.swapaxes(k, -1, -2)),
-            np.ascontiguousarray(np.swapaxes(v, -1, -2)), bb, np.float32(sc), out)
+            np.ascontiguousarray(q), np.ascontiguousarray(np.swapaxes(k, -1, -2)), np.ascontiguousarray(v),
+            np.ascontiguousarray(bz), np.float32(sc), o)
+        if o is not out:
+            out[...] = o
         return
     rep = q.shape[-3] // k.shape[-3] if q.ndim >= 3 and q.shape[-3] != k.shape[-3] else 1
     if rep > 1:

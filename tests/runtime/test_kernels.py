@@ -82,20 +82,22 @@ def test_attention_kernel_odd_shapes(b, hq, hk, l, s, e):
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("l,s", [(9, 9), (20, 33), (128, 128)])
-def test_prefill_attention_with_padding_mask_and_empty_rows(l, s):
-    """The fused loop (more than 8 queries) with an encoder's (B, 1, 1, S) padding mask, a causal mask,
-    and a (B, 1, L, S) mask with fully masked rows (those give zeros)."""
-    rng = np.random.default_rng(l + s)
-    q = rng.normal(size=(2, 3, l, 16)).astype(np.float32)
-    k = rng.normal(size=(2, 3, s, 16)).astype(np.float32)
-    v = rng.normal(size=(2, 3, s, 8)).astype(np.float32)
+@pytest.mark.parametrize("l,s", [(9, 9), (20, 33), (128, 128), (13, 24)])
+@pytest.mark.parametrize("e,ev", [(16, 8), (24, 24), (5, 13), (32, 48)])
+def test_prefill_attention_with_padding_mask_and_empty_rows(l, s, e, ev):
+    """The fused loop (more than 8 queries; keys and value lanes in steps of 16, a lone 8, a scalar
+    tail) with an encoder's (B, 1, 1, S) padding mask, a causal mask, and a (B, 1, L, S) mask with
+    fully masked rows (those give zeros)."""
+    rng = np.random.default_rng(l + s + e)
+    q = rng.normal(size=(2, 3, l, e)).astype(np.float32)
+    k = rng.normal(size=(2, 3, s, e)).astype(np.float32)
+    v = rng.normal(size=(2, 3, s, ev)).astype(np.float32)
     pad = np.ones((2, 1, 1, s), bool)
     pad[1, ..., s // 2:] = False
     rows = rng.random((2, 1, l, s)) < 0.7
     rows[0, 0, 3] = False
     for mask, causal in ((pad, False), (None, True), (rows, False), (pad, True)):
-        out = np.empty((2, 3, l, 8), np.float32)
+        out = np.empty((2, 3, l, ev), np.float32)
         KERNELS["scaled_dot_product_attention"](out, q, k, v, mask, is_causal=causal)
         want = REGISTRY["scaled_dot_product_attention"].forward(q, k, v, mask, is_causal=causal)
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
