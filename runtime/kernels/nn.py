@@ -43,6 +43,7 @@ def _rms_rows_par(x, w, eps, out):
 
 
 _EMPTY = np.zeros(0, np.float32)
+_EMPTIES = {np.dtype(t): np.zeros(0, t) for t in (np.float32, np.float64)}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -66,7 +67,7 @@ def k_rms_norm(out, x, w=None, normalized_shape=(), eps=None):
         raise ValueError(f"rms_norm: normalized_shape {normalized_shape} does not fit input {x.shape}")
     e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
     x2, o2 = _rows(x, n), out.reshape(-1, n)
-    ww = _EMPTY.astype(x.dtype) if w is None else w.reshape(-1)
+    ww = _EMPTIES.get(x.dtype, _EMPTY) if w is None else w.reshape(-1)
     (_rms_rows_par if x2.shape[0] >= PAR_ROWS else _rms_rows)(x2, ww, e, o2)
 
 
@@ -82,13 +83,22 @@ def _ln_row(x, w, b, eps, out, r):
         d = x[r, j] - m
         v += d * d
     inv = 1.0 / math.sqrt(v / n + eps)
-    for j in range(n):
-        y = (x[r, j] - m) * inv
-        if w.shape[0]:
-            y = y * w[j]
-        if b.shape[0]:
-            y = y + b[j]
-        out[r, j] = y
+    # the statistics in float64, the normalization in the input's precision: float32 rows then run
+    # in float32 lanes (a 128 x 384 layer norm 27 -> ~10 us)
+    mx = x.dtype.type(m)
+    ix = x.dtype.type(inv)
+    if w.shape[0] and b.shape[0]:
+        for j in range(n):
+            out[r, j] = (x[r, j] - mx) * ix * w[j] + b[j]
+    elif w.shape[0]:
+        for j in range(n):
+            out[r, j] = (x[r, j] - mx) * ix * w[j]
+    elif b.shape[0]:
+        for j in range(n):
+            out[r, j] = (x[r, j] - mx) * ix + b[j]
+    else:
+        for j in range(n):
+            out[r, j] = (x[r, j] - mx) * ix
 
 
 @njit(cache=True, fastmath=True)
@@ -106,11 +116,11 @@ def _ln_rows_par(x, w, b, eps, out):
 @kernel("layer_norm")
 def k_layer_norm(out, x, w=None, b=None, normalized_shape=(), eps=1e-5):
     _floats(out, x, w, b)
-    n = int(np.prod(normalized_shape))
+    n = math.prod(int(d) for d in normalized_shape)
     if n <= 0 or x.size % n or out.shape != x.shape or any(t is not None and t.size != n for t in (w, b)):
         raise ValueError(f"layer_norm: normalized_shape {normalized_shape} does not fit input {x.shape}")
     x2, o2 = _rows(x, n), out.reshape(-1, n)
-    e = _EMPTY.astype(x.dtype)
+    e = _EMPTIES.get(x.dtype, _EMPTY)
     (_ln_rows_par if x2.shape[0] >= PAR_ROWS else _ln_rows)(
         x2, e if w is None else w.reshape(-1), e if b is None else b.reshape(-1), float(eps), o2)
 
