@@ -55,7 +55,22 @@ def _host_has_vnni():
     return bool(feats.get("avx512vnni") and feats.get("avx512vl"))
 
 
+def _host_has_fma():
+    from numba.core import config
+    if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:
+        return False
+    try:
+        import llvmlite.binding as ll
+        feats = ll.get_host_cpu_features()
+    except Exception:       # pragma: no cover
+        return False
+    return bool(feats.get("avx2") and feats.get("fma"))
+
+
 HAVE_VNNI = _host_has_vnni()
+# the float lanes (f32x8) compile anywhere, but llvm.fma becomes a libm call per lane without FMA
+# hardware: kernels that are only worth it with vector FMAs check this
+HAVE_FMA = _host_has_fma()
 
 _I32 = ir.IntType(32)
 _VI = ir.VectorType(_I32, 8)

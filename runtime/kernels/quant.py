@@ -25,7 +25,6 @@ Larger inputs:
                                    time into a reused buffer) and BLAS
 """
 import math
-import weakref
 
 import numpy as np
 from numba import int32, njit, prange
@@ -34,6 +33,7 @@ from numpy.lib.stride_tricks import as_strided
 from edgetorch._native import simd
 
 from . import vnni
+from ._derived import derived
 from ._jit import twins
 from .conv import _check_window, _pad2
 from .index import check_index
@@ -117,25 +117,6 @@ def _gemv_dq8_py(xq, sx, wq, s, out):
 
 
 _gemv_dq8, _gemv_dq8_par = twins(_gemv_dq8_py)
-
-_DERIVED = {}
-
-
-def derived(a, tag, fn):
-    """fn(a), computed once and kept while the constant `a` lives (widened float16 scales,
-    weight row sums for zero-point corrections)."""
-    key = (id(a), tag)
-    hit = _DERIVED.get(key)
-    if hit is not None and hit[0]() is a:
-        return hit[1]
-    val = fn(a)
-    try:
-        ref = weakref.ref(a, lambda _, k=key, d=_DERIVED: d.pop(k, None))
-    except TypeError:           # an object that cannot be weakly referenced is not cached
-        return val
-    _DERIVED[key] = (ref, val)
-    return val
-
 
 def f32(a):
     """a as float32; a float16 array is widened once and the copy kept while `a` lives."""

@@ -114,6 +114,38 @@ def test_negative_and_out_of_range_ids_are_input_errors():
             KERNELS["embedding"](out, ids, w)
 
 
+@pytest.mark.parametrize("m,n,k", [(65, 16, 1), (67, 17, 33), (128, 1536, 384), (200, 33, 130), (256, 40, 7)])
+def test_packed_float_gemm_rows(m, n, k):
+    """65..256-row float32 linears: prepacked 16-column panels, 8-row tiles, a row tail, N padding."""
+    rng = np.random.default_rng(m * n + k)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    w = rng.normal(size=(n, k)).astype(np.float32)
+    w.flags.writeable = False                       # a program constant: packed once, cached
+    b = rng.normal(size=n).astype(np.float32)
+    out = np.empty((m, n), np.float32)
+    KERNELS["linear"](out, x, w, b)
+    np.testing.assert_allclose(out, x.astype(np.float64) @ w.T.astype(np.float64) + b, rtol=1e-4,
+                               atol=1e-4 * np.sqrt(k))
+
+
+def test_derived_arrays_are_cached_only_for_read_only_constants():
+    """A writeable weight (an arena value) may change under the same id: never served stale."""
+    from edgetorch.runtime.kernels._derived import derived
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 8)).astype(np.float32)
+    w = rng.normal(size=(16, 8)).astype(np.float32)
+    out = np.empty((100, 16), np.float32)
+    KERNELS["linear"](out, x, w)
+    w *= 2
+    KERNELS["linear"](out, x, w)
+    np.testing.assert_allclose(out, x @ w.T, rtol=1e-5, atol=1e-5)
+    calls = []
+    w.flags.writeable = False
+    for _ in range(2):
+        derived(w, "probe", lambda a: calls.append(1) or a.sum())
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 4099, 257), (3, 4099, 257), (1, 7, 5), (6, 33, 9)])
 def test_int8_linear_paths(m, n, k):
     """Serial, parallel (>= 1M weights, N not a multiple of 4) and dequantize+BLAS paths."""
