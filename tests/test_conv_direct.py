@@ -66,6 +66,8 @@ def test_serial_and_parallel_copies_agree(par, monkeypatch):
 
 
 def test_direct_path_is_taken_and_buffer_borders_stay_zero(monkeypatch):
+    # the runtime's fallback where the panel kernels do not run (no FMA); the frontend's path
+    monkeypatch.setattr(cv.simd, "HAVE_FMA", False)
     calls = []
     real = direct.conv2d
     monkeypatch.setattr(direct, "conv2d", lambda *a: calls.append((a[2].shape[2], a[4][0])) or real(*a))
@@ -81,6 +83,7 @@ def test_direct_path_is_taken_and_buffer_borders_stay_zero(monkeypatch):
 
 
 def test_small_outputs_at_large_batch_take_blas(monkeypatch):
+    monkeypatch.setattr(cv.simd, "HAVE_FMA", False)     # without the panel kernels (no FMA)
     calls = []
     real = direct.conv2d
     monkeypatch.setattr(direct, "conv2d", lambda *a: calls.append(1) or real(*a))
@@ -100,8 +103,10 @@ def test_pointwise_per_image_gemm(stride):
     wt = rng.standard_normal((6, 5, 1, 1)).astype(np.float32)
     b = rng.standard_normal(6).astype(np.float32)
     got, applied = _run(x, wt, b, stride, (0, 0), True)
-    assert not applied
-    np.testing.assert_allclose(got, reference(x, wt, b, stride, (0, 0)), rtol=1e-5, atol=1e-5)
+    # stride 1: per-image GEMMs, the caller applies ReLU; strided: the panel kernel (it fuses ReLU)
+    assert applied == (stride != 1 and cv.simd.HAVE_FMA)
+    want = reference(x, wt, b, stride, (0, 0))
+    np.testing.assert_allclose(got, np.maximum(want, 0) if applied else want, rtol=1e-5, atol=1e-5)
 
 
 def test_concurrent_calls_do_not_share_buffers():
@@ -209,3 +214,36 @@ def test_runtime_transposed_conv_kernel_takes_the_phase_path():
     out = np.full(want.shape, np.nan, np.float32)
     KERNELS["conv_transpose2d"](out, x, wt, b, **attrs)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("n,c,o,h,w,k,stride,padding", [
+    (1, 1, 1, 1, 1, 1, 1, (0, 0)), (2, 3, 16, 32, 32, 3, 1, (1, 1)), (3, 5, 9, 7, 11, 3, 2, (1, 1)),
+    (1, 4, 24, 8, 8, 3, 1, (1, 1)), (2, 7, 13, 9, 5, 5, 1, (2, 2)), (1, 3, 8, 6, 17, 2, 2, (0, 1)),
+    (2, 16, 32, 16, 16, 3, 2, (1, 1)), (1, 2, 3, 4, 4, 3, 1, (0, 0))])
+@pytest.mark.parametrize("relu", [False, True])
+def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, padding, relu):
+    """runtime/kernels/conv_panels.py: partial last panels, gathers (stride 2, panels across rows),
+    channels past the last block of 8, padding, ReLU fused, bias or none."""
+    from edgetorch._native import simd
+    from edgetorch.runtime.kernels import conv_panels
+    if not simd.HAVE_FMA:
+        pytest.skip("needs AVX2 + FMA")
+    calls = []
+    real = conv_panels.conv2d
+    rng = np.random.default_rng(n * c * o + h)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    for b in (None, rng.standard_normal(o).astype(np.float32)):
+        oh, ow = (direct.out_size((h, w)[i], k, stride, padding[i]) for i in range(2))
+        out = np.full((n, o, oh, ow), np.nan, np.float32)
+        try:
+            conv_panels.conv2d = lambda *a: calls.append(1) or real(*a)
+            applied = cv.conv2d_into(out, x, wt, b, (stride, stride), padding, (1, 1), 1, relu=relu)
+        finally:
+            conv_panels.conv2d = real
+        want = reference(x, wt, np.zeros(o, np.float32) if b is None else b, stride, padding)
+        if relu:
+            assert applied == (k > 1)               # 1x1 runs as per-image GEMMs; the caller applies ReLU
+            want = np.maximum(want, 0) if k > 1 else want
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
+    assert len(calls) == (2 if k > 1 else 0)

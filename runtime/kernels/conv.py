@@ -7,6 +7,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from edgetorch._native import conv as direct
+from edgetorch._native import simd
+
+from . import conv_panels
 
 from .linalg import apply_activation
 from .registry import kernel
@@ -40,6 +43,10 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     _check_window(x, out, (kh, kw), stride, padding, dilation, "conv2d")
     if groups < 1 or c != cg * groups or o % groups or out.shape[1] != o:
         raise ValueError(f"conv2d: {c} input channels, weight {w.shape}, groups {groups} do not fit")
+    if conv_panels.applies(x, w, out, groups, dilation) and simd.HAVE_FMA and ((kh, kw) != (1, 1) or tuple(stride) != (1, 1)) \
+            and (b is None or b.shape == (o,)):
+        conv_panels.conv2d(out, _pad2(x, padding), w, b, stride, relu)
+        return relu
     if direct.applies(x.shape, w.shape, x.dtype, stride, padding, dilation, groups) and w.dtype == out.dtype \
             == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)) \
             and out.shape[2:] == tuple(direct.out_size(x.shape[2 + i], kh, stride[i], padding[i]) for i in range(2)):
