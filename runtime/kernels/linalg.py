@@ -151,9 +151,11 @@ def _gemm_small_py(x, w, b, relu, out):
 # BLAS matmuls, it measured no faster (30-44 ms either way, 8 alternating rounds), and from 256
 # rows OpenBLAS's cache blocking wins (512x384 @ 384x1152: 2.7 vs 2.3 ms): BLAS keeps those.
 _gemm_small, _gemm_small_par = twins(_gemm_small_py, fastmath=True)
-GEMM_SMALL_ROWS = 64
-# 65..256 rows: the packed-panel GEMM of sgemm.py (prepacked weights, Numba's threads only); from
-# 512 rows OpenBLAS's cache blocking wins (512x384 @ 384x1152: 199 vs 165 GFLOPS, measured)
+# up to 16 rows this kernel; 17..256 rows the packed-panel GEMM of sgemm.py (prepacked weights,
+# Numba's threads only). The MLP alternating in one process: batch 8 0.096 (this) vs 0.119 ms,
+# batch 32 0.320 vs 0.296, batch 64 0.702 vs 0.549. From 512 rows OpenBLAS's cache blocking wins
+# (512x384 @ 384x1152: 199 vs 165 GFLOPS, measured)
+GEMM_SMALL_ROWS = 16
 SGEMM_ROWS = 256
 
 
