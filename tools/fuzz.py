@@ -63,6 +63,16 @@ def seeds():
     out.append(quantize(cnn, "int8-static", calibration=[(et.randn(4, 1, 8, 8),)]).to_bytes())  # int8 GEMM
     mlp = et.export(MLP((6, 8, 3)).eval(), (et.randn(2, 6),), dynamic_shapes={"x": {0: Dim("b", max=8)}})
     out.append(quantize(mlp, "int8-dynamic").to_bytes())
+    # inputs run at the dims' lower bounds: these reach the explicit-SIMD kernels (packed-panel GEMM from
+    # 17 rows, the fused prefill attention from 9 queries, convolution panels with a full 8-channel block)
+    wide = et.export(MLP((6, 16, 3)).eval(), (et.randn(18, 6),), dynamic_shapes={"x": {0: Dim("b", min=17, max=20)}})
+    out.append(wide.to_bytes())
+    e9 = Encoder(EncoderConfig(vocab_size=11, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=16, max_position_embeddings=12)).eval()
+    s9 = Dim("s", min=9, max=12)
+    out.append(et.export(e9, (et.randint(1, 11, (1, 10)), et.ones(1, 10, dtype="int64")),
+                         dynamic_shapes={"input_ids": {1: s9}, "attention_mask": {1: s9}}).to_bytes())
+    out.append(et.export(SmallCNN(width=8).eval(), (et.randn(2, 1, 8, 8),)).to_bytes())
     return out
 
 

@@ -112,19 +112,66 @@ def _splat(b, x, vty):
     return b.shuffle_vector(v, ir.Constant(vty, None), ir.Constant(_VI, None))
 
 
+def _binary(vt, emit):
+    """A lane-wise intrinsic f(x, y) on two vectors of type vt; emit(builder, x, y) builds the IR."""
+    @intrinsic
+    def op(typingctx, x, y):
+        if not (x is vt and y is vt):
+            return None
+        return vt(x, y), lambda ctx, b, sig, args: emit(b, args[0], args[1])
+    return op
+
+
+vadd = _binary(i32x8, lambda b, x, y: b.add(x, y))
+vsub = _binary(i32x8, lambda b, x, y: b.sub(x, y))
+vand = _binary(i32x8, lambda b, x, y: b.and_(x, y))
+vfadd = _binary(f32x8, lambda b, x, y: b.fadd(x, y))
+vfmul = _binary(f32x8, lambda b, x, y: b.fmul(x, y))
+
+
+def _maxnum(b, x, y):
+    fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VF, [_VF, _VF]), "llvm.maxnum.v8f32")
+    return b.call(fn, [x, y])
+
+
+vfmax = _binary(f32x8, _maxnum)
+
+
+def _loader(ok, vt, lty, align):
+    """An intrinsic f(a, i): the vector of type vt at flat element i of an array that `ok` accepts."""
+    @intrinsic
+    def load(typingctx, a, i):
+        if not (ok(a) and isinstance(i, types.Integer)):
+            return None
+        return vt(a, i), lambda ctx, b, sig, args: b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], lty),
+                                                          align=align)
+    return load
+
+
+def _storer(dtype, vt, lty):
+    """An intrinsic f(c, i, v): the vector v into the dtype array c from flat element i."""
+    @intrinsic
+    def store(typingctx, c, i, v):
+        if not (_array_of(c, dtype) and isinstance(i, types.Integer) and v is vt):
+            return None
+
+        def codegen(ctx, b, sig, args):
+            b.store(args[2], _ptr(ctx, b, sig.args[0], args[0], args[1], lty), align=4)
+            return ctx.get_dummy_value()
+        return types.none(c, i, v), codegen
+    return store
+
+
+vload = _loader(_byte_array, i32x8, _VI, 1)
+vload4 = _loader(lambda a: _array_of(a, types.int32), i32x8, _VI, 4)
+vfload = _loader(lambda a: _array_of(a, types.float32), f32x8, _VF, 4)
+vstore = _storer(types.int32, i32x8, _VI)
+vfstore = _storer(types.float32, f32x8, _VF)
+
+
 @intrinsic
 def vzero(typingctx):
     return i32x8(), lambda ctx, b, sig, args: ir.Constant(_VI, None)
-
-
-@intrinsic
-def vload(typingctx, a, i):
-    if not (_byte_array(a) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        return b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _VI), align=1)
-    return i32x8(a, i), codegen
 
 
 @intrinsic
@@ -150,37 +197,6 @@ def vdot(typingctx, acc, u, s):
 
 
 @intrinsic
-def vand(typingctx, x, y):
-    if not (x is i32x8 and y is i32x8):
-        return None
-    return i32x8(x, y), lambda ctx, b, sig, args: b.and_(args[0], args[1])
-
-
-@intrinsic
-def vadd(typingctx, x, y):
-    if not (x is i32x8 and y is i32x8):
-        return None
-    return i32x8(x, y), lambda ctx, b, sig, args: b.add(args[0], args[1])
-
-
-@intrinsic
-def vsub(typingctx, x, y):
-    if not (x is i32x8 and y is i32x8):
-        return None
-    return i32x8(x, y), lambda ctx, b, sig, args: b.sub(args[0], args[1])
-
-
-@intrinsic
-def vload4(typingctx, a, i):
-    if not (_array_of(a, types.int32) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        return b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _VI), align=4)
-    return i32x8(a, i), codegen
-
-
-@intrinsic
 def vsplat(typingctx, x):
     if not isinstance(x, types.Integer):
         return None
@@ -198,17 +214,6 @@ def vsrl4(typingctx, x):
     def codegen(ctx, b, sig, args):
         return b.lshr(args[0], ir.Constant(_VI, [4] * 8))
     return i32x8(x), codegen
-
-
-@intrinsic
-def vstore(typingctx, c, i, v):
-    if not (_array_of(c, types.int32) and isinstance(i, types.Integer) and v is i32x8):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        b.store(args[2], _ptr(ctx, b, sig.args[0], args[0], args[1], _VI), align=4)
-        return ctx.get_dummy_value()
-    return types.none(c, i, v), codegen
 
 
 def _hsum(b, v, add):
@@ -263,31 +268,6 @@ def vfma(typingctx, x, y, z):
 
 
 @intrinsic
-def vfmul(typingctx, x, y):
-    if not (x is f32x8 and y is f32x8):
-        return None
-    return f32x8(x, y), lambda ctx, b, sig, args: b.fmul(args[0], args[1])
-
-
-@intrinsic
-def vfadd(typingctx, x, y):
-    if not (x is f32x8 and y is f32x8):
-        return None
-    return f32x8(x, y), lambda ctx, b, sig, args: b.fadd(args[0], args[1])
-
-
-@intrinsic
-def vfmax(typingctx, x, y):
-    if not (x is f32x8 and y is f32x8):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VF, [_VF, _VF]), "llvm.maxnum.v8f32")
-        return b.call(fn, list(args))
-    return f32x8(x, y), codegen
-
-
-@intrinsic
 def vfhmax(typingctx, v):
     if v is not f32x8:
         return None
@@ -301,27 +281,6 @@ def vfhmax(typingctx, v):
             v = b.call(fn, [v, hi])
         return b.extract_element(v, ir.Constant(_I32, 0))
     return types.float32(v), codegen
-
-
-@intrinsic
-def vfload(typingctx, a, i):
-    if not (_array_of(a, types.float32) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        return b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _VF), align=4)
-    return f32x8(a, i), codegen
-
-
-@intrinsic
-def vfstore(typingctx, c, i, v):
-    if not (_array_of(c, types.float32) and isinstance(i, types.Integer) and v is f32x8):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        b.store(args[2], _ptr(ctx, b, sig.args[0], args[0], args[1], _VF), align=4)
-        return ctx.get_dummy_value()
-    return types.none(c, i, v), codegen
 
 
 @intrinsic

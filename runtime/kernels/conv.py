@@ -41,8 +41,9 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
     _check_window(x, out, (kh, kw), stride, padding, dilation, "conv2d")
-    if groups < 1 or c != cg * groups or o % groups or out.shape[1] != o:
-        raise ValueError(f"conv2d: {c} input channels, weight {w.shape}, groups {groups} do not fit")
+    if groups < 1 or c != cg * groups or o % groups or out.shape[1] != o or out.shape[0] != n:
+        raise ValueError(f"conv2d: input {x.shape}, weight {w.shape}, groups {groups} do not fit the planned "
+                         f"output {out.shape}")
     if conv_panels.applies(x, w, out, groups, dilation) and simd.HAVE_FMA and ((kh, kw) != (1, 1) or tuple(stride) != (1, 1)) \
             and (b is None or b.shape == (o,)):
         conv_panels.conv2d(out, _pad2(x, padding), w, b, stride, relu)

@@ -503,7 +503,7 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     _floats(out, q, k, v)
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] \
             or out.shape != q.shape[:-1] + (v.shape[-1],) or bias.shape[-2:] != (L, S) \
-            or (q.ndim >= 3 and (k.shape[-3] == 0 or q.shape[-3] % k.shape[-3])):
+            or (q.ndim >= 3 and (k.shape[-3] == 0 or q.shape[-3] % k.shape[-3] or k.shape[:-2] != v.shape[:-2])):
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}, mask {bias.shape} -> {out.shape}")
     # the Numba loop for decode-sized queries; batched BLAS matmuls for prefill and encoders
     if q.ndim == 4 and q.dtype == np.float32 and bias.ndim == 2 and k.shape[0] == q.shape[0] \

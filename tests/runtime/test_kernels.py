@@ -327,3 +327,19 @@ def test_one_element_tensor_indices_fast_path(index):
     for bad in (-1, 99):
         with pytest.raises(InputError, match="out of range"):
             KERNELS["getitem"](np.empty(want.shape, np.float32), x, *([np.array([bad])] + idx[1:]), index=index)
+
+
+def test_kernels_refuse_operands_that_disagree_with_the_planned_output():
+    """Found by the fuzzer: a mutated input batch (106) beside an output planned for 2 made the
+    convolution panels write past the output. Each kernel checks its operands against its output."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(106, 1, 8, 8)).astype(np.float32)
+    w = rng.normal(size=(8, 1, 3, 3)).astype(np.float32)
+    out = np.empty((2, 8, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        KERNELS["conv2d"](out, x, w, None, padding=(1, 1))
+    q = rng.normal(size=(2, 2, 12, 8)).astype(np.float32)
+    k = rng.normal(size=(2, 2, 12, 8)).astype(np.float32)
+    v = rng.normal(size=(1, 2, 12, 8)).astype(np.float32)         # one batch fewer than k
+    with pytest.raises(ValueError, match="attention"):
+        KERNELS["scaled_dot_product_attention"](np.empty((2, 2, 12, 8), np.float32), q, k, v)
