@@ -29,7 +29,8 @@ def get_num_threads() -> int:
 
 
 def info() -> dict:
-    """Threading layer, Numba threads and BLAS libraries (for `edgetorch bench`)."""
+    """Threading layer, Numba threads, BLAS libraries and the SIMD kernel families in use (for
+    `edgetorch bench` and the benchmarks' headers)."""
     out = {"numba_threading_layer": choose_threading_layer(), "numba_threads": numba.get_num_threads()}
     try:
         out["numba_threading_layer_active"] = numba.threading_layer()
@@ -37,5 +38,7 @@ def info() -> dict:
         out["numba_threading_layer_active"] = "(no parallel region run yet)"
     from threadpoolctl import threadpool_info
     out["blas"] = [f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}" for i in threadpool_info()]
+    from edgetorch._native import simd
+    out["simd"] = {"avx512_vnni": simd.HAVE_VNNI, "avx2_fma": simd.HAVE_FMA}     # which kernel families run
     return out
 

@@ -11,8 +11,9 @@ pre = sys.argv[1] == "numpy-first"
 if pre:
     import numpy
 import edgetorch.runtime as rt
+info = rt.threads.info()
 print(json.dumps({"gomp": os.environ.get("GOMP_SPINCOUNT"), "blas": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-                  "layer": rt.threads.info()["numba_threading_layer"]}))
+                  "layer": info["numba_threading_layer"], "simd": info["simd"]}))
 """
 
 
@@ -47,3 +48,12 @@ def test_blas_restart_is_done_once_and_harmless():
     r = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["[]", str(300.0 * 300 * 300)]    # already done at import; BLAS still right
+
+
+def test_simd_kernels_are_reported_and_vnni_can_be_turned_off():
+    import llvmlite.binding as ll
+    feats = ll.get_host_cpu_features()
+    got = _run("runtime-first")
+    assert got["simd"]["avx512_vnni"] == bool(feats.get("avx512vnni") and feats.get("avx512vl"))
+    assert got["simd"]["avx2_fma"] == bool(feats.get("avx2") and feats.get("fma"))
+    assert _run("runtime-first", EDGETORCH_VNNI="0")["simd"]["avx512_vnni"] is False
