@@ -171,9 +171,10 @@ def as_u8(a, Kp):
 
 
 # multiply-adds from which the parallel copies pay: the VNNI loops run a 768 x 288 GEMV in ~8 us on
-# one thread, which waking the second one does not beat until ~2M weights (measured: 288 x 288 to
-# 864 x 288 serial 3.6-8.4 us vs parallel 5.8-10.5; the 32000 x 288 LM head 275-420 vs 215-263)
-PAR_OPS = 1 << 21
+# one thread, which waking the second one does not beat (measured: 288 x 288 to 864 x 288 serial
+# 3.6-8.4 us vs parallel 5.8-10.5); but weights that come from DRAM need both cores' bandwidth
+# (110M Llama 8da4w decode, 768 x 768 to 768 x 2048 layers: serial 11.0 ms a token, 5.6 GB/s)
+PAR_OPS = 1 << 19
 
 
 # ------------------------------------------------------------------ int4 GEMV (8da4w decode)
