@@ -1,5 +1,10 @@
 """Kernels for the quantized ops (see edgetorch/ops/quant.py for their numerics).
 
+Where the CPU has AVX512-VNNI (edgetorch._native.simd.HAVE_VNNI), every int8 x int8 product runs
+on vpdpbusd (runtime/kernels/vnni.py): the int8-dynamic linear at any row count, the static int8
+GEMM (conv and linear) and symmetric 8da4w at any row count.  The portable loops below run
+everywhere else (and are tested everywhere).
+
 Decode-sized inputs (<= 4 rows) run Numba matrix-vector loops that read the
 quantized weights once:
   int8 weights, float activations  float FMA over int8 rows, a row a task

@@ -46,7 +46,6 @@ def _sgemm_py(x, wp, c):
         nb = t // MB                      # panel-major: consecutive tasks reuse the panel from L1/L2
         m0 = (t % MB) * MR
         wb = nb * K * 16
-        xb = m0 * K
         c00 = vfzero()
         c01 = vfzero()
         c10 = vfzero()
