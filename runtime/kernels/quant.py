@@ -598,18 +598,32 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
     apply_activation(out, activation)
 
 
+@njit(cache=True)
+def _embed_q4(ids, wp, s, z, sym, G, out):
+    # out[i, k] = (q - zero) * scale for row ids[i] of the packed table: one Numba pass (the numpy
+    # version made ~10 temporaries: 35-88 us of a decode step for one token, now ~1 us)
+    K = wp.shape[1]
+    for i in range(ids.shape[0]):
+        r = ids[i]
+        p = r // 2
+        hi = r % 2
+        for k in range(K):
+            b = wp[p, k]
+            q = (b >> 4) if hi else (b & 15)
+            zz = np.float32(8.0) if sym else np.float32(z[r, k // G])
+            out[i, k] = (np.float32(q) - zz) * s[r, k // G]
+
+
 @kernel("embedding_q4")
 def k_embedding_q4(out, ids, wp, scale, zero=None, group_size=32):
     n, s, z, sym = _q4_args("embedding_q4", wp, scale, zero, group_size)
     check_index(ids, n, "embedding_q4")
-    if out.shape != ids.shape + (wp.shape[1],):
-        raise ValueError(f"embedding_q4: table ({n}, {wp.shape[1]}) -> {out.shape} does not fit")
-    flat = ids.reshape(-1)
-    pairs = wp[flat // 2]
-    codes = np.where((flat % 2 == 0)[:, None], pairs & 15, pairs >> 4).astype(np.float32)
-    codes -= 8.0 if sym else np.repeat(zero[flat], group_size, axis=1)
-    codes *= np.repeat(s[flat], group_size, axis=1)
-    out.reshape(-1, wp.shape[1])[...] = codes
+    if out.shape != ids.shape + (wp.shape[1],) or out.dtype != np.float32:
+        raise ValueError(f"embedding_q4: table ({n}, {wp.shape[1]}) -> {out.dtype}{out.shape} does not fit")
+    o2 = out.reshape(-1, wp.shape[1]) if out.flags.c_contiguous else np.empty((ids.size, wp.shape[1]), np.float32)
+    _embed_q4(np.ascontiguousarray(ids.reshape(-1), dtype=np.int64), wp, s, z, sym, int(group_size), o2)
+    if not out.flags.c_contiguous:
+        out[...] = o2.reshape(out.shape)
 
 
 # ------------------------------------------------------------------ static int8

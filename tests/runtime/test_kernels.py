@@ -191,7 +191,13 @@ def test_int4_embedding_rows():
         ids = np.array([[0, 8, 3], [7, 7, 1]])
         out = np.empty((2, 3, 64), np.float32)
         KERNELS["embedding_q4"](out, ids, wp, s, z, group_size=32)
-        np.testing.assert_allclose(out, REGISTRY["embedding_q4"].forward(ids, wp, s, z, group_size=32), atol=1e-6)
+        want = REGISTRY["embedding_q4"].forward(ids, wp, s, z, group_size=32)
+        np.testing.assert_allclose(out, want, atol=1e-6)
+        wide = np.full((3, 2, 64), np.nan, np.float32)           # a non-contiguous planned output
+        KERNELS["embedding_q4"](wide.transpose(1, 0, 2), ids, wp, s, z, group_size=32)
+        np.testing.assert_allclose(wide.transpose(1, 0, 2), want, atol=1e-6)
+        with pytest.raises(Exception, match="out of range"):
+            KERNELS["embedding_q4"](out, np.array([[0, 9, 3], [1, 1, 1]]), wp, s, z, group_size=32)
 
 
 @pytest.mark.parametrize("shape,k", [((1, 3, 5, 5), 3), ((2, 16, 9, 7), 3), ((1, 64, 8, 8), 3)])
