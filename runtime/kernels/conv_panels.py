@@ -25,7 +25,6 @@ from edgetorch._native.simd import vfadd, vfload, vfma, vfmax, vfsplat, vfstore,
 
 from ._jit import twins
 
-PANEL = 16
 CHUNK = 8           # panels a task
 
 

@@ -1,4 +1,5 @@
-"""int8 GEMM on AVX512-VNNI: `vpdpbusd` through edgetorch._native.simd.
+"""int8 x int8 kernels on AVX512-VNNI: `vpdpbusd` through edgetorch._native.simd.  The int8
+GEMM below, and the 8da4w int4 kernel at the end of the file.
 
 c (M, N) int32 = a (M, K) int8 @ w (N, K) int8 .T, exact, as MLAS and oneDNN
 lay it out:
@@ -165,6 +166,7 @@ def gemm_biased(au, wp, Np):
 
 
 def as_u8(a, Kp):
+    """a (M, K) int8 + 128 as uint8 rows padded to Kp (the padding meets zero weights: left unset)."""
     au = np.empty((a.shape[0], Kp), np.uint8)
     (_to_u8_par if a.size >= 1 << 16 else _to_u8)(a, au)
     return au
@@ -177,7 +179,7 @@ def as_u8(a, Kp):
 PAR_OPS = 1 << 19
 
 
-# ------------------------------------------------------------------ int4 GEMV (8da4w decode)
+# ------------------------------------------------------------------ int4 weights x int8 rows (8da4w, any row count)
 
 def _x_blocks_py(xq, cx):
     # cx[m, 8 b + l] = 8 * (sum of the 4 bytes of xq[m] in lane l of block b): the zero point 8 of
