@@ -19,7 +19,8 @@ print(json.dumps({"gomp": os.environ.get("GOMP_SPINCOUNT"), "blas": os.environ.g
 
 def _run(order, **env):
     e = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT",
-                                                           "OMP_WAIT_POLICY", "EDGETORCH_VNNI")}
+                                                           "OMP_WAIT_POLICY", "EDGETORCH_VNNI", "NUMBA_CPU_NAME",
+                                                           "NUMBA_CPU_FEATURES")}
     e.update(env)
     r = subprocess.run([sys.executable, "-c", CODE, order], env=e, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -57,3 +58,5 @@ def test_simd_kernels_are_reported_and_vnni_can_be_turned_off():
     assert got["simd"]["avx512_vnni"] == bool(feats.get("avx512vnni") and feats.get("avx512vl"))
     assert got["simd"]["avx2_fma"] == bool(feats.get("avx2") and feats.get("fma"))
     assert _run("runtime-first", EDGETORCH_VNNI="0")["simd"]["avx512_vnni"] is False
+    # a user-named LLVM target may lack the instructions: both families off, the portable kernels run
+    assert _run("runtime-first", NUMBA_CPU_NAME="generic")["simd"] == {"avx512_vnni": False, "avx2_fma": False}
