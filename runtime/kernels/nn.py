@@ -505,7 +505,8 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
             or out.shape != q.shape[:-1] + (v.shape[-1],) or bias.shape[-2:] != (L, S) \
             or (q.ndim >= 3 and (k.shape[-3] == 0 or q.shape[-3] % k.shape[-3] or k.shape[:-2] != v.shape[:-2])):
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}, mask {bias.shape} -> {out.shape}")
-    # the Numba loop for decode-sized queries; batched BLAS matmuls for prefill and encoders
+    # decode-sized queries: one Numba loop over the KV cache; longer ones (prefill, encoders): the fused
+    # vector loop below; other ranks and dtypes: numpy matmuls around a softmax
     if q.ndim == 4 and q.dtype == np.float32 and bias.ndim == 2 and k.shape[0] == q.shape[0] \
             and k.shape[1] == v.shape[1] and L <= 8:
         work = q.shape[0] * q.shape[1] * L * S * (q.shape[-1] + v.shape[-1])
