@@ -17,7 +17,7 @@ ran next).  OpenBLAS keeps the shapes where its cache blocking wins (many
 rows and a large K: runtime/kernels/linalg.py decides).
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from edgetorch._native.simd import vfadd, vfload, vfma, vfsplat, vfstore, vfzero
 
@@ -36,6 +36,81 @@ def pack(w):
     return np.ascontiguousarray(wp.reshape(Np // NR, NR, K).transpose(0, 2, 1)).reshape(-1), Np
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def tile8x16(a, r0, b, base, K):
+    """The 8 x 16 micro-kernel: rows r0..r0+7 of a (R, K) against one packed panel of b (flat; the 16
+    values of step k at base + 16 k); 16 vector accumulators, returned as (row 0 lanes 0-7, row 0
+    lanes 8-15, row 1 ...).  A step is 2 panel loads, 8 broadcasts of a and 16 FMAs.  Shared by this
+    GEMM (a = the input rows, b = the packed weight) and conv_panels.py (a = the weight, b = the
+    gathered pixels)."""
+    c00 = vfzero()
+    c01 = vfzero()
+    c10 = vfzero()
+    c11 = vfzero()
+    c20 = vfzero()
+    c21 = vfzero()
+    c30 = vfzero()
+    c31 = vfzero()
+    c40 = vfzero()
+    c41 = vfzero()
+    c50 = vfzero()
+    c51 = vfzero()
+    c60 = vfzero()
+    c61 = vfzero()
+    c70 = vfzero()
+    c71 = vfzero()
+    for k in range(K):
+        w0 = vfload(b, base + k * 16)
+        w1 = vfload(b, base + k * 16 + 8)
+        x = vfsplat(a[r0, k])
+        c00 = vfma(x, w0, c00)
+        c01 = vfma(x, w1, c01)
+        x = vfsplat(a[r0 + 1, k])
+        c10 = vfma(x, w0, c10)
+        c11 = vfma(x, w1, c11)
+        x = vfsplat(a[r0 + 2, k])
+        c20 = vfma(x, w0, c20)
+        c21 = vfma(x, w1, c21)
+        x = vfsplat(a[r0 + 3, k])
+        c30 = vfma(x, w0, c30)
+        c31 = vfma(x, w1, c31)
+        x = vfsplat(a[r0 + 4, k])
+        c40 = vfma(x, w0, c40)
+        c41 = vfma(x, w1, c41)
+        x = vfsplat(a[r0 + 5, k])
+        c50 = vfma(x, w0, c50)
+        c51 = vfma(x, w1, c51)
+        x = vfsplat(a[r0 + 6, k])
+        c60 = vfma(x, w0, c60)
+        c61 = vfma(x, w1, c61)
+        x = vfsplat(a[r0 + 7, k])
+        c70 = vfma(x, w0, c70)
+        c71 = vfma(x, w1, c71)
+    return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def row16(a, r, b, base, K):
+    """Row r of a against one packed panel of b: (lanes 0-7, lanes 8-15), two chains per vector (even
+    and odd k) so that FMA latency does not bind a lone row."""
+    e0 = vfzero()
+    e1 = vfzero()
+    d0 = vfzero()
+    d1 = vfzero()
+    for k in range(0, K - 1, 2):
+        x = vfsplat(a[r, k])
+        e0 = vfma(x, vfload(b, base + k * 16), e0)
+        e1 = vfma(x, vfload(b, base + k * 16 + 8), e1)
+        x = vfsplat(a[r, k + 1])
+        d0 = vfma(x, vfload(b, base + k * 16 + 16), d0)
+        d1 = vfma(x, vfload(b, base + k * 16 + 24), d1)
+    if K % 2:
+        x = vfsplat(a[r, K - 1])
+        e0 = vfma(x, vfload(b, base + (K - 1) * 16), e0)
+        e1 = vfma(x, vfload(b, base + (K - 1) * 16 + 8), e1)
+    return vfadd(e0, d0), vfadd(e1, d1)
+
+
 def _sgemm_py(x, wp, c):
     # x (M, K) float32 C-contiguous; wp packed; c (M, Np) float32
     M, K = x.shape
@@ -45,50 +120,8 @@ def _sgemm_py(x, wp, c):
     for t in prange(NB * MB):
         nb = t // MB                      # panel-major: consecutive tasks reuse the panel from L1/L2
         m0 = (t % MB) * MR
-        wb = nb * K * 16
-        c00 = vfzero()
-        c01 = vfzero()
-        c10 = vfzero()
-        c11 = vfzero()
-        c20 = vfzero()
-        c21 = vfzero()
-        c30 = vfzero()
-        c31 = vfzero()
-        c40 = vfzero()
-        c41 = vfzero()
-        c50 = vfzero()
-        c51 = vfzero()
-        c60 = vfzero()
-        c61 = vfzero()
-        c70 = vfzero()
-        c71 = vfzero()
-        for k in range(K):
-            w0 = vfload(wp, wb + k * 16)
-            w1 = vfload(wp, wb + k * 16 + 8)
-            a = vfsplat(x[m0, k])
-            c00 = vfma(a, w0, c00)
-            c01 = vfma(a, w1, c01)
-            a = vfsplat(x[m0 + 1, k])
-            c10 = vfma(a, w0, c10)
-            c11 = vfma(a, w1, c11)
-            a = vfsplat(x[m0 + 2, k])
-            c20 = vfma(a, w0, c20)
-            c21 = vfma(a, w1, c21)
-            a = vfsplat(x[m0 + 3, k])
-            c30 = vfma(a, w0, c30)
-            c31 = vfma(a, w1, c31)
-            a = vfsplat(x[m0 + 4, k])
-            c40 = vfma(a, w0, c40)
-            c41 = vfma(a, w1, c41)
-            a = vfsplat(x[m0 + 5, k])
-            c50 = vfma(a, w0, c50)
-            c51 = vfma(a, w1, c51)
-            a = vfsplat(x[m0 + 6, k])
-            c60 = vfma(a, w0, c60)
-            c61 = vfma(a, w1, c61)
-            a = vfsplat(x[m0 + 7, k])
-            c70 = vfma(a, w0, c70)
-            c71 = vfma(a, w1, c71)
+        c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
+            tile8x16(x, m0, wp, nb * K * 16, K)
         o = m0 * Np + nb * NR
         vfstore(c, o, c00)
         vfstore(c, o + 8, c01)
@@ -106,29 +139,13 @@ def _sgemm_py(x, wp, c):
         vfstore(c, o + 6 * Np + 8, c61)
         vfstore(c, o + 7 * Np, c70)
         vfstore(c, o + 7 * Np + 8, c71)
-    # rows past the last micro-tile: a panel a task, two chains per vector (even and odd k)
+    # rows past the last micro-tile: a panel a task
     R = M - MB * MR
     for t in prange(NB * (R > 0)):
-        wb = t * K * 16
         for m in range(MB * MR, M):
-            e0 = vfzero()
-            e1 = vfzero()
-            d0 = vfzero()
-            d1 = vfzero()
-            for k in range(0, K - 1, 2):
-                a = vfsplat(x[m, k])
-                e0 = vfma(a, vfload(wp, wb + k * 16), e0)
-                e1 = vfma(a, vfload(wp, wb + k * 16 + 8), e1)
-                a = vfsplat(x[m, k + 1])
-                d0 = vfma(a, vfload(wp, wb + k * 16 + 16), d0)
-                d1 = vfma(a, vfload(wp, wb + k * 16 + 24), d1)
-            if K % 2:
-                a = vfsplat(x[m, K - 1])
-                e0 = vfma(a, vfload(wp, wb + (K - 1) * 16), e0)
-                e1 = vfma(a, vfload(wp, wb + (K - 1) * 16 + 8), e1)
-            o = m * Np + t * NR
-            vfstore(c, o, vfadd(e0, d0))
-            vfstore(c, o + 8, vfadd(e1, d1))
+            lo, hi = row16(x, m, wp, t * K * 16, K)
+            vfstore(c, m * Np + t * NR, lo)
+            vfstore(c, m * Np + t * NR + 8, hi)
 
 
 _sgemm, _sgemm_par = twins(_sgemm_py, fastmath=True)
