@@ -41,36 +41,24 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 
-def _host_has_vnni():
-    if os.environ.get("EDGETORCH_VNNI", "1") == "0":
-        return False
+def _host_features():
+    """The host CPU's features as LLVM names them, or {} when the kernels must not assume any: a
+    user-chosen LLVM target (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) may lack the instructions."""
     from numba.core import config
     if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:
-        return False        # a user-chosen LLVM target may not have the instructions
+        return {}
     try:
         import llvmlite.binding as ll
-        feats = ll.get_host_cpu_features()
+        return ll.get_host_cpu_features()
     except Exception:       # pragma: no cover - llvmlite without host introspection
-        return False
-    return bool(feats.get("avx512vnni") and feats.get("avx512vl"))
+        return {}
 
 
-def _host_has_fma():
-    from numba.core import config
-    if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:
-        return False
-    try:
-        import llvmlite.binding as ll
-        feats = ll.get_host_cpu_features()
-    except Exception:       # pragma: no cover
-        return False
-    return bool(feats.get("avx2") and feats.get("fma"))
-
-
-HAVE_VNNI = _host_has_vnni()
+_FEATS = _host_features()
+HAVE_VNNI = bool(_FEATS.get("avx512vnni") and _FEATS.get("avx512vl")) and os.environ.get("EDGETORCH_VNNI", "1") != "0"
 # the float lanes (f32x8) compile anywhere, but llvm.fma becomes a libm call per lane without FMA
 # hardware: kernels that are only worth it with vector FMAs check this
-HAVE_FMA = _host_has_fma()
+HAVE_FMA = bool(_FEATS.get("avx2") and _FEATS.get("fma"))
 
 _I32 = ir.IntType(32)
 _VI = ir.VectorType(_I32, 8)
