@@ -79,7 +79,8 @@ def test_integer_lane_ops():
 def _float_ops(a, b, ints, out):
     f = vfma(vfload(a, 0), vfload(b, 0), vfsplat(np.float32(0.5)))
     vfstore(out, 0, f)
-    vfstore(out, 8, vfmul(vcvt(vload(ints, 0)), vfzero() if a.shape[0] == 0 else vfsplat(2.0)))
+    vfstore(out, 8, vfmul(vcvt(vload(ints, 0)), vfsplat(2.0)))
+    vfstore(out, 16, vfadd(vfzero(), vfload(b, 0)))
     return vfhsum(f)
 
 
@@ -87,10 +88,11 @@ def test_float_lane_ops():
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(2, 8)).astype(np.float32)
     ints = rng.integers(-1000, 1000, 8).astype(np.int32)
-    out = np.empty(16, np.float32)
+    out = np.empty(24, np.float32)
     total = _float_ops(a, b, ints.view(np.uint8), out)
     np.testing.assert_allclose(out[:8], a * b + 0.5, rtol=1e-6)
-    np.testing.assert_array_equal(out[8:], ints.astype(np.float32) * 2)
+    np.testing.assert_array_equal(out[8:16], ints.astype(np.float32) * 2)
+    np.testing.assert_array_equal(out[16:], b)                  # 0 + b: vfzero is zeros
     assert total == pytest.approx(float((a * b + 0.5).sum()), rel=1e-5)
 
 
