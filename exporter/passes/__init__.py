@@ -1,13 +1,16 @@
 """Graph -> Graph passes. Each keeps numerics; each can be turned off by name:
 export(..., optimize=["dce", "cse"]) runs only those."""
 from .basic import cse, dce, fold_constants, remove_noop_views
-from .fuse import fold_conv_bn, fuse_bias_activation, fuse_parallel_linears, fuse_swiglu
+from .fuse import (fold_conv_bn, fuse_add_layer_norm, fuse_bias_activation, fuse_packed_attention,
+                   fuse_parallel_linears, fuse_swiglu)
 
 PASSES = {
     "fold_constants": fold_constants,
     "remove_noop_views": remove_noop_views,
     "fold_conv_bn": fold_conv_bn,
     "fuse_parallel_linears": fuse_parallel_linears,
+    "fuse_packed_attention": fuse_packed_attention,
+    "fuse_add_layer_norm": fuse_add_layer_norm,
     "fuse_bias_activation": fuse_bias_activation,
     "fuse_swiglu": fuse_swiglu,
     "cse": cse,
@@ -30,4 +33,5 @@ def default_pipeline(optimize=True):
 
 
 __all__ = ["PASSES", "default_pipeline", "dce", "cse", "fold_constants", "remove_noop_views", "fold_conv_bn",
-           "fuse_bias_activation", "fuse_parallel_linears", "fuse_swiglu"]
+           "fuse_bias_activation", "fuse_parallel_linears", "fuse_packed_attention", "fuse_add_layer_norm",
+           "fuse_swiglu"]

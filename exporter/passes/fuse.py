@@ -147,3 +147,95 @@ def fuse_swiglu(g: Graph) -> Graph:
             break
     g.nodes = [n for n in g.nodes if n not in drop]
     return g
+
+
+def fuse_add_layer_norm(g: Graph) -> Graph:
+    """layer_norm(add(a, b)) with a and b of one shape and dtype, the sum read only by the norm,
+    becomes add_layer_norm(a, b, w, bias): a post-norm transformer's residual add and its norm in
+    one pass over the rows (ONNX Runtime's SkipLayerNormalization)."""
+    by_out = {n.output: n for n in g.nodes}
+    drop = set()
+    for n in g.nodes:
+        if n.op != "layer_norm" or not n.inputs:
+            continue
+        src = by_out.get(n.inputs[0])
+        if src is None or src.op != "add" or len(src.inputs) != 2 or any(v is None for v in src.inputs) \
+                or not _single_user(g, src.output):
+            continue
+        a, b = src.inputs
+        if a.dtype != b.dtype or not _same_shape(a.shape, b.shape) or not _same_shape(a.shape, src.output.shape) \
+                or src.attrs.get("alpha", 1) != 1:
+            continue
+        n.op = "add_layer_norm"
+        n.inputs = [a, b] + (list(n.inputs[1:]) + [None, None])[:2]
+        drop.add(src)
+    g.nodes = [n for n in g.nodes if n not in drop]
+    return g
+
+
+def _heads_slice(g, v, by_out):
+    """For v = permute(reshape(x[..., lo:hi], (B, T, h, d)), (0, 2, 1, 3)), each step
+    read only by the next: (x, lo, hi, h, d, the three nodes); else None."""
+    per = by_out.get(v)
+    if per is None or per.op != "permute" or tuple(per.attrs.get("dims", ())) != (0, 2, 1, 3) \
+            or not _single_user(g, v):
+        return None
+    rs = by_out.get(per.inputs[0])
+    if rs is None or rs.op != "reshape" or len(rs.output.shape) != 4 or not _single_user(g, rs.output):
+        return None
+    gi = by_out.get(rs.inputs[0])
+    if gi is None or gi.op != "getitem" or len(gi.inputs) != 1 or not _single_user(g, gi.output):
+        return None
+    idx = tuple(gi.attrs.get("index", ()))
+    x = gi.inputs[0]
+    full = slice(None)
+    # x[..., lo:hi] or x[:, :, lo:hi]
+    if len(x.shape) != 3 or not idx or not isinstance(idx[-1], slice) \
+            or not (idx[:-1] == (Ellipsis,) or (len(idx) == 3 and idx[:-1] == (full, full))):
+        return None
+    sl = idx[-1]
+    h, d = rs.output.shape[2], rs.output.shape[3]
+    if not all(isinstance(i, (int, np.integer)) for i in (sl.start, sl.stop, h, d, x.shape[2])) \
+            or sl.step not in (None, 1) or not _same_shape(rs.output.shape[:2], x.shape[:2]) \
+            or sl.stop - sl.start != h * d:
+        return None
+    return x, int(sl.start), int(sl.stop), int(h), int(d), (per, rs, gi)
+
+
+def fuse_packed_attention(g: Graph) -> Graph:
+    """scaled_dot_product_attention whose q, k and v are heads sliced out of one packed projection
+    x (B, T, [q | k | v]) (as fuse_parallel_linears leaves a BERT layer's q/k/v linears) and whose
+    output is permuted back and reshaped to (B, T, h d) becomes packed_attention(x, mask): the
+    kernel reads the heads in place and writes the output in its final layout, so the three
+    slices and four permutes (seven copies a layer) are gone."""
+    by_out = {n.output: n for n in g.nodes}
+    users = g.users()
+    drop = set()
+    for n in g.nodes:
+        if n.op != "scaled_dot_product_attention" or len(n.inputs) < 3 or any(v is None for v in n.inputs[:3]):
+            continue
+        parts = [_heads_slice(g, v, by_out) for v in n.inputs[:3]]
+        if any(p is None for p in parts) or len({id(p[0]) for p in parts}) != 1:
+            continue
+        (x, q0, q1, hq, d, _), (_, k0, k1, hk, dk, _), (_, v0, v1, hv, dv, _) = parts
+        if (q0, q1, k0, k1, v0, v1) != (0, hq * d, hq * d, (hq + hk) * d, (hq + hk) * d, x.shape[2]) \
+                or hk != hv or d != dk or d != dv or hq % hk or (hq != hk and not n.attrs.get("enable_gqa")):
+            continue
+        us = users.get(n.output, [])
+        per = us[0] if len(us) == 1 and n.output not in g.outputs else None
+        if per is None or per.op != "permute" or tuple(per.attrs.get("dims", ())) != (0, 2, 1, 3):
+            continue
+        ru = users.get(per.output, [])
+        rs = ru[0] if len(ru) == 1 and per.output not in g.outputs else None
+        if rs is None or rs.op != "reshape" or len(rs.output.shape) != 3 \
+                or not _same_shape(rs.output.shape, tuple(x.shape[:2]) + (hq * d,)):
+            continue
+        mask = n.inputs[3] if len(n.inputs) > 3 else None
+        rs.op, rs.inputs = "packed_attention", [x, mask]
+        rs.attrs = {"heads": hq, "kv_heads": hk, "is_causal": bool(n.attrs.get("is_causal", False)),
+                    "scale": n.attrs.get("scale")}
+        drop.update([n, per])
+        for p in parts:
+            drop.update(p[5])
+    g.nodes = [n for n in g.nodes if n not in drop]
+    return dce(g)

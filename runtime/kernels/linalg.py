@@ -191,8 +191,12 @@ def _linear(out, x, w, b, activation=None):
     elif x.ndim >= 2 and x.dtype == np.float32 and w.dtype == np.float32 and out.dtype == np.float32 \
             and x.flags.c_contiguous and out.flags.c_contiguous and w.shape[0] >= sgemm.NR \
             and x.size // x.shape[-1] <= SGEMM_ROWS and simd.HAVE_FMA:
-        sgemm.sgemm_into(out.reshape(-1, w.shape[0]), x.reshape(-1, x.shape[-1]),
-                         derived(w, "sgemm", sgemm.pack))
+        if b is not None and b.shape != (w.shape[0],):
+            raise ValueError(f"linear: bias {b.shape} for {w.shape[0]} outputs")
+        relu = activation == "relu"
+        sgemm.sgemm_into(out.reshape(-1, w.shape[0]), x.reshape(-1, x.shape[-1]), derived(w, "sgemm", sgemm.pack),
+                         None if b is None else derived(b, "sgemm_bias", sgemm.pad_bias), relu)
+        return relu
     elif x.ndim == 2 or (x.ndim > 2 and x.flags.c_contiguous):
         x2 = x.reshape(-1, x.shape[-1])
         np.matmul(x2, w.T, out=out.reshape(-1, w.shape[0]))

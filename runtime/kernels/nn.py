@@ -125,6 +125,40 @@ def k_layer_norm(out, x, w=None, b=None, normalized_shape=(), eps=1e-5):
         x2, e if w is None else w.reshape(-1), e if b is None else b.reshape(-1), float(eps), o2)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _add_ln_row(x, y, w, b, eps, out, r):
+    for j in range(x.shape[1]):
+        out[r, j] = x[r, j] + y[r, j]
+    _ln_row(out, w, b, eps, out, r)        # in place: each element is read before it is written
+
+
+@njit(cache=True, fastmath=True)
+def _add_ln_rows(x, y, w, b, eps, out):
+    for r in range(x.shape[0]):
+        _add_ln_row(x, y, w, b, eps, out, r)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _add_ln_rows_par(x, y, w, b, eps, out):
+    for r in prange(x.shape[0]):
+        _add_ln_row(x, y, w, b, eps, out, r)
+
+
+@kernel("add_layer_norm")
+def k_add_layer_norm(out, x, r, w=None, b=None, normalized_shape=(), eps=1e-5):
+    _floats(out, x, r, w, b)
+    n = math.prod(int(d) for d in normalized_shape)
+    if n <= 0 or x.size % n or out.shape != x.shape or r.shape != x.shape \
+            or any(t is not None and t.size != n for t in (w, b)):
+        raise ValueError(f"add_layer_norm: normalized_shape {normalized_shape} does not fit inputs {x.shape}, "
+                         f"{r.shape} -> {out.shape}")
+    e = _EMPTIES.get(x.dtype, _EMPTY)
+    x2, r2 = _rows(x, n), _rows(r, n)
+    o2 = out.reshape(-1, n)
+    (_add_ln_rows_par if x2.shape[0] >= PAR_ROWS else _add_ln_rows)(
+        x2, r2, e if w is None else w.reshape(-1), e if b is None else b.reshape(-1), float(eps), o2)
+
+
 @kernel("batch_norm")
 def k_batch_norm(out, x, mean, var, w=None, b=None, eps=1e-5):
     scale = 1.0 / np.sqrt(var + eps)
@@ -321,18 +355,26 @@ _softmax_scores, _softmax_scores_par = twins(_softmax_scores_py, fastmath=_NO_IN
 SOFTMAX_PAR = 1 << 21
 
 
-def _attention_rows_py(q, kT, v, bias, scale, out):
-    # prefill / encoder attention, fused: q (B, H, L, E), keys transposed kT (B, Hk, E, S), values
-    # v (B, Hk, S, Ev), bias (Bb, Hb, Lb, S) with each of Bb, Hb, Lb 1 (broadcast) or full; all
-    # C-contiguous.  A task is one head's block of 16 query rows, 4 rows at a time, in 8-lane vectors
+def _attention_rows_py(q, ql, k, kl, v, vl, bias, scale, out, ol, dims):
+    # prefill / encoder attention, fused.  Queries q, keys k, values v and the output out are flat
+    # float32 arrays addressed through layouts (offset, batch stride, head stride, row stride) with
+    # unit stride along the head dim: query (b, h, i, e) at q[ql[0] + b ql[1] + h ql[2] + i ql[3] + e].
+    # That serves both contiguous (B, H, L, E) tensors and heads read in place from a packed
+    # (B, T, q | k | v) projection (packed_attention: no slice or permute copies).
+    # dims = (B, H, L, E, Ev, Hk, S); bias (Bb, Hb, Lb, S), each of Bb, Hb, Lb 1 (broadcast) or full,
+    # C-contiguous.  The callers build every layout from their arrays' shapes (all indices inside).
+    # A task is one head's block of 16 query rows, 4 rows at a time, in 8-lane vectors
     # (edgetorch._native.simd): scores for 8 keys x 4 rows in 4 accumulators (each key-row load
     # serves 4 rows), the bias added and the row max taken in the same registers; one-pass softmax
     # through the vectorized exp; P.V as 4 rows x 8 value lanes, each value load serving 4 rows.
-    # Key and value tails (S, Ev not multiples of 8) run scalar.  Measured on a MiniLM-shaped layer
-    # (12 x 128 x 128 x 32): 0.54 ms for the plain loops, 1.0 for batched BLAS matmuls around a softmax.
-    B, H, L, E = q.shape
-    Hk, S = kT.shape[1], kT.shape[3]
-    Ev = v.shape[3]
+    # Key and value tails (S, Ev not multiples of 8) run scalar.  The tasks run in chunks of
+    # consecutive tasks, a head's to a chunk when there are two heads or more: a chunk allocates
+    # its scratch once and transposes a head's keys once (values are read in place: copying them
+    # into rows of their own measured slower).  Packed q/k/v read in place against slices and
+    # permutes copied by numpy around the contiguous kernel: 0.51 -> 0.39 ms.  Measured on a
+    # MiniLM-shaped layer (12 x 128 x 128 x 32): 0.54 ms for the plain loops, 1.0 for batched BLAS
+    # matmuls around a softmax.
+    B, H, L, E, Ev, Hk, S = dims
     Bb, Hb, Lb = bias.shape[0], bias.shape[1], bias.shape[2]
     bflat = bias.reshape(-1)
     rep = H // Hk
@@ -340,11 +382,9 @@ def _attention_rows_py(q, kT, v, bias, scale, out):
     nrb = (L + RB - 1) // RB
     S8 = S // 8 * 8
     E8 = Ev // 8 * 8
-    for t in prange(B * H * nrb):
-        b = t // (H * nrb)
-        h = (t // nrb) % H
-        i0 = (t % nrb) * RB
-        kh = h // rep
+    ntask = B * H * nrb
+    nch = B * H if B * H >= 2 else ntask      # a head's tasks in one chunk: its keys transposed once
+    for c in prange(nch):
         s = np.empty((4, S), np.float32)
         p = np.zeros((4, S), np.float32)
         bits = np.empty(S, np.int32)
@@ -352,120 +392,136 @@ def _attention_rows_py(q, kT, v, bias, scale, out):
         mx = np.empty(4, np.float32)
         qs = np.empty((4, E), np.float32)
         brow = np.empty(4, np.int64)
-        i1 = min(L, i0 + RB)
-        kbase = (b * Hk + kh) * E * S
-        vbase = (b * Hk + kh) * S * Ev
-        for ib in range(i0, i1, 4):
-            nr = min(4, i1 - ib)        # rows of this step; missing ones repeat row ib and are not stored
-            for r in range(4):
-                ii = ib + r if r < nr else ib
-                for e in range(E):
-                    qs[r, e] = q[b, h, ii, e] * scale
-                brow[r] = (((b if Bb > 1 else 0) * Hb + (h if Hb > 1 else 0)) * Lb + (ii if Lb > 1 else 0)) * S
-            m0 = vfsplat(-np.inf)
-            m1 = vfsplat(-np.inf)
-            m2 = vfsplat(-np.inf)
-            m3 = vfsplat(-np.inf)
-            # 8 accumulators (two 8-key vectors x 4 rows): FMA latency is hidden only with that many
-            for j0 in range(0, S8, 16):
-                w = 1 if j0 + 8 < S8 else 0      # a last lone vector of 8 keys: its twin is a repeat
-                a0 = vfload(bias, brow[0] + j0)
-                a1 = vfload(bias, brow[1] + j0)
-                a2 = vfload(bias, brow[2] + j0)
-                a3 = vfload(bias, brow[3] + j0)
-                c0 = vfload(bias, brow[0] + j0 + 8 * w)
-                c1 = vfload(bias, brow[1] + j0 + 8 * w)
-                c2 = vfload(bias, brow[2] + j0 + 8 * w)
-                c3 = vfload(bias, brow[3] + j0 + 8 * w)
-                for e in range(E):
-                    kv = vfload(kT, kbase + e * S + j0)
-                    kw = vfload(kT, kbase + e * S + j0 + 8 * w)
-                    x0 = vfsplat(qs[0, e])
-                    x1 = vfsplat(qs[1, e])
-                    x2 = vfsplat(qs[2, e])
-                    x3 = vfsplat(qs[3, e])
-                    a0 = vfma(x0, kv, a0)
-                    a1 = vfma(x1, kv, a1)
-                    a2 = vfma(x2, kv, a2)
-                    a3 = vfma(x3, kv, a3)
-                    c0 = vfma(x0, kw, c0)
-                    c1 = vfma(x1, kw, c1)
-                    c2 = vfma(x2, kw, c2)
-                    c3 = vfma(x3, kw, c3)
-                vfstore(s, j0, a0)
-                vfstore(s, S + j0, a1)
-                vfstore(s, 2 * S + j0, a2)
-                vfstore(s, 3 * S + j0, a3)
-                vfstore(s, j0 + 8 * w, c0)
-                vfstore(s, S + j0 + 8 * w, c1)
-                vfstore(s, 2 * S + j0 + 8 * w, c2)
-                vfstore(s, 3 * S + j0 + 8 * w, c3)
-                m0 = vfmax(m0, vfmax(a0, c0))
-                m1 = vfmax(m1, vfmax(a1, c1))
-                m2 = vfmax(m2, vfmax(a2, c2))
-                m3 = vfmax(m3, vfmax(a3, c3))
-            mx[0] = vfhmax(m0)
-            mx[1] = vfhmax(m1)
-            mx[2] = vfhmax(m2)
-            mx[3] = vfhmax(m3)
-            for r in range(4):
-                for j in range(S8, S):
-                    acc = np.float32(0.0)
+        kT = np.empty(E * S, np.float32)
+        have = -1
+        for t in range(c * ntask // nch, (c + 1) * ntask // nch):
+            b = t // (H * nrb)
+            h = (t // nrb) % H
+            i0 = (t % nrb) * RB
+            kh = h // rep
+            i1 = min(L, i0 + RB)
+            if b * Hk + kh != have:          # this head's keys, transposed (E, S): 8 keys a vector load
+                have = b * Hk + kh
+                kb = kl[0] + b * kl[1] + kh * kl[2]
+                for j in range(S):
                     for e in range(E):
-                        acc += qs[r, e] * kT[b, kh, e, j]
-                    val = acc + bflat[brow[r] + j]
-                    s[r, j] = val
-                    if val > mx[r]:
-                        mx[r] = val
-            for r in range(nr):
-                m = mx[r]
-                if m == -np.inf:             # a fully masked row gives zeros, as the other paths do
-                    p[r, :] = 0.0
-                    inv[r] = 0.0
-                    continue
-                exp_shifted(s[r], m, p[r], bits)
-                tot = np.float32(0.0)
-                for j in range(S):
-                    tot += p[r, j]
-                inv[r] = np.float32(1.0) / tot
-            for e0 in range(0, E8, 16):
-                w = 1 if e0 + 8 < E8 else 0      # as above: 8 accumulators, a lone last vector repeated
-                a0 = vfzero()
-                a1 = vfzero()
-                a2 = vfzero()
-                a3 = vfzero()
-                c0 = vfzero()
-                c1 = vfzero()
-                c2 = vfzero()
-                c3 = vfzero()
-                for j in range(S):
-                    vv = vfload(v, vbase + j * Ev + e0)
-                    vw = vfload(v, vbase + j * Ev + e0 + 8 * w)
-                    x0 = vfsplat(p[0, j])
-                    x1 = vfsplat(p[1, j])
-                    x2 = vfsplat(p[2, j])
-                    x3 = vfsplat(p[3, j])
-                    a0 = vfma(x0, vv, a0)
-                    a1 = vfma(x1, vv, a1)
-                    a2 = vfma(x2, vv, a2)
-                    a3 = vfma(x3, vv, a3)
-                    c0 = vfma(x0, vw, c0)
-                    c1 = vfma(x1, vw, c1)
-                    c2 = vfma(x2, vw, c2)
-                    c3 = vfma(x3, vw, c3)
-                ob = ((b * H + h) * L + ib) * Ev + e0
+                        kT[e * S + j] = k[kb + j * kl[3] + e]
+            kbase = 0
+            vbase = vl[0] + b * vl[1] + kh * vl[2]
+            vs = vl[3]
+            qbase = ql[0] + b * ql[1] + h * ql[2]
+            obase = ol[0] + b * ol[1] + h * ol[2]
+            for ib in range(i0, i1, 4):
+                nr = min(4, i1 - ib)        # rows of this step; missing ones repeat row ib and are not stored
+                for r in range(4):
+                    ii = ib + r if r < nr else ib
+                    for e in range(E):
+                        qs[r, e] = q[qbase + ii * ql[3] + e] * scale
+                    brow[r] = (((b if Bb > 1 else 0) * Hb + (h if Hb > 1 else 0)) * Lb + (ii if Lb > 1 else 0)) * S
+                m0 = vfsplat(-np.inf)
+                m1 = vfsplat(-np.inf)
+                m2 = vfsplat(-np.inf)
+                m3 = vfsplat(-np.inf)
+                # 8 accumulators (two 8-key vectors x 4 rows): FMA latency is hidden only with that many
+                for j0 in range(0, S8, 16):
+                    w = 1 if j0 + 8 < S8 else 0      # a last lone vector of 8 keys: its twin is a repeat
+                    a0 = vfload(bias, brow[0] + j0)
+                    a1 = vfload(bias, brow[1] + j0)
+                    a2 = vfload(bias, brow[2] + j0)
+                    a3 = vfload(bias, brow[3] + j0)
+                    c0 = vfload(bias, brow[0] + j0 + 8 * w)
+                    c1 = vfload(bias, brow[1] + j0 + 8 * w)
+                    c2 = vfload(bias, brow[2] + j0 + 8 * w)
+                    c3 = vfload(bias, brow[3] + j0 + 8 * w)
+                    for e in range(E):
+                        kv = vfload(kT, kbase + e * S + j0)
+                        kw = vfload(kT, kbase + e * S + j0 + 8 * w)
+                        x0 = vfsplat(qs[0, e])
+                        x1 = vfsplat(qs[1, e])
+                        x2 = vfsplat(qs[2, e])
+                        x3 = vfsplat(qs[3, e])
+                        a0 = vfma(x0, kv, a0)
+                        a1 = vfma(x1, kv, a1)
+                        a2 = vfma(x2, kv, a2)
+                        a3 = vfma(x3, kv, a3)
+                        c0 = vfma(x0, kw, c0)
+                        c1 = vfma(x1, kw, c1)
+                        c2 = vfma(x2, kw, c2)
+                        c3 = vfma(x3, kw, c3)
+                    vfstore(s, j0, a0)
+                    vfstore(s, S + j0, a1)
+                    vfstore(s, 2 * S + j0, a2)
+                    vfstore(s, 3 * S + j0, a3)
+                    vfstore(s, j0 + 8 * w, c0)
+                    vfstore(s, S + j0 + 8 * w, c1)
+                    vfstore(s, 2 * S + j0 + 8 * w, c2)
+                    vfstore(s, 3 * S + j0 + 8 * w, c3)
+                    m0 = vfmax(m0, vfmax(a0, c0))
+                    m1 = vfmax(m1, vfmax(a1, c1))
+                    m2 = vfmax(m2, vfmax(a2, c2))
+                    m3 = vfmax(m3, vfmax(a3, c3))
+                mx[0] = vfhmax(m0)
+                mx[1] = vfhmax(m1)
+                mx[2] = vfhmax(m2)
+                mx[3] = vfhmax(m3)
+                for r in range(4):
+                    for j in range(S8, S):
+                        acc = np.float32(0.0)
+                        for e in range(E):
+                            acc += qs[r, e] * kT[e * S + j]
+                        val = acc + bflat[brow[r] + j]
+                        s[r, j] = val
+                        if val > mx[r]:
+                            mx[r] = val
                 for r in range(nr):
-                    ar = a0 if r == 0 else (a1 if r == 1 else (a2 if r == 2 else a3))
-                    cr = c0 if r == 0 else (c1 if r == 1 else (c2 if r == 2 else c3))
-                    sc = vfsplat(inv[r])
-                    vfstore(out, ob + r * Ev, vfmul(ar, sc))
-                    vfstore(out, ob + r * Ev + 8 * w, vfmul(cr, sc))
-            for e in range(E8, Ev):
-                for r in range(nr):
-                    acc = np.float32(0.0)
+                    m = mx[r]
+                    if m == -np.inf:             # a fully masked row gives zeros, as the other paths do
+                        p[r, :] = 0.0
+                        inv[r] = 0.0
+                        continue
+                    exp_shifted(s[r], m, p[r], bits)
+                    tot = np.float32(0.0)
                     for j in range(S):
-                        acc += p[r, j] * v[b, kh, j, e]
-                    out[b, h, ib + r, e] = acc * inv[r]
+                        tot += p[r, j]
+                    inv[r] = np.float32(1.0) / tot
+                for e0 in range(0, E8, 16):
+                    w = 1 if e0 + 8 < E8 else 0      # as above: 8 accumulators, a lone last vector repeated
+                    a0 = vfzero()
+                    a1 = vfzero()
+                    a2 = vfzero()
+                    a3 = vfzero()
+                    c0 = vfzero()
+                    c1 = vfzero()
+                    c2 = vfzero()
+                    c3 = vfzero()
+                    for j in range(S):
+                        vv = vfload(v, vbase + j * vs + e0)
+                        vw = vfload(v, vbase + j * vs + e0 + 8 * w)
+                        x0 = vfsplat(p[0, j])
+                        x1 = vfsplat(p[1, j])
+                        x2 = vfsplat(p[2, j])
+                        x3 = vfsplat(p[3, j])
+                        a0 = vfma(x0, vv, a0)
+                        a1 = vfma(x1, vv, a1)
+                        a2 = vfma(x2, vv, a2)
+                        a3 = vfma(x3, vv, a3)
+                        c0 = vfma(x0, vw, c0)
+                        c1 = vfma(x1, vw, c1)
+                        c2 = vfma(x2, vw, c2)
+                        c3 = vfma(x3, vw, c3)
+                    ob = obase + ib * ol[3] + e0
+                    for r in range(nr):
+                        ar = a0 if r == 0 else (a1 if r == 1 else (a2 if r == 2 else a3))
+                        cr = c0 if r == 0 else (c1 if r == 1 else (c2 if r == 2 else c3))
+                        sc = vfsplat(inv[r])
+                        vfstore(out, ob + r * ol[3], vfmul(ar, sc))
+                        vfstore(out, ob + r * ol[3] + 8 * w, vfmul(cr, sc))
+                for e in range(E8, Ev):
+                    for r in range(nr):
+                        acc = np.float32(0.0)
+                        for j in range(S):
+                            acc += p[r, j] * v[vbase + j * vs + e]
+                        out[obase + (ib + r) * ol[3] + e] = acc * inv[r]
 
 
 _attention_rows, _attention_rows_par = twins(_attention_rows_py, fastmath=_NO_INF_MATH)
@@ -474,13 +530,29 @@ _attention_rows, _attention_rows_par = twins(_attention_rows_py, fastmath=_NO_IN
 _ZERO32, _NEG_INF32 = np.float32(0.0), np.float32(-np.inf)
 
 
+def _fused_rows(q, ql, k, kl, v, vl, bias, sc, out, ol, dims):
+    """Run _attention_rows (layouts as it takes them); the bias keeps its broadcast (size-1) batch,
+    head and query dims."""
+    B, H, L, E, Ev, Hk, S = dims
+    bz = bias.astype(np.float32, copy=False).reshape((1,) * (4 - bias.ndim) + bias.shape)
+    if any(d not in (1, n) for d, n in zip(bz.shape[:3], (B, H, L))) or bz.shape[3] != S:
+        raise ValueError(f"attention: mask {bias.shape} does not broadcast to {(B, H, L, S)}")
+    work = B * H * L * S * (E + Ev)
+    (_attention_rows_par if work >= ATTN_PAR_WORK else _attention_rows)(
+        q, tuple(int(i) for i in ql), k, tuple(int(i) for i in kl), v, tuple(int(i) for i in vl),
+        np.ascontiguousarray(bz), np.float32(sc), out, tuple(int(i) for i in ol), tuple(int(i) for i in dims))
+
+
 def _bias(mask, is_causal, L, S, dtype):
+    if mask is not None and (mask.ndim == 0 or mask.shape[-1] not in (1, S)
+                             or (mask.ndim >= 2 and mask.shape[-2] not in (1, L))):
+        raise ValueError(f"attention: mask {mask.shape} does not broadcast to {L} queries x {S} keys")
     if mask is not None and not is_causal:
         # the decoders' case: a mask alone, already (..., L, S); float32 straight from np.where
         # (6 -> ~2 us a decode step's attention: no zeros, no add, no second cast)
         m = np.where(mask, _ZERO32, _NEG_INF32) if mask.dtype == np.bool_ else mask.astype(np.float32, copy=False)
-        if m.ndim >= 2 and m.shape[-2:] == (L, S):
-            return m
+        if m.ndim >= 2 and m.shape[-1] == S and m.shape[-2] in (1, L):
+            return m                    # broadcast over the queries (an encoder's padding mask) kept so
         return m + np.zeros((L, S), dtype=np.float32)
     bias = np.zeros((L, S), dtype=np.float32)
     if is_causal:
@@ -502,12 +574,13 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
         bias = bias.reshape(L, S)       # a (1, 1, L, S) mask, as decoders make: the Numba loop takes it
     _floats(out, q, k, v)
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] \
-            or out.shape != q.shape[:-1] + (v.shape[-1],) or bias.shape[-2:] != (L, S) \
+            or out.shape != q.shape[:-1] + (v.shape[-1],) or bias.ndim < 2 or bias.shape[-1] != S \
+            or bias.shape[-2] not in (1, L) \
             or (q.ndim >= 3 and (k.shape[-3] == 0 or q.shape[-3] % k.shape[-3] or k.shape[:-2] != v.shape[:-2])):
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}, mask {bias.shape} -> {out.shape}")
     # decode-sized queries: one Numba loop over the KV cache; longer ones (prefill, encoders): the fused
     # vector loop below; other ranks and dtypes: numpy matmuls around a softmax
-    if q.ndim == 4 and q.dtype == np.float32 and bias.ndim == 2 and k.shape[0] == q.shape[0] \
+    if q.ndim == 4 and q.dtype == np.float32 and bias.shape == (L, S) and k.shape[0] == q.shape[0] \
             and k.shape[1] == v.shape[1] and L <= 8:
         work = q.shape[0] * q.shape[1] * L * S * (q.shape[-1] + v.shape[-1])
         (_attention_par if work >= ATTN_PAR_WORK else _attention)(
@@ -521,16 +594,14 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
         k, v, bias = k[..., :s_eff, :], v[..., :s_eff, :], bias[..., :s_eff]
     if q.ndim == 4 and q.dtype == np.float32 and k.shape[0] == q.shape[0] and k.shape[1] == v.shape[1] \
             and bias.ndim <= 4:
-        # the fused Numba loop: no scores tensor, no BLAS calls per head; the bias keeps its
-        # broadcast (size-1) batch, head and query dims
-        bz = bias.astype(np.float32, copy=False).reshape((1,) * (4 - bias.ndim) + bias.shape)
-        if any(d not in (1, n) for d, n in zip(bz.shape[:3], q.shape[:3])) or bz.shape[3] != k.shape[2]:
-            raise ValueError(f"attention: mask {bias.shape} does not broadcast to {q.shape[:3] + (k.shape[2],)}")
-        work = q.shape[0] * q.shape[1] * L * k.shape[2] * (q.shape[-1] + v.shape[-1])
+        # the fused Numba loop: no scores tensor, no BLAS calls per head
+        qc, kc, vc = np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v)
         o = out if out.flags.c_contiguous else np.empty(out.shape, np.float32)
-        (_attention_rows_par if work >= ATTN_PAR_WORK else _attention_rows)(
-            np.ascontiguousarray(q), np.ascontiguousarray(np.swapaxes(k, -1, -2)), np.ascontiguousarray(v),
-            np.ascontiguousarray(bz), np.float32(sc), o)
+        B, H, _, E = qc.shape
+        Hk, S, Ev = vc.shape[1:]
+        _fused_rows(qc.reshape(-1), (0, H * L * E, L * E, E), kc.reshape(-1), (0, Hk * S * E, S * E, E),
+                    vc.reshape(-1), (0, Hk * S * Ev, S * Ev, Ev), bias, sc, o.reshape(-1),
+                    (0, H * L * Ev, L * Ev, Ev), (B, H, L, E, Ev, Hk, S))
         if o is not out:
             out[...] = o
         return
@@ -554,3 +625,37 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
         den[den == 0] = 1
         s /= den
     np.matmul(s, v, out=out)
+
+
+@kernel("packed_attention")
+def k_packed_attention(out, qkv, mask=None, heads=1, kv_heads=1, is_causal=False, scale=None):
+    """Attention whose heads are read in place from one packed (B, T, [q | k | v]) projection and
+    written in place into (B, T, heads x d): no slice or permute copies."""
+    _floats(out, qkv)
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in (heads, kv_heads)):
+        raise ValueError(f"packed_attention: heads {heads!r} and kv_heads {kv_heads!r} must be ints")
+    parts = heads + 2 * kv_heads
+    if qkv.ndim != 3 or heads < 1 or kv_heads < 1 or heads % kv_heads or qkv.shape[2] % parts:
+        raise ValueError(f"packed_attention: qkv {qkv.shape} does not hold {heads} + 2 x {kv_heads} heads")
+    B, T, N = qkv.shape
+    d = N // parts
+    if out.shape != (B, T, heads * d):
+        raise ValueError(f"packed_attention: qkv {qkv.shape} -> {out.shape}, expected {(B, T, heads * d)}")
+    sc = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    bias = _bias(mask, is_causal, T, T, qkv.dtype)
+    if out.size == 0:
+        return
+    if qkv.dtype != np.float32:
+        def heads_of(lo, n):
+            return qkv[:, :, lo * d:(lo + n) * d].reshape(B, T, n, d).transpose(0, 2, 1, 3)
+        o = np.empty((B, heads, T, d), out.dtype)
+        k_sdpa(o, heads_of(0, heads), heads_of(heads, kv_heads), heads_of(heads + kv_heads, kv_heads), mask,
+               is_causal=is_causal, scale=scale, enable_gqa=True)
+        out[...] = o.transpose(0, 2, 1, 3).reshape(out.shape)
+        return
+    x = np.ascontiguousarray(qkv).reshape(-1)
+    o = out if out.flags.c_contiguous else np.empty(out.shape, np.float32)
+    _fused_rows(x, (0, T * N, d, N), x, (heads * d, T * N, d, N), x, ((heads + kv_heads) * d, T * N, d, N),
+                bias, sc, o.reshape(-1), (0, T * heads * d, d, heads * d), (B, heads, T, d, d, kv_heads, T))
+    if o is not out:
+        out[...] = o

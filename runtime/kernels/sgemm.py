@@ -19,7 +19,7 @@ rows and a large K: runtime/kernels/linalg.py decides).
 import numpy as np
 from numba import njit, prange
 
-from edgetorch._native.simd import vfadd, vfload, vfma, vfsplat, vfstore, vfzero
+from edgetorch._native.simd import vfadd, vfload, vfma, vfmax, vfsplat, vfstore, vfzero
 
 from ._jit import twins
 
@@ -111,8 +111,19 @@ def row16(a, r, b, base, K):
     return vfadd(e0, d0), vfadd(e1, d1)
 
 
-def _sgemm_py(x, wp, c):
-    # x (M, K) float32 C-contiguous; wp packed; c (M, Np) float32
+@njit(cache=True, fastmath=True, inline="always")
+def _put(c, o, v, bias, bo, relu):
+    """Store one 8-lane result at flat c[o]: plus bias[bo:bo+8] when there is a bias, then ReLU."""
+    if bias.shape[0]:
+        v = vfadd(v, vfload(bias, bo))
+    if relu:
+        v = vfmax(v, vfzero())
+    vfstore(c, o, v)
+
+
+def _sgemm_py(x, wp, bias, relu, c):
+    # x (M, K) float32 C-contiguous; wp packed; bias (Np,) float32 padded with zeros, or empty;
+    # c (M, Np) float32.  The bias and ReLU are applied as the tiles are stored (no second pass).
     M, K = x.shape
     Np = c.shape[1]
     NB = Np // NR
@@ -123,40 +134,56 @@ def _sgemm_py(x, wp, c):
         c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
             tile8x16(x, m0, wp, nb * K * 16, K)
         o = m0 * Np + nb * NR
-        vfstore(c, o, c00)
-        vfstore(c, o + 8, c01)
-        vfstore(c, o + Np, c10)
-        vfstore(c, o + Np + 8, c11)
-        vfstore(c, o + 2 * Np, c20)
-        vfstore(c, o + 2 * Np + 8, c21)
-        vfstore(c, o + 3 * Np, c30)
-        vfstore(c, o + 3 * Np + 8, c31)
-        vfstore(c, o + 4 * Np, c40)
-        vfstore(c, o + 4 * Np + 8, c41)
-        vfstore(c, o + 5 * Np, c50)
-        vfstore(c, o + 5 * Np + 8, c51)
-        vfstore(c, o + 6 * Np, c60)
-        vfstore(c, o + 6 * Np + 8, c61)
-        vfstore(c, o + 7 * Np, c70)
-        vfstore(c, o + 7 * Np + 8, c71)
+        bo = nb * NR
+        _put(c, o, c00, bias, bo, relu)
+        _put(c, o + 8, c01, bias, bo + 8, relu)
+        _put(c, o + Np, c10, bias, bo, relu)
+        _put(c, o + Np + 8, c11, bias, bo + 8, relu)
+        _put(c, o + 2 * Np, c20, bias, bo, relu)
+        _put(c, o + 2 * Np + 8, c21, bias, bo + 8, relu)
+        _put(c, o + 3 * Np, c30, bias, bo, relu)
+        _put(c, o + 3 * Np + 8, c31, bias, bo + 8, relu)
+        _put(c, o + 4 * Np, c40, bias, bo, relu)
+        _put(c, o + 4 * Np + 8, c41, bias, bo + 8, relu)
+        _put(c, o + 5 * Np, c50, bias, bo, relu)
+        _put(c, o + 5 * Np + 8, c51, bias, bo + 8, relu)
+        _put(c, o + 6 * Np, c60, bias, bo, relu)
+        _put(c, o + 6 * Np + 8, c61, bias, bo + 8, relu)
+        _put(c, o + 7 * Np, c70, bias, bo, relu)
+        _put(c, o + 7 * Np + 8, c71, bias, bo + 8, relu)
     # rows past the last micro-tile: a panel a task
     R = M - MB * MR
     for t in prange(NB * (R > 0)):
         for m in range(MB * MR, M):
             lo, hi = row16(x, m, wp, t * K * 16, K)
-            vfstore(c, m * Np + t * NR, lo)
-            vfstore(c, m * Np + t * NR + 8, hi)
+            _put(c, m * Np + t * NR, lo, bias, t * NR, relu)
+            _put(c, m * Np + t * NR + 8, hi, bias, t * NR + 8, relu)
 
 
 _sgemm, _sgemm_par = twins(_sgemm_py, fastmath=True)
 PAR_FLOPS = 1 << 20        # multiply-adds from which the parallel copy pays
+_NOBIAS = np.zeros(0, np.float32)
 
 
-def sgemm_into(out, x, packed):
-    """out (M, N) = x (M, K) @ w.T with w packed by `pack`; out and x C-contiguous float32."""
+def pad_bias(b):
+    """The float32 bias (N,) padded with zeros to the packed width (a multiple of 16)."""
+    n = b.shape[0]
+    out = np.zeros(-(-n // NR) * NR, np.float32)
+    out[:n] = b
+    return out
+
+
+def sgemm_into(out, x, packed, bias=None, relu=False):
+    """out (M, N) = x (M, K) @ w.T (+ bias, then ReLU) with w packed by `pack`; out and x C-contiguous
+    float32; bias as `pad_bias` gives it (Np,), or None."""
     wp, Np = packed
     M, N = out.shape
+    if bias is not None and bias.shape != (Np,):
+        raise ValueError(f"sgemm: padded bias {bias.shape} for {Np} packed columns")
+    if wp.shape[0] != Np * x.shape[1]:
+        raise ValueError(f"sgemm: packed weight of {wp.shape[0]} values for {Np} x {x.shape[1]}")
     c = out if Np == N else np.empty((M, Np), np.float32)
-    (_sgemm_par if M * Np * x.shape[1] >= PAR_FLOPS else _sgemm)(x, wp, c)
+    (_sgemm_par if M * Np * x.shape[1] >= PAR_FLOPS else _sgemm)(
+        x, wp, _NOBIAS if bias is None else bias, bool(relu), c)
     if c is not out:
         out[...] = c[:, :N]

@@ -167,3 +167,85 @@ def test_unit_axis_permutes_become_one_reshape():
         outs = load(ep.to_bytes())(xb.numpy())
         for g, w in zip(outs, want):
             np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+def test_encoder_layers_fuse_packed_attention_and_add_layer_norm():
+    """A BERT layer exports as linear (q|k|v) -> packed_attention -> linear -> add_layer_norm ...:
+    no slices, no permutes, no separate residual adds; numerics kept, through the runtime too, at
+    the dynamic batch and sequence extremes and with padding."""
+    from edgetorch.models import Encoder, EncoderConfig
+    from edgetorch.runtime import load
+    et.manual_seed(0)
+    cfg = EncoderConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
+                        intermediate_size=40, max_position_embeddings=40)
+    m = Encoder(cfg).eval()
+    b, s = Dim("batch", max=4), Dim("seq", max=33)
+    ep = et.export(m, (et.randint(1, 50, (2, 7)), et.ones(2, 7, dtype="int64")),
+                   dynamic_shapes={"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}})
+    ops = _ops(ep)
+    assert ops.count("packed_attention") == 2 and ops.count("add_layer_norm") == 5
+    assert not {"permute", "getitem", "scaled_dot_product_attention", "layer_norm"} & set(ops)
+    prog = load(ep.to_bytes())
+    rng = np.random.default_rng(0)
+    for B, T in ((1, 1), (3, 17), (4, 33)):
+        ids = rng.integers(1, 50, size=(B, T))
+        am = np.ones((B, T), np.int64)
+        am[-1, T // 2 + 1:] = 0
+        with et.no_grad():
+            want = m(et.tensor(ids), et.tensor(am)).numpy()
+        np.testing.assert_allclose(ep.module()(et.tensor(ids), et.tensor(am)).numpy(), want, atol=1e-5)
+        np.testing.assert_allclose(prog(ids, am), want, atol=1e-4)
+
+
+def test_packed_attention_fusion_skips_other_layouts():
+    """Only heads cut from one projection in q | k | v order, permuted (0, 2, 1, 3) and permuted
+    back, fuse; k/v in another order, or an attention output read elsewhere, stay as they were."""
+    class Attn(nn.Module):
+        def __init__(self, order, keep):
+            super().__init__()
+            self.p, self.order, self.keep = nn.Linear(8, 24), order, keep
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            parts = self.p(x).split(8, dim=-1)
+            q, k, v = (parts[i].reshape(b, t, 2, 4).transpose(1, 2) for i in self.order)
+            o = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = o.transpose(1, 2).reshape(b, t, 8)
+            return (y, o) if self.keep else y
+
+    x = et.randn(2, 5, 8)
+    for order, keep, fused in (((0, 1, 2), False, True), ((0, 2, 1), False, False), ((0, 1, 2), True, False)):
+        et.manual_seed(0)
+        m = Attn(order, keep).eval()
+        ep = et.export(m, (x,))
+        assert (_ops(ep).count("packed_attention") == 1) == fused, (order, keep)
+        with et.no_grad():
+            want = m(x)
+        got = ep.module()(x)
+        for g_, w_ in zip(got if keep else (got,), want if keep else (want,)):
+            np.testing.assert_allclose(g_.numpy(), w_.numpy(), atol=1e-5)
+
+
+def test_add_layer_norm_fusion_needs_the_sum_alone_and_same_shapes():
+    class Post(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln, self.ln2 = nn.LayerNorm(6), nn.LayerNorm(6)
+
+        def forward(self, x, r, c):
+            a = self.ln(x + r)                # fused
+            s = x + c                         # c broadcasts: not fused
+            t = x + r * 2
+            return a, self.ln2(s), self.ln(t) + t      # the sum read twice: not fused
+
+    et.manual_seed(0)
+    m = Post().eval()
+    x, r, c = et.randn(3, 6), et.randn(3, 6), et.randn(6)
+    ep = et.export(m, (x, r, c))
+    ops = _ops(ep)
+    assert ops.count("add_layer_norm") == 1 and ops.count("layer_norm") == 2
+    from edgetorch.runtime import load
+    got = load(ep.to_bytes())(x.numpy(), r.numpy(), c.numpy())
+    with et.no_grad():
+        for g_, w_ in zip(got, m(x, r, c)):
+            np.testing.assert_allclose(g_, w_.numpy(), atol=1e-5)

@@ -105,6 +105,46 @@ def test_prefill_attention_with_padding_mask_and_empty_rows(l, s, e, ev):
             assert not out[0, :, 3].any()
 
 
+@pytest.mark.parametrize("b,t,h,kv,d", [(1, 1, 1, 1, 8), (2, 9, 3, 3, 13), (1, 37, 4, 2, 16), (3, 130, 2, 1, 24),
+                                         (1, 128, 12, 12, 32)])
+def test_packed_attention_odd_shapes(b, t, h, kv, d, monkeypatch):
+    """Heads read in place from a packed (B, T, q | k | v) projection: odd head sizes (vector tails),
+    grouped-query heads, padding masks, causal, a non-contiguous projection and output, against
+    the registry's reference, through the serial and the parallel loop."""
+    from edgetorch.runtime.kernels import nn as knn
+    rng = np.random.default_rng(b * 1000 + t)
+    qkv = rng.normal(size=(b, t, (h + 2 * kv) * d)).astype(np.float32)
+    pad = np.ones((b, 1, 1, t), bool)
+    pad[-1, ..., t // 2 + 1:] = False
+    ref = REGISTRY["packed_attention"].forward
+    for par in (0, 1 << 62):
+        monkeypatch.setattr(knn, "ATTN_PAR_WORK", par)
+        for mask, causal in ((pad, False), (None, True), (pad, True), (None, False)):
+            out = np.full((b, t, h * d), np.nan, np.float32)
+            KERNELS["packed_attention"](out, qkv, mask, heads=h, kv_heads=kv, is_causal=causal)
+            want = ref(qkv.astype(np.float64), mask, heads=h, kv_heads=kv, is_causal=causal)
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+    wide = np.zeros((b, t, qkv.shape[2] + 3), np.float32)
+    wide[..., 1:-2] = qkv
+    o2 = np.zeros((b, t, h * d + 5), np.float32)
+    KERNELS["packed_attention"](o2[..., 2:-3], wide[..., 1:-2], pad, heads=h, kv_heads=kv, scale=0.7)
+    np.testing.assert_allclose(o2[..., 2:-3], ref(qkv.astype(np.float64), pad, heads=h, kv_heads=kv, scale=0.7),
+                               rtol=1e-4, atol=1e-5)
+    assert not o2[..., :2].any() and not o2[..., -3:].any()
+
+
+def test_packed_attention_refuses_what_does_not_fit():
+    qkv = np.zeros((1, 4, 3 * 8), np.float32)
+    for out, kw in ((np.zeros((1, 4, 8), np.float32), dict(heads=3, kv_heads=2)),      # 24 is not 7 heads
+                    (np.zeros((1, 4, 9), np.float32), dict(heads=1, kv_heads=1)),      # output width
+                    (np.zeros((1, 4, 8), np.float32), dict(heads=1.0, kv_heads=1))):   # not an int
+        with pytest.raises(ValueError, match="packed_attention"):
+            KERNELS["packed_attention"](out, qkv, None, **kw)
+    with pytest.raises(ValueError, match="mask"):
+        KERNELS["packed_attention"](np.zeros((1, 4, 8), np.float32), qkv, np.ones((1, 1, 1, 5), bool),
+                                    heads=1, kv_heads=1)
+
+
 def test_negative_and_out_of_range_ids_are_input_errors():
     from edgetorch.runtime import InputError
     w = np.ones((5, 3), np.float32)
@@ -122,10 +162,18 @@ def test_packed_float_gemm_rows(m, n, k):
     w = rng.normal(size=(n, k)).astype(np.float32)
     w.flags.writeable = False                       # a program constant: packed once, cached
     b = rng.normal(size=n).astype(np.float32)
-    out = np.empty((m, n), np.float32)
-    KERNELS["linear"](out, x, w, b)
-    np.testing.assert_allclose(out, x.astype(np.float64) @ w.T.astype(np.float64) + b, rtol=1e-4,
-                               atol=1e-4 * np.sqrt(k))
+    b.flags.writeable = False
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    for bias, act in ((b, None), (None, None), (b, "relu"), (None, "relu")):
+        # bias and ReLU are applied in the tiles' stores (the padded bias cached beside the panels)
+        out = np.empty((m, n), np.float32)
+        if act is None:
+            KERNELS["linear"](out, x, w, bias)
+        else:
+            KERNELS["fused_linear"](out, x, w, bias, activation=act)
+        ref = want + (0 if bias is None else b)
+        np.testing.assert_allclose(out, ref if act is None else np.maximum(ref, 0), rtol=1e-4,
+                                   atol=1e-4 * np.sqrt(k))
 
 
 def test_derived_arrays_are_cached_only_for_read_only_constants():
