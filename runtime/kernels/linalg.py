@@ -194,7 +194,8 @@ def _linear(out, x, w, b, activation=None):
         if b is not None and b.shape != (w.shape[0],):
             raise ValueError(f"linear: bias {b.shape} for {w.shape[0]} outputs")
         relu = activation == "relu"
-        sgemm.sgemm_into(out.reshape(-1, w.shape[0]), x.reshape(-1, x.shape[-1]), derived(w, "sgemm", sgemm.pack),
+        packed = derived(w, "sgemm_wide", sgemm.pack_wide) if simd.HAVE_AVX512 else derived(w, "sgemm", sgemm.pack)
+        sgemm.sgemm_into(out.reshape(-1, w.shape[0]), x.reshape(-1, x.shape[-1]), packed,
                          None if b is None else derived(b, "sgemm_bias", sgemm.pad_bias), relu)
         return relu
     elif x.ndim == 2 or (x.ndim > 2 and x.flags.c_contiguous):

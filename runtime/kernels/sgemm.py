@@ -19,7 +19,8 @@ rows and a large K: runtime/kernels/linalg.py decides).
 import numpy as np
 from numba import njit, prange
 
-from edgetorch._native.simd import vfadd, vfload, vfma, vfmax, vfsplat, vfstore, vfzero
+from edgetorch._native.simd import (vfadd, vfload, vfma, vfmax, vfsplat, vfstore, vfzero, wfadd, wfload, wfma,
+                                    wfmax, wfsplat, wfstore, wfzero)
 
 from ._jit import twins
 
@@ -27,13 +28,18 @@ NR = 16
 MR = 8
 
 
-def pack(w):
-    """(packed flat float32, Np) for the float32 weight w (N, K)."""
+def pack(w, nr=NR):
+    """(packed flat float32, Np, nr) for the float32 weight w (N, K): panels of nr columns."""
     N, K = w.shape
-    Np = -(-N // NR) * NR
+    Np = -(-N // nr) * nr
     wp = np.zeros((Np, K), np.float32)
     wp[:N] = w
-    return np.ascontiguousarray(wp.reshape(Np // NR, NR, K).transpose(0, 2, 1)).reshape(-1), Np
+    return np.ascontiguousarray(wp.reshape(Np // nr, nr, K).transpose(0, 2, 1)).reshape(-1), Np, nr
+
+
+def pack_wide(w):
+    """pack() in 32-column panels, for the 16-lane kernel."""
+    return pack(w, 2 * NR)
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -161,29 +167,144 @@ def _sgemm_py(x, wp, bias, relu, c):
 
 
 _sgemm, _sgemm_par = twins(_sgemm_py, fastmath=True)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _wput(c, o, v, bias, bo, relu):
+    if bias.shape[0]:
+        v = wfadd(v, wfload(bias, bo))
+    if relu:
+        v = wfmax(v, wfzero())
+    wfstore(c, o, v)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _wrow(a, r, b, base, K):
+    """Row r of a against one 32-column panel: two chains per vector (even and odd k)."""
+    e0 = wfzero()
+    e1 = wfzero()
+    d0 = wfzero()
+    d1 = wfzero()
+    for k in range(0, K - 1, 2):
+        x = wfsplat(a[r, k])
+        e0 = wfma(x, wfload(b, base + k * 32), e0)
+        e1 = wfma(x, wfload(b, base + k * 32 + 16), e1)
+        x = wfsplat(a[r, k + 1])
+        d0 = wfma(x, wfload(b, base + k * 32 + 32), d0)
+        d1 = wfma(x, wfload(b, base + k * 32 + 48), d1)
+    if K % 2:
+        x = wfsplat(a[r, K - 1])
+        e0 = wfma(x, wfload(b, base + (K - 1) * 32), e0)
+        e1 = wfma(x, wfload(b, base + (K - 1) * 32 + 16), e1)
+    return wfadd(e0, d0), wfadd(e1, d1)
+
+
+def _sgemm_wide_py(x, wp, bias, relu, c):
+    # as _sgemm_py with 16-lane vectors: 32-column panels, an 8 x 32 tile in 16 zmm accumulators
+    # (2 panel loads, 8 broadcasts and 16 FMAs of 16 lanes a step: half the loads a FLOP)
+    M, K = x.shape
+    Np = c.shape[1]
+    NB = Np // 32
+    MB = M // MR
+    for t in prange(NB * MB):
+        nb = t // MB
+        m0 = (t % MB) * MR
+        base = nb * K * 32
+        c00 = wfzero()
+        c01 = wfzero()
+        c10 = wfzero()
+        c11 = wfzero()
+        c20 = wfzero()
+        c21 = wfzero()
+        c30 = wfzero()
+        c31 = wfzero()
+        c40 = wfzero()
+        c41 = wfzero()
+        c50 = wfzero()
+        c51 = wfzero()
+        c60 = wfzero()
+        c61 = wfzero()
+        c70 = wfzero()
+        c71 = wfzero()
+        for k in range(K):
+            w0 = wfload(wp, base + k * 32)
+            w1 = wfload(wp, base + k * 32 + 16)
+            a = wfsplat(x[m0, k])
+            c00 = wfma(a, w0, c00)
+            c01 = wfma(a, w1, c01)
+            a = wfsplat(x[m0 + 1, k])
+            c10 = wfma(a, w0, c10)
+            c11 = wfma(a, w1, c11)
+            a = wfsplat(x[m0 + 2, k])
+            c20 = wfma(a, w0, c20)
+            c21 = wfma(a, w1, c21)
+            a = wfsplat(x[m0 + 3, k])
+            c30 = wfma(a, w0, c30)
+            c31 = wfma(a, w1, c31)
+            a = wfsplat(x[m0 + 4, k])
+            c40 = wfma(a, w0, c40)
+            c41 = wfma(a, w1, c41)
+            a = wfsplat(x[m0 + 5, k])
+            c50 = wfma(a, w0, c50)
+            c51 = wfma(a, w1, c51)
+            a = wfsplat(x[m0 + 6, k])
+            c60 = wfma(a, w0, c60)
+            c61 = wfma(a, w1, c61)
+            a = wfsplat(x[m0 + 7, k])
+            c70 = wfma(a, w0, c70)
+            c71 = wfma(a, w1, c71)
+        o = m0 * Np + nb * 32
+        bo = nb * 32
+        _wput(c, o, c00, bias, bo, relu)
+        _wput(c, o + 16, c01, bias, bo + 16, relu)
+        _wput(c, o + Np, c10, bias, bo, relu)
+        _wput(c, o + Np + 16, c11, bias, bo + 16, relu)
+        _wput(c, o + 2 * Np, c20, bias, bo, relu)
+        _wput(c, o + 2 * Np + 16, c21, bias, bo + 16, relu)
+        _wput(c, o + 3 * Np, c30, bias, bo, relu)
+        _wput(c, o + 3 * Np + 16, c31, bias, bo + 16, relu)
+        _wput(c, o + 4 * Np, c40, bias, bo, relu)
+        _wput(c, o + 4 * Np + 16, c41, bias, bo + 16, relu)
+        _wput(c, o + 5 * Np, c50, bias, bo, relu)
+        _wput(c, o + 5 * Np + 16, c51, bias, bo + 16, relu)
+        _wput(c, o + 6 * Np, c60, bias, bo, relu)
+        _wput(c, o + 6 * Np + 16, c61, bias, bo + 16, relu)
+        _wput(c, o + 7 * Np, c70, bias, bo, relu)
+        _wput(c, o + 7 * Np + 16, c71, bias, bo + 16, relu)
+    R = M - MB * MR
+    for t in prange(NB * (R > 0)):
+        for m in range(MB * MR, M):
+            lo, hi = _wrow(x, m, wp, t * K * 32, K)
+            _wput(c, m * Np + t * 32, lo, bias, t * 32, relu)
+            _wput(c, m * Np + t * 32 + 16, hi, bias, t * 32 + 16, relu)
+
+
+_sgemm_wide, _sgemm_wide_par = twins(_sgemm_wide_py, fastmath=True)
 PAR_FLOPS = 1 << 20        # multiply-adds from which the parallel copy pays
 _NOBIAS = np.zeros(0, np.float32)
 
 
 def pad_bias(b):
-    """The float32 bias (N,) padded with zeros to the packed width (a multiple of 16)."""
+    """The float32 bias (N,) padded with zeros to a multiple of 32 (either panel width)."""
     n = b.shape[0]
-    out = np.zeros(-(-n // NR) * NR, np.float32)
+    out = np.zeros(-(-n // (2 * NR)) * 2 * NR, np.float32)
     out[:n] = b
     return out
 
 
 def sgemm_into(out, x, packed, bias=None, relu=False):
-    """out (M, N) = x (M, K) @ w.T (+ bias, then ReLU) with w packed by `pack`; out and x C-contiguous
-    float32; bias as `pad_bias` gives it (Np,), or None."""
-    wp, Np = packed
+    """out (M, N) = x (M, K) @ w.T (+ bias, then ReLU) with w packed by `pack` (16-column panels,
+    8-lane kernel) or `pack_wide` (32-column panels, 16-lane kernel: AVX-512 only); out and x
+    C-contiguous float32; bias as `pad_bias` gives it, or None."""
+    wp, Np, nr = packed
     M, N = out.shape
-    if bias is not None and bias.shape != (Np,):
+    if bias is not None and (bias.ndim != 1 or bias.shape[0] < Np):
         raise ValueError(f"sgemm: padded bias {bias.shape} for {Np} packed columns")
-    if wp.shape[0] != Np * x.shape[1]:
-        raise ValueError(f"sgemm: packed weight of {wp.shape[0]} values for {Np} x {x.shape[1]}")
+    if wp.shape[0] != Np * x.shape[1] or Np % nr or nr not in (NR, 2 * NR) or not N <= Np < N + nr:
+        raise ValueError(f"sgemm: packed weight of {wp.shape[0]} values ({nr}-column panels) for {N} x {x.shape[1]}")
     c = out if Np == N else np.empty((M, Np), np.float32)
-    (_sgemm_par if M * Np * x.shape[1] >= PAR_FLOPS else _sgemm)(
-        x, wp, _NOBIAS if bias is None else bias, bool(relu), c)
+    par = M * Np * x.shape[1] >= PAR_FLOPS
+    kern = (_sgemm_wide_par if par else _sgemm_wide) if nr == 2 * NR else (_sgemm_par if par else _sgemm)
+    kern(x, wp, _NOBIAS if bias is None else bias, bool(relu), c)
     if c is not out:
         out[...] = c[:, :N]

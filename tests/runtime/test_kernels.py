@@ -154,9 +154,18 @@ def test_negative_and_out_of_range_ids_are_input_errors():
             KERNELS["embedding"](out, ids, w)
 
 
-@pytest.mark.parametrize("m,n,k", [(65, 16, 1), (67, 17, 33), (128, 1536, 384), (200, 33, 130), (256, 40, 7)])
-def test_packed_float_gemm_rows(m, n, k):
-    """65..256-row float32 linears: prepacked 16-column panels, 8-row tiles, a row tail, N padding."""
+@pytest.mark.parametrize("wide", [pytest.param(True, id="zmm"), pytest.param(False, id="ymm")])
+@pytest.mark.parametrize("m,n,k", [(17, 16, 2), (65, 16, 1), (67, 17, 33), (128, 1536, 384), (200, 33, 130),
+                                   (256, 40, 7), (24, 64, 31)])
+def test_packed_float_gemm_rows(m, n, k, wide, monkeypatch):
+    """17..256-row float32 linears: prepacked 16- (8 lanes) or 32-column (16 lanes) panels, 8-row tiles,
+    a row tail, N padding."""
+    from edgetorch._native import simd
+    if wide and not simd.HAVE_AVX512:
+        pytest.skip("no AVX-512F")
+    if not simd.HAVE_FMA:
+        pytest.skip("no FMA: BLAS runs these")
+    monkeypatch.setattr(simd, "HAVE_AVX512", wide)
     rng = np.random.default_rng(m * n + k)
     x = rng.normal(size=(m, k)).astype(np.float32)
     w = rng.normal(size=(n, k)).astype(np.float32)
