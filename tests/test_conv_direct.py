@@ -219,15 +219,19 @@ def test_runtime_transposed_conv_kernel_takes_the_phase_path():
 @pytest.mark.parametrize("n,c,o,h,w,k,stride,padding", [
     (1, 1, 1, 1, 1, 1, 1, (0, 0)), (2, 3, 16, 32, 32, 3, 1, (1, 1)), (3, 5, 9, 7, 11, 3, 2, (1, 1)),
     (1, 4, 24, 8, 8, 3, 1, (1, 1)), (2, 7, 13, 9, 5, 5, 1, (2, 2)), (1, 3, 8, 6, 17, 2, 2, (0, 1)),
-    (2, 16, 32, 16, 16, 3, 2, (1, 1)), (1, 2, 3, 4, 4, 3, 1, (0, 0))])
+    (2, 16, 32, 16, 16, 3, 2, (1, 1)), (1, 2, 3, 4, 4, 3, 1, (0, 0)), (2, 8, 16, 8, 8, 3, 1, (1, 1)),
+    (1, 5, 9, 18, 20, 3, 1, (1, 1))])
 @pytest.mark.parametrize("relu", [False, True])
-def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, padding, relu):
-    """runtime/kernels/conv_panels.py: partial last panels, gathers (stride 2, panels across rows),
-    channels past the last block of 8, padding, ReLU fused, bias or none."""
+@pytest.mark.parametrize("wide", [pytest.param(True, id="zmm"), pytest.param(False, id="ymm")])
+def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, padding, relu, wide, monkeypatch):
+    """runtime/kernels/conv_panels.py, 16-pixel (8 lanes) and 32-pixel (16 lanes) panels: partial last
+    panels, gathers (stride 2, panels across rows, rows not a multiple of 8), channels past the last
+    block of 8, padding, ReLU fused, bias or none."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import conv_panels
-    if not simd.HAVE_FMA:
-        pytest.skip("needs AVX2 + FMA")
+    if not simd.HAVE_FMA or (wide and not simd.HAVE_AVX512):
+        pytest.skip("needs AVX2 + FMA (and AVX-512F for the 16-lane panels)")
+    monkeypatch.setattr(simd, "HAVE_AVX512", wide)
     calls = []
     real = conv_panels.conv2d
     rng = np.random.default_rng(n * c * o + h)

@@ -21,10 +21,11 @@ either way, 16->32 stride 2 1.41 -> 1.20 ms, 32->32 at 16x16 1.83 -> 1.31,
 import numpy as np
 from numba import njit, prange
 
-from edgetorch._native.simd import vfadd, vfload, vfmax, vfsplat, vfstore, vfzero
+from edgetorch._native import simd
+from edgetorch._native.simd import vfadd, vfload, vfmax, vfsplat, vfstore, vfzero, wfadd, wfmax, wfsplat, wfstore, wfzero
 
 from ._jit import twins
-from .sgemm import row16, tile8x16
+from .sgemm import row16, row32, tile8x16, tile8x32
 
 CHUNK = 8           # panels a task
 
@@ -48,9 +49,54 @@ def _store(out, tmp, o, lo, hi, bias, relu, nvalid):
             of[o + q] = tmp[q]
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _wstore(out, tmp, o, lo, hi, bias, relu, nvalid):
+    """_store for 32-pixel panels in 16-lane vectors."""
+    bb = wfsplat(bias)
+    lo = wfadd(lo, bb)
+    hi = wfadd(hi, bb)
+    if relu:
+        lo = wfmax(lo, wfzero())
+        hi = wfmax(hi, wfzero())
+    if nvalid == 32:
+        wfstore(out, o, lo)
+        wfstore(out, o + 16, hi)
+    else:
+        wfstore(tmp, 0, lo)
+        wfstore(tmp, 16, hi)
+        of = out.reshape(-1)
+        for q in range(nvalid):
+            of[o + q] = tmp[q]
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _gather(xp, panel, off, run8, n, p0, PW, C, Hp, Wp, kh, kw, sh, sw, OW, P):
+    """The im2col columns of output pixels p0..p0+PW-1 of image n into panel (K, PW).  Each block of 8
+    pixels that is contiguous in the input (stride 1 within one output row: every block when the
+    output width is a multiple of 8) is one vector copy per k; the others gather."""
+    for q in range(PW):
+        p = min(p0 + q, P - 1)             # past the last pixel: a repeat, never stored
+        off[q] = (n * C * Hp + (p // OW) * sh) * Wp + (p % OW) * sw
+    for q8 in range(PW // 8):
+        run8[q8] = off[q8 * 8 + 7] - off[q8 * 8] == 7
+    xf = xp.reshape(-1)
+    for ci in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                k = (ci * kh + i) * kw + j
+                ko = (ci * Hp + i) * Wp + j
+                for q8 in range(PW // 8):
+                    q0 = q8 * 8
+                    if run8[q8]:
+                        vfstore(panel, k * PW + q0, vfload(xp, off[q0] + ko))
+                    else:
+                        for q in range(q0, q0 + 8):
+                            panel[k * PW + q] = xf[off[q] + ko]
+
+
 def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, out):
     # xp (N, C, Hp, Wp) zero-padded input; w2 (O, K), K = C * kh * kw; b (O,); out (N, O, OH, OW);
-    # all C-contiguous float32
+    # all C-contiguous float32.  16-pixel panels, 8-lane vectors.
     N, C, Hp, Wp = xp.shape
     O, K = w2.shape
     OH, OW = out.shape[2], out.shape[3]
@@ -62,25 +108,11 @@ def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, out):
         n = t // NCH
         panel = np.empty(K * 16, np.float32)
         off = np.empty(16, np.int64)
+        run8 = np.empty(2, np.bool_)
         tmp = np.empty(16, np.float32)
-        xf = xp.reshape(-1)
         for pi in range((t % NCH) * CHUNK, min(NP, (t % NCH) * CHUNK + CHUNK)):
             p0 = pi * 16
-            for q in range(16):
-                p = min(p0 + q, P - 1)         # past the last pixel: a repeat, never stored
-                off[q] = (n * C * Hp + (p // OW) * sh) * Wp + (p % OW) * sw
-            contig = sw == 1 and off[15] - off[0] == 15
-            for ci in range(C):
-                for i in range(kh):
-                    for j in range(kw):
-                        k = (ci * kh + i) * kw + j
-                        ko = (ci * Hp + i) * Wp + j
-                        if contig:
-                            vfstore(panel, k * 16, vfload(xp, off[0] + ko))
-                            vfstore(panel, k * 16 + 8, vfload(xp, off[0] + ko + 8))
-                        else:
-                            for q in range(16):
-                                panel[k * 16 + q] = xf[off[q] + ko]
+            _gather(xp, panel, off, run8, n, p0, 16, C, Hp, Wp, kh, kw, sh, sw, OW, P)
             nv = min(16, P - p0)
             for ob in range(OB):
                 o0 = ob * 8
@@ -100,7 +132,46 @@ def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, out):
                 _store(out, tmp, (n * O + oc) * P + p0, lo, hi, b[oc], relu, nv)
 
 
+def _conv_panels_wide_py(xp, w2, b, relu, sh, sw, kh, kw, out):
+    # _conv_panels_py with 32-pixel panels and 16-lane vectors (AVX-512): an 8-channel x 32-pixel tile
+    # in 16 zmm accumulators
+    N, C, Hp, Wp = xp.shape
+    O, K = w2.shape
+    OH, OW = out.shape[2], out.shape[3]
+    P = OH * OW
+    NP = (P + 31) // 32
+    NCH = (NP + CHUNK - 1) // CHUNK
+    OB = O // 8
+    for t in prange(N * NCH):
+        n = t // NCH
+        panel = np.empty(K * 32, np.float32)
+        off = np.empty(32, np.int64)
+        run8 = np.empty(4, np.bool_)
+        tmp = np.empty(32, np.float32)
+        for pi in range((t % NCH) * CHUNK, min(NP, (t % NCH) * CHUNK + CHUNK)):
+            p0 = pi * 32
+            _gather(xp, panel, off, run8, n, p0, 32, C, Hp, Wp, kh, kw, sh, sw, OW, P)
+            nv = min(32, P - p0)
+            for ob in range(OB):
+                o0 = ob * 8
+                c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
+                    tile8x32(w2, o0, panel, 0, K)
+                o = (n * O + o0) * P + p0
+                _wstore(out, tmp, o, c00, c01, b[o0], relu, nv)
+                _wstore(out, tmp, o + P, c10, c11, b[o0 + 1], relu, nv)
+                _wstore(out, tmp, o + 2 * P, c20, c21, b[o0 + 2], relu, nv)
+                _wstore(out, tmp, o + 3 * P, c30, c31, b[o0 + 3], relu, nv)
+                _wstore(out, tmp, o + 4 * P, c40, c41, b[o0 + 4], relu, nv)
+                _wstore(out, tmp, o + 5 * P, c50, c51, b[o0 + 5], relu, nv)
+                _wstore(out, tmp, o + 6 * P, c60, c61, b[o0 + 6], relu, nv)
+                _wstore(out, tmp, o + 7 * P, c70, c71, b[o0 + 7], relu, nv)
+            for oc in range(OB * 8, O):
+                lo, hi = row32(w2, oc, panel, 0, K)
+                _wstore(out, tmp, (n * O + oc) * P + p0, lo, hi, b[oc], relu, nv)
+
+
 _conv_panels, _conv_panels_par = twins(_conv_panels_py, fastmath=True)
+_conv_panels_wide, _conv_panels_wide_par = twins(_conv_panels_wide_py, fastmath=True)
 PAR_MACS = 1 << 20
 
 
@@ -115,6 +186,8 @@ def conv2d(out, xp, w, b, stride, relu):
     o, c, kh, kw = w.shape
     bb = np.zeros(o, np.float32) if b is None else b.astype(np.float32, copy=False)
     macs = out.size * c * kh * kw
-    (_conv_panels_par if macs >= PAR_MACS else _conv_panels)(
-        np.ascontiguousarray(xp), np.ascontiguousarray(w.reshape(o, -1)), bb, relu, stride[0], stride[1], kh, kw,
-        out)
+    if simd.HAVE_AVX512:
+        kern = _conv_panels_wide_par if macs >= PAR_MACS else _conv_panels_wide
+    else:
+        kern = _conv_panels_par if macs >= PAR_MACS else _conv_panels
+    kern(np.ascontiguousarray(xp), np.ascontiguousarray(w.reshape(o, -1)), bb, relu, stride[0], stride[1], kh, kw, out)

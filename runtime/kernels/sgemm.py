@@ -170,6 +170,56 @@ _sgemm, _sgemm_par = twins(_sgemm_py, fastmath=True)
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def tile8x32(a, r0, b, base, K):
+    """tile8x16 in 16-lane vectors: rows r0..r0+7 of a against one 32-wide panel of b (the 32 values of
+    step k at base + 32 k); 16 zmm accumulators (row 0 lanes 0-15, row 0 lanes 16-31, row 1 ...)."""
+    c00 = wfzero()
+    c01 = wfzero()
+    c10 = wfzero()
+    c11 = wfzero()
+    c20 = wfzero()
+    c21 = wfzero()
+    c30 = wfzero()
+    c31 = wfzero()
+    c40 = wfzero()
+    c41 = wfzero()
+    c50 = wfzero()
+    c51 = wfzero()
+    c60 = wfzero()
+    c61 = wfzero()
+    c70 = wfzero()
+    c71 = wfzero()
+    for k in range(K):
+        w0 = wfload(b, base + k * 32)
+        w1 = wfload(b, base + k * 32 + 16)
+        x = wfsplat(a[r0, k])
+        c00 = wfma(x, w0, c00)
+        c01 = wfma(x, w1, c01)
+        x = wfsplat(a[r0 + 1, k])
+        c10 = wfma(x, w0, c10)
+        c11 = wfma(x, w1, c11)
+        x = wfsplat(a[r0 + 2, k])
+        c20 = wfma(x, w0, c20)
+        c21 = wfma(x, w1, c21)
+        x = wfsplat(a[r0 + 3, k])
+        c30 = wfma(x, w0, c30)
+        c31 = wfma(x, w1, c31)
+        x = wfsplat(a[r0 + 4, k])
+        c40 = wfma(x, w0, c40)
+        c41 = wfma(x, w1, c41)
+        x = wfsplat(a[r0 + 5, k])
+        c50 = wfma(x, w0, c50)
+        c51 = wfma(x, w1, c51)
+        x = wfsplat(a[r0 + 6, k])
+        c60 = wfma(x, w0, c60)
+        c61 = wfma(x, w1, c61)
+        x = wfsplat(a[r0 + 7, k])
+        c70 = wfma(x, w0, c70)
+        c71 = wfma(x, w1, c71)
+    return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _wput(c, o, v, bias, bo, relu):
     if bias.shape[0]:
         v = wfadd(v, wfload(bias, bo))
@@ -179,7 +229,7 @@ def _wput(c, o, v, bias, bo, relu):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _wrow(a, r, b, base, K):
+def row32(a, r, b, base, K):
     """Row r of a against one 32-column panel: two chains per vector (even and odd k)."""
     e0 = wfzero()
     e1 = wfzero()
@@ -210,49 +260,8 @@ def _sgemm_wide_py(x, wp, bias, relu, c):
         nb = t // MB
         m0 = (t % MB) * MR
         base = nb * K * 32
-        c00 = wfzero()
-        c01 = wfzero()
-        c10 = wfzero()
-        c11 = wfzero()
-        c20 = wfzero()
-        c21 = wfzero()
-        c30 = wfzero()
-        c31 = wfzero()
-        c40 = wfzero()
-        c41 = wfzero()
-        c50 = wfzero()
-        c51 = wfzero()
-        c60 = wfzero()
-        c61 = wfzero()
-        c70 = wfzero()
-        c71 = wfzero()
-        for k in range(K):
-            w0 = wfload(wp, base + k * 32)
-            w1 = wfload(wp, base + k * 32 + 16)
-            a = wfsplat(x[m0, k])
-            c00 = wfma(a, w0, c00)
-            c01 = wfma(a, w1, c01)
-            a = wfsplat(x[m0 + 1, k])
-            c10 = wfma(a, w0, c10)
-            c11 = wfma(a, w1, c11)
-            a = wfsplat(x[m0 + 2, k])
-            c20 = wfma(a, w0, c20)
-            c21 = wfma(a, w1, c21)
-            a = wfsplat(x[m0 + 3, k])
-            c30 = wfma(a, w0, c30)
-            c31 = wfma(a, w1, c31)
-            a = wfsplat(x[m0 + 4, k])
-            c40 = wfma(a, w0, c40)
-            c41 = wfma(a, w1, c41)
-            a = wfsplat(x[m0 + 5, k])
-            c50 = wfma(a, w0, c50)
-            c51 = wfma(a, w1, c51)
-            a = wfsplat(x[m0 + 6, k])
-            c60 = wfma(a, w0, c60)
-            c61 = wfma(a, w1, c61)
-            a = wfsplat(x[m0 + 7, k])
-            c70 = wfma(a, w0, c70)
-            c71 = wfma(a, w1, c71)
+        c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
+            tile8x32(x, m0, wp, base, K)
         o = m0 * Np + nb * 32
         bo = nb * 32
         _wput(c, o, c00, bias, bo, relu)
@@ -274,7 +283,7 @@ def _sgemm_wide_py(x, wp, bias, relu, c):
     R = M - MB * MR
     for t in prange(NB * (R > 0)):
         for m in range(MB * MR, M):
-            lo, hi = _wrow(x, m, wp, t * K * 32, K)
+            lo, hi = row32(x, m, wp, t * K * 32, K)
             _wput(c, m * Np + t * 32, lo, bias, t * 32, relu)
             _wput(c, m * Np + t * 32 + 16, hi, bias, t * 32 + 16, relu)
 
