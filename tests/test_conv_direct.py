@@ -220,7 +220,7 @@ def test_runtime_transposed_conv_kernel_takes_the_phase_path():
     (1, 1, 1, 1, 1, 1, 1, (0, 0)), (2, 3, 16, 32, 32, 3, 1, (1, 1)), (3, 5, 9, 7, 11, 3, 2, (1, 1)),
     (1, 4, 24, 8, 8, 3, 1, (1, 1)), (2, 7, 13, 9, 5, 5, 1, (2, 2)), (1, 3, 8, 6, 17, 2, 2, (0, 1)),
     (2, 16, 32, 16, 16, 3, 2, (1, 1)), (1, 2, 3, 4, 4, 3, 1, (0, 0)), (2, 8, 16, 8, 8, 3, 1, (1, 1)),
-    (1, 5, 9, 18, 20, 3, 1, (1, 1))])
+    (1, 5, 9, 18, 20, 3, 1, (1, 1)), (2, 4, 9, 6, 5, 3, 1, (1, 1))])   # last: a row change 7 apart
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("wide", [pytest.param(True, id="zmm"), pytest.param(False, id="ymm")])
 def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, padding, relu, wide, monkeypatch):

@@ -78,7 +78,10 @@ def _gather(xp, panel, off, run8, n, p0, PW, C, Hp, Wp, kh, kw, sh, sw, OW, P):
         p = min(p0 + q, P - 1)             # past the last pixel: a repeat, never stored
         off[q] = (n * C * Hp + (p // OW) * sh) * Wp + (p % OW) * sw
     for q8 in range(PW // 8):
-        run8[q8] = off[q8 * 8 + 7] - off[q8 * 8] == 7
+        run8[q8] = True                    # every neighbour pair one apart (a row change can also span 7)
+        for q in range(q8 * 8, q8 * 8 + 7):
+            if off[q + 1] != off[q] + 1:
+                run8[q8] = False
     xf = xp.reshape(-1)
     for ci in range(C):
         for i in range(kh):
