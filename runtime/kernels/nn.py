@@ -376,6 +376,11 @@ def _attention_rows_py(q, ql, k, kl, v, vl, bias, scale, out, ol, dims):
     # matmuls around a softmax.
     B, H, L, E, Ev, Hk, S = dims
     Bb, Hb, Lb = bias.shape[0], bias.shape[1], bias.shape[2]
+    # the bias's strides, 0 along its broadcast dims (arithmetic, not loop-invariant branches that
+    # LLVM would unswitch into copies of the whole loop)
+    sbl = S * (Lb > 1)
+    sbh = Lb * S * (Hb > 1)
+    sbb = Hb * Lb * S * (Bb > 1)
     bflat = bias.reshape(-1)
     rep = H // Hk
     RB = 16
@@ -417,7 +422,7 @@ def _attention_rows_py(q, ql, k, kl, v, vl, bias, scale, out, ol, dims):
                     ii = ib + r if r < nr else ib
                     for e in range(E):
                         qs[r, e] = q[qbase + ii * ql[3] + e] * scale
-                    brow[r] = (((b if Bb > 1 else 0) * Hb + (h if Hb > 1 else 0)) * Lb + (ii if Lb > 1 else 0)) * S
+                    brow[r] = b * sbb + h * sbh + ii * sbl
                 m0 = vfsplat(-np.inf)
                 m1 = vfsplat(-np.inf)
                 m2 = vfsplat(-np.inf)

@@ -122,19 +122,23 @@ def row16(a, r, b, base, K):
     return vfadd(e0, d0), vfadd(e1, d1)
 
 
+# The epilogues: bias[bo:bo+8] added (a zero bias when the linear has none), then ReLU or not, as
+# separate compiled variants of each kernel (twins(..., bind=...)) rather than branches inside one:
+# LLVM duplicated the whole tile loop for each branch combination and a cold compile of the 16-lane
+# kernel took 7.4 s instead of 3.3.
 @njit(cache=True, fastmath=True, inline="always")
-def _put(c, o, v, bias, bo, relu):
-    """Store one 8-lane result at flat c[o]: plus bias[bo:bo+8] when there is a bias, then ReLU."""
-    if bias.shape[0]:
-        v = vfadd(v, vfload(bias, bo))
-    if relu:
-        v = vfmax(v, vfzero())
-    vfstore(c, o, v)
+def _put(c, o, v, bias, bo):
+    vfstore(c, o, vfadd(v, vfload(bias, bo)))
 
 
-def _sgemm_py(x, wp, bias, relu, c):
-    # x (M, K) float32 C-contiguous; wp packed; bias (Np,) float32 padded with zeros, or empty;
-    # c (M, Np) float32.  The bias and ReLU are applied as the tiles are stored (no second pass).
+@njit(cache=True, fastmath=True, inline="always")
+def _put_relu(c, o, v, bias, bo):
+    vfstore(c, o, vfmax(vfadd(v, vfload(bias, bo)), vfzero()))
+
+
+def _sgemm_py(x, wp, bias, c):
+    # x (M, K) float32 C-contiguous; wp packed; bias (>= Np,) float32 padded with zeros; c (M, Np)
+    # float32.  The bias (and ReLU, in the _relu variant) are applied as the tiles are stored.
     M, K = x.shape
     Np = c.shape[1]
     NB = Np // NR
@@ -146,32 +150,33 @@ def _sgemm_py(x, wp, bias, relu, c):
             tile8x16(x, m0, wp, nb * K * 16, K)
         o = m0 * Np + nb * NR
         bo = nb * NR
-        _put(c, o, c00, bias, bo, relu)
-        _put(c, o + 8, c01, bias, bo + 8, relu)
-        _put(c, o + Np, c10, bias, bo, relu)
-        _put(c, o + Np + 8, c11, bias, bo + 8, relu)
-        _put(c, o + 2 * Np, c20, bias, bo, relu)
-        _put(c, o + 2 * Np + 8, c21, bias, bo + 8, relu)
-        _put(c, o + 3 * Np, c30, bias, bo, relu)
-        _put(c, o + 3 * Np + 8, c31, bias, bo + 8, relu)
-        _put(c, o + 4 * Np, c40, bias, bo, relu)
-        _put(c, o + 4 * Np + 8, c41, bias, bo + 8, relu)
-        _put(c, o + 5 * Np, c50, bias, bo, relu)
-        _put(c, o + 5 * Np + 8, c51, bias, bo + 8, relu)
-        _put(c, o + 6 * Np, c60, bias, bo, relu)
-        _put(c, o + 6 * Np + 8, c61, bias, bo + 8, relu)
-        _put(c, o + 7 * Np, c70, bias, bo, relu)
-        _put(c, o + 7 * Np + 8, c71, bias, bo + 8, relu)
+        _put(c, o, c00, bias, bo)
+        _put(c, o + 8, c01, bias, bo + 8)
+        _put(c, o + Np, c10, bias, bo)
+        _put(c, o + Np + 8, c11, bias, bo + 8)
+        _put(c, o + 2 * Np, c20, bias, bo)
+        _put(c, o + 2 * Np + 8, c21, bias, bo + 8)
+        _put(c, o + 3 * Np, c30, bias, bo)
+        _put(c, o + 3 * Np + 8, c31, bias, bo + 8)
+        _put(c, o + 4 * Np, c40, bias, bo)
+        _put(c, o + 4 * Np + 8, c41, bias, bo + 8)
+        _put(c, o + 5 * Np, c50, bias, bo)
+        _put(c, o + 5 * Np + 8, c51, bias, bo + 8)
+        _put(c, o + 6 * Np, c60, bias, bo)
+        _put(c, o + 6 * Np + 8, c61, bias, bo + 8)
+        _put(c, o + 7 * Np, c70, bias, bo)
+        _put(c, o + 7 * Np + 8, c71, bias, bo + 8)
     # rows past the last micro-tile: a panel a task
     R = M - MB * MR
     for t in prange(NB * (R > 0)):
         for m in range(MB * MR, M):
             lo, hi = row16(x, m, wp, t * K * 16, K)
-            _put(c, m * Np + t * NR, lo, bias, t * NR, relu)
-            _put(c, m * Np + t * NR + 8, hi, bias, t * NR + 8, relu)
+            _put(c, m * Np + t * NR, lo, bias, t * NR)
+            _put(c, m * Np + t * NR + 8, hi, bias, t * NR + 8)
 
 
 _sgemm, _sgemm_par = twins(_sgemm_py, fastmath=True)
+_sgemm_relu, _sgemm_relu_par = twins(_sgemm_py, "_relu", {"_put": _put_relu}, fastmath=True)
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -225,12 +230,13 @@ def tile8x32(a, r0, b, base, K):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _wput(c, o, v, bias, bo, relu):
-    if bias.shape[0]:
-        v = wfadd(v, wfload(bias, bo))
-    if relu:
-        v = wfmax(v, wfzero())
-    wfstore(c, o, v)
+def _wput(c, o, v, bias, bo):
+    wfstore(c, o, wfadd(v, wfload(bias, bo)))
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _wput_relu(c, o, v, bias, bo):
+    wfstore(c, o, wfmax(wfadd(v, wfload(bias, bo)), wfzero()))
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -254,7 +260,7 @@ def row32(a, r, b, base, K):
     return wfadd(e0, d0), wfadd(e1, d1)
 
 
-def _sgemm_wide_py(x, wp, bias, relu, c):
+def _sgemm_wide_py(x, wp, bias, c):
     # as _sgemm_py with 16-lane vectors: 32-column panels, an 8 x 32 tile in 16 zmm accumulators
     # (2 panel loads, 8 broadcasts and 16 FMAs of 16 lanes a step: half the loads a FLOP)
     M, K = x.shape
@@ -269,33 +275,48 @@ def _sgemm_wide_py(x, wp, bias, relu, c):
             tile8x32(x, m0, wp, base, K)
         o = m0 * Np + nb * 32
         bo = nb * 32
-        _wput(c, o, c00, bias, bo, relu)
-        _wput(c, o + 16, c01, bias, bo + 16, relu)
-        _wput(c, o + Np, c10, bias, bo, relu)
-        _wput(c, o + Np + 16, c11, bias, bo + 16, relu)
-        _wput(c, o + 2 * Np, c20, bias, bo, relu)
-        _wput(c, o + 2 * Np + 16, c21, bias, bo + 16, relu)
-        _wput(c, o + 3 * Np, c30, bias, bo, relu)
-        _wput(c, o + 3 * Np + 16, c31, bias, bo + 16, relu)
-        _wput(c, o + 4 * Np, c40, bias, bo, relu)
-        _wput(c, o + 4 * Np + 16, c41, bias, bo + 16, relu)
-        _wput(c, o + 5 * Np, c50, bias, bo, relu)
-        _wput(c, o + 5 * Np + 16, c51, bias, bo + 16, relu)
-        _wput(c, o + 6 * Np, c60, bias, bo, relu)
-        _wput(c, o + 6 * Np + 16, c61, bias, bo + 16, relu)
-        _wput(c, o + 7 * Np, c70, bias, bo, relu)
-        _wput(c, o + 7 * Np + 16, c71, bias, bo + 16, relu)
+        _wput(c, o, c00, bias, bo)
+        _wput(c, o + 16, c01, bias, bo + 16)
+        _wput(c, o + Np, c10, bias, bo)
+        _wput(c, o + Np + 16, c11, bias, bo + 16)
+        _wput(c, o + 2 * Np, c20, bias, bo)
+        _wput(c, o + 2 * Np + 16, c21, bias, bo + 16)
+        _wput(c, o + 3 * Np, c30, bias, bo)
+        _wput(c, o + 3 * Np + 16, c31, bias, bo + 16)
+        _wput(c, o + 4 * Np, c40, bias, bo)
+        _wput(c, o + 4 * Np + 16, c41, bias, bo + 16)
+        _wput(c, o + 5 * Np, c50, bias, bo)
+        _wput(c, o + 5 * Np + 16, c51, bias, bo + 16)
+        _wput(c, o + 6 * Np, c60, bias, bo)
+        _wput(c, o + 6 * Np + 16, c61, bias, bo + 16)
+        _wput(c, o + 7 * Np, c70, bias, bo)
+        _wput(c, o + 7 * Np + 16, c71, bias, bo + 16)
     R = M - MB * MR
     for t in prange(NB * (R > 0)):
         for m in range(MB * MR, M):
             lo, hi = row32(x, m, wp, t * K * 32, K)
-            _wput(c, m * Np + t * 32, lo, bias, t * 32, relu)
-            _wput(c, m * Np + t * 32 + 16, hi, bias, t * 32 + 16, relu)
+            _wput(c, m * Np + t * 32, lo, bias, t * 32)
+            _wput(c, m * Np + t * 32 + 16, hi, bias, t * 32 + 16)
 
 
 _sgemm_wide, _sgemm_wide_par = twins(_sgemm_wide_py, fastmath=True)
+_sgemm_wide_relu, _sgemm_wide_relu_par = twins(_sgemm_wide_py, "_relu", {"_wput": _wput_relu}, fastmath=True)
 PAR_FLOPS = 1 << 20        # multiply-adds from which the parallel copy pays
-_NOBIAS = np.zeros(0, np.float32)
+_ZEROS = {}
+
+
+def _zero_bias(n):
+    z = _ZEROS.get(n)
+    if z is None:
+        z = _ZEROS[n] = np.zeros(n, np.float32)
+        z.flags.writeable = False
+    return z
+
+
+_KERNELS = {(wide, relu, par): k for wide, relu, pair in (
+    (False, False, (_sgemm, _sgemm_par)), (False, True, (_sgemm_relu, _sgemm_relu_par)),
+    (True, False, (_sgemm_wide, _sgemm_wide_par)), (True, True, (_sgemm_wide_relu, _sgemm_wide_relu_par)))
+    for par, k in zip((False, True), pair)}
 
 
 def pad_bias(b):
@@ -317,8 +338,7 @@ def sgemm_into(out, x, packed, bias=None, relu=False):
     if wp.shape[0] != Np * x.shape[1] or Np % nr or nr not in (NR, 2 * NR) or not N <= Np < N + nr:
         raise ValueError(f"sgemm: packed weight of {wp.shape[0]} values ({nr}-column panels) for {N} x {x.shape[1]}")
     c = out if Np == N else np.empty((M, Np), np.float32)
-    par = M * Np * x.shape[1] >= PAR_FLOPS
-    kern = (_sgemm_wide_par if par else _sgemm_wide) if nr == 2 * NR else (_sgemm_par if par else _sgemm)
-    kern(x, wp, _NOBIAS if bias is None else bias, bool(relu), c)
+    kern = _KERNELS[nr == 2 * NR, bool(relu), M * Np * x.shape[1] >= PAR_FLOPS]
+    kern(x, wp, _zero_bias(Np) if bias is None else bias, c)
     if c is not out:
         out[...] = c[:, :N]
