@@ -70,7 +70,11 @@ def test_row_kernels_odd_shapes(rows, n):
 @pytest.mark.parametrize("b,hq,hk,l,s,e", [(1, 1, 1, 1, 1, 1), (1, 6, 6, 1, 37, 48), (2, 4, 2, 5, 5, 16),
                                             (1, 8, 2, 3, 130, 64), (1, 3, 3, 9, 9, 5), (2, 4, 2, 17, 40, 16),
                                             (1, 12, 12, 128, 128, 32), (1, 2, 1, 31, 31, 7)])
-def test_attention_kernel_odd_shapes(b, hq, hk, l, s, e):
+@pytest.mark.parametrize("par", [pytest.param(False, id="serial"), pytest.param(True, id="parallel")])
+def test_attention_kernel_odd_shapes(b, hq, hk, l, s, e, par, monkeypatch):
+    from edgetorch.runtime.kernels import nn as knn
+    monkeypatch.setattr(knn, "DECODE_PAR_WORK", 0 if par else 1 << 62)
+    monkeypatch.setattr(knn, "ATTN_PAR_WORK", 0 if par else 1 << 62)
     rng = np.random.default_rng(l * s)
     q = rng.normal(size=(b, hq, l, e)).astype(np.float32)
     k = rng.normal(size=(b, hk, s, e)).astype(np.float32)
