@@ -123,3 +123,35 @@ def test_float_max_and_horizontal_max(where):
     top = _max_ops(a, b, out)
     np.testing.assert_array_equal(out, np.maximum(a, b) + 1)
     assert top == 100.0 + where
+
+
+@njit
+def _wide(a, b, c, out, relu_out):
+    acc = simd.wfma(simd.wfload(a, 0), simd.wfload(b, 0), simd.wfsplat(np.float32(0.5)))
+    simd.wfstore(out, 0, simd.wfadd(acc, simd.wfload(c, 0)))
+    simd.wfstore(relu_out, 0, simd.wfmax(simd.wfload(c, 0), simd.wfzero()))
+
+
+@pytest.mark.skipif(not simd.HAVE_FMA, reason="16 float lanes are only used with FMA (and AVX-512F)")
+def test_sixteen_float_lanes():
+    rng = np.random.default_rng(3)
+    a, b, c = (rng.normal(size=16).astype(np.float32) for _ in range(3))
+    out, relu_out = np.zeros(16, np.float32), np.zeros(16, np.float32)
+    _wide(a, b, c, out, relu_out)
+    np.testing.assert_allclose(out, a * b + 0.5 + c, rtol=1e-6)
+    np.testing.assert_array_equal(relu_out, np.maximum(c, 0))
+
+
+@njit
+def _prefetch_sum(a, ahead):
+    s = 0
+    for i in range(a.shape[0]):
+        simd.vprefetch(a, i + ahead)            # past the end: only a hint, never a fault
+        s += a[i]
+    return s
+
+
+def test_prefetch_is_a_hint_that_never_faults():
+    a = np.arange(1000, dtype=np.int8)
+    for ahead in (0, 64, 1 << 20):
+        assert _prefetch_sum(a, ahead) == int(a.astype(np.int64).sum())

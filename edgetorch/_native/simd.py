@@ -176,6 +176,24 @@ wfstore = _storer(types.float32, f32x16, _VF16)
 
 
 @intrinsic
+def vprefetch(typingctx, a, i):
+    """Hint the cache line holding flat element i of the C-contiguous array a into L1 (no fault
+    past the end: a prefetch is only a hint).  For streaming kernels whose compute per byte is
+    high enough that the core's own window keeps too few misses in flight for DRAM's bandwidth."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), _I32, _I32, _I32]),
+            "llvm.prefetch.p0")
+        ptr = _ptr(ctx, b, sig.args[0], args[0], args[1], ir.IntType(8))
+        b.call(fn, [ptr, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return ctx.get_dummy_value()
+    return types.none(a, i), codegen
+
+
+@intrinsic
 def vzero(typingctx):
     return i32x8(), lambda ctx, b, sig, args: ir.Constant(_VI, None)
 
