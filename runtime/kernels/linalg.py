@@ -162,8 +162,25 @@ SGEMM_ROWS = 256
 _NOBIAS = np.zeros(0, np.float32)
 
 
+_F32 = np.dtype(np.float32)
+
+
 def _linear(out, x, w, b, activation=None):
     """out = x @ w.T + b; returns True when the activation was applied too (the GEMV fuses ReLU)."""
+    xs, ws = x.shape, w.shape
+    # the common small case first, in as few attribute reads as it takes (a batch-1 MLP's whole
+    # forward is ~30 us of GEMVs: the checks of the general path below cost ~2 us a linear);
+    # builtin dtypes are singletons, so `is` holds for every float32 array (else: the general path)
+    n2, n3 = len(xs) == 2, len(xs) == 3            # (rows, K) or a decoder's (1, 1, K)
+    if (n2 or n3) and len(ws) == 2 and 0 < (xs[0] if n2 else xs[0] * xs[1]) <= GEMV_ROWS and xs[-1] == ws[1] \
+            and xs[-1] and x.dtype is _F32 and w.dtype is _F32 and out.dtype is _F32 \
+            and out.shape == xs[:-1] + (ws[0],) and (b is None or (b.dtype is _F32 and b.shape == (ws[0],))) \
+            and x.flags.c_contiguous and w.flags.c_contiguous and out.flags.c_contiguous:
+        relu = activation == "relu"
+        (_gemv_par if ws[0] * ws[1] >= GEMV_PAR else _gemv)(
+            x if n2 else x.reshape(-1, ws[1]), w, _NOBIAS if b is None else b, relu,
+            out if n2 else out.reshape(-1, ws[0]))
+        return relu
     if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1] or out.shape != x.shape[:-1] + (w.shape[0],):
         raise ValueError(f"linear: input {x.shape}, weight {w.shape} -> {out.shape} do not fit")
     if x.shape[-1] == 0:                          # empty dot products (reshape(-1, 0) is undefined)

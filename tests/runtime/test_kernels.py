@@ -410,3 +410,27 @@ def test_kernels_refuse_operands_that_disagree_with_the_planned_output():
     v = rng.normal(size=(1, 2, 12, 8)).astype(np.float32)         # one batch fewer than k
     with pytest.raises(ValueError, match="attention"):
         KERNELS["scaled_dot_product_attention"](np.empty((2, 2, 12, 8), np.float32), q, k, v)
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (3, 40), (1, 1, 33), (2, 2, 5), (4, 300)])
+def test_gemv_fast_path_and_its_fallbacks(shape):
+    """Decode-sized float32 linears take a short path (2-d rows or a decoder's (1, 1, K)); a float64
+    bias, a strided input or a strided output take the general one: all give the same numbers."""
+    rng = np.random.default_rng(sum(shape))
+    k = shape[-1]
+    x = rng.normal(size=shape).astype(np.float32)
+    w = rng.normal(size=(9, k)).astype(np.float32)
+    b = rng.normal(size=9).astype(np.float32)
+    want = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    cases = [(x, b, None), (x, None, None), (x, b.astype(np.float64), None),
+             (np.asfortranarray(x) if x.ndim == 2 else x, b, None), (x, b, "strided")]
+    for xx, bb, mode in cases:
+        for act in (None, "relu"):
+            if mode == "strided":
+                big = np.zeros(shape[:-1] + (18,), np.float32)
+                out = big[..., ::2]
+            else:
+                out = np.empty(shape[:-1] + (9,), np.float32)
+            KERNELS["fused_linear"](out, xx, w, bb, activation=act)
+            ref = want if bb is not None else want - b
+            np.testing.assert_allclose(out, np.maximum(ref, 0) if act else ref, rtol=1e-4, atol=1e-4)
