@@ -21,8 +21,11 @@ as Numba intrinsics that emit the LLVM IR directly:
     f = vfma(f, g, h)           f * g + h, float32 lanes
     f = vfsplat(x), vfzero(), vfload(a, i), vfstore(a, i, f), x = vfhsum(f)
     f = vfadd(f, g), vfmul(f, g), vfmax(f, g); x = vfhmax(f)   (maxnum: a NaN lane loses)
-    w = wfload(a, i), wfstore(a, i, w), wfsplat(x), wfzero(), wfma(w, u, z), wfadd, wfmax
+    w = wfload(a, i), wfstore(a, i, w), wfsplat(x), wfzero(), wfma(w, u, z), wfadd, wfmax, wfhsum
                                 the same on 16 float32 lanes (zmm: only where HAVE_AVX512)
+    w = wnib_lo(a, i), wnib_hi(a, i)
+                                the low / high 4 bits of 16 bytes of a as 16 float32 lanes
+    vprefetch(a, i)             hint the cache line of flat element i into L1
 
 The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
 machine's other loops), except the 16-lane float ones: Zen 4 runs a 512-bit
@@ -241,8 +244,8 @@ def vsrl4(typingctx, x):
 
 
 def _hsum(b, v, add):
-    # halve the vector twice then add the last pair: 3 adds, no lane-by-lane extraction
-    n = 8
+    # halve the vector until one lane is left: log2(lanes) adds, no lane-by-lane extraction
+    n = v.type.count
     while n > 1:
         n //= 2
         lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
@@ -295,6 +298,26 @@ def _fma(vt, lty):
     return fma
 
 
+def _nibbles(high):
+    """An intrinsic f(a, i): the 16 bytes of the uint8 array a from flat element i, their low (or
+    high) 4 bits as 16 float32 lanes (zero-extended to int32 lanes first: int64 lanes would run at
+    half the rate)."""
+    b16, i16 = ir.VectorType(ir.IntType(8), 16), ir.VectorType(_I32, 16)
+
+    @intrinsic
+    def nibbles(typingctx, a, i):
+        if not (_array_of(a, types.uint8) and isinstance(i, types.Integer)):
+            return None
+
+        def codegen(ctx, b, sig, args):
+            v = b.zext(b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], b16), align=1), i16)
+            v = b.lshr(v, ir.Constant(i16, [4] * 16)) if high else b.and_(v, ir.Constant(i16, [15] * 16))
+            return b.sitofp(v, _VF16)
+        return f32x16(a, i), codegen
+    return nibbles
+
+
+wnib_lo, wnib_hi = _nibbles(False), _nibbles(True)
 vfsplat, vfzero, vfma = _fsplat(f32x8, _VF), _fzero(f32x8, _VF), _fma(f32x8, _VF)
 wfsplat, wfzero, wfma = _fsplat(f32x16, _VF16), _fzero(f32x16, _VF16), _fma(f32x16, _VF16)
 
@@ -318,5 +341,12 @@ def vfhmax(typingctx, v):
 @intrinsic
 def vfhsum(typingctx, v):
     if v is not f32x8:
+        return None
+    return types.float32(v), lambda ctx, b, sig, args: _hsum(b, args[0], b.fadd)
+
+
+@intrinsic
+def wfhsum(typingctx, v):
+    if v is not f32x16:
         return None
     return types.float32(v), lambda ctx, b, sig, args: _hsum(b, args[0], b.fadd)

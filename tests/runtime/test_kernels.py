@@ -244,6 +244,33 @@ def test_int4_linear_paths(m, n, k, g, asym, dyn, vnni, monkeypatch):
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("m,n,k,g", [(1, 1, 32, 32), (1, 7, 64, 32), (2, 8, 96, 32), (1, 9, 128, 64),
+                                     (3, 17, 256, 128), (1, 4099, 256, 256), (4, 33, 64, 64), (2, 3, 32, 32)])
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("wide", [pytest.param(True, id="zmm"), pytest.param(False, id="portable")])
+def test_int4_float_gemv_paths(m, n, k, g, asym, wide, monkeypatch):
+    """int4-weight GEMV with float activations: the 16-lane kernel (two pairs a task, an odd last
+    pair, odd N, zero points) and the portable loop, against the reference."""
+    from edgetorch._native import simd
+    from edgetorch.quant.grids import quantize_groups_int4
+    from edgetorch.runtime.kernels import quant
+    if wide and not simd.HAVE_AVX512:
+        pytest.skip("no AVX-512F")
+    monkeypatch.setattr(simd, "HAVE_AVX512", wide)
+    calls = []
+    for name in ("_gemv_q4_wide", "_gemv_q4_wide_par", "_gemv_q4", "_gemv_q4_par"):
+        real = getattr(quant, name)
+        monkeypatch.setattr(quant, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    rng = np.random.default_rng(n * k + m)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    wp, s, z = quantize_groups_int4(rng.normal(size=(n, k)), g, symmetric=not asym)
+    out = np.full((m, n), np.nan, np.float32)
+    KERNELS["linear_q4"](out, x, wp, s, z, None, group_size=g)
+    want = REGISTRY["linear_q4"].forward(x, wp, s, z, None, group_size=g)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert calls and all(("wide" in c) == wide for c in calls)
+
+
 def test_int4_embedding_rows():
     from edgetorch.quant.grids import quantize_groups_int4
     rng = np.random.default_rng(3)
