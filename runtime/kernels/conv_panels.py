@@ -99,82 +99,49 @@ def _gather(xp, panel, off, run8, n, p0, PW, C, Hp, Wp, kh, kw, sh, sw, OW, P):
 
 def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, out):
     # xp (N, C, Hp, Wp) zero-padded input; w2 (O, K), K = C * kh * kw; b (O,); out (N, O, OH, OW);
-    # all C-contiguous float32.  16-pixel panels, 8-lane vectors.
+    # all C-contiguous float32.  PW-pixel panels; TILE, ROW, STORE, PW: the 8-lane (16-pixel) or the
+    # 16-lane (32-pixel, AVX-512) kernels, bound per variant below.
     N, C, Hp, Wp = xp.shape
     O, K = w2.shape
     OH, OW = out.shape[2], out.shape[3]
     P = OH * OW
-    NP = (P + 15) // 16
+    NP = (P + PW - 1) // PW
     NCH = (NP + CHUNK - 1) // CHUNK
     OB = O // 8
     for t in prange(N * NCH):
         n = t // NCH
-        panel = np.empty(K * 16, np.float32)
-        off = np.empty(16, np.int64)
-        run8 = np.empty(2, np.bool_)
-        tmp = np.empty(16, np.float32)
+        panel = np.empty(K * PW, np.float32)
+        off = np.empty(PW, np.int64)
+        run8 = np.empty(PW // 8, np.bool_)
+        tmp = np.empty(PW, np.float32)
         for pi in range((t % NCH) * CHUNK, min(NP, (t % NCH) * CHUNK + CHUNK)):
-            p0 = pi * 16
-            _gather(xp, panel, off, run8, n, p0, 16, C, Hp, Wp, kh, kw, sh, sw, OW, P)
-            nv = min(16, P - p0)
+            p0 = pi * PW
+            _gather(xp, panel, off, run8, n, p0, PW, C, Hp, Wp, kh, kw, sh, sw, OW, P)
+            nv = min(PW, P - p0)
             for ob in range(OB):
                 o0 = ob * 8
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
-                    tile8x16(w2, o0, panel, 0, K)
+                    TILE(w2, o0, panel, 0, K)
                 o = (n * O + o0) * P + p0
-                _store(out, tmp, o, c00, c01, b[o0], relu, nv)
-                _store(out, tmp, o + P, c10, c11, b[o0 + 1], relu, nv)
-                _store(out, tmp, o + 2 * P, c20, c21, b[o0 + 2], relu, nv)
-                _store(out, tmp, o + 3 * P, c30, c31, b[o0 + 3], relu, nv)
-                _store(out, tmp, o + 4 * P, c40, c41, b[o0 + 4], relu, nv)
-                _store(out, tmp, o + 5 * P, c50, c51, b[o0 + 5], relu, nv)
-                _store(out, tmp, o + 6 * P, c60, c61, b[o0 + 6], relu, nv)
-                _store(out, tmp, o + 7 * P, c70, c71, b[o0 + 7], relu, nv)
+                STORE(out, tmp, o, c00, c01, b[o0], relu, nv)
+                STORE(out, tmp, o + P, c10, c11, b[o0 + 1], relu, nv)
+                STORE(out, tmp, o + 2 * P, c20, c21, b[o0 + 2], relu, nv)
+                STORE(out, tmp, o + 3 * P, c30, c31, b[o0 + 3], relu, nv)
+                STORE(out, tmp, o + 4 * P, c40, c41, b[o0 + 4], relu, nv)
+                STORE(out, tmp, o + 5 * P, c50, c51, b[o0 + 5], relu, nv)
+                STORE(out, tmp, o + 6 * P, c60, c61, b[o0 + 6], relu, nv)
+                STORE(out, tmp, o + 7 * P, c70, c71, b[o0 + 7], relu, nv)
             for oc in range(OB * 8, O):        # channels past the last block of 8
-                lo, hi = row16(w2, oc, panel, 0, K)
-                _store(out, tmp, (n * O + oc) * P + p0, lo, hi, b[oc], relu, nv)
+                lo, hi = ROW(w2, oc, panel, 0, K)
+                STORE(out, tmp, (n * O + oc) * P + p0, lo, hi, b[oc], relu, nv)
 
 
-def _conv_panels_wide_py(xp, w2, b, relu, sh, sw, kh, kw, out):
-    # _conv_panels_py with 32-pixel panels and 16-lane vectors (AVX-512): an 8-channel x 32-pixel tile
-    # in 16 zmm accumulators
-    N, C, Hp, Wp = xp.shape
-    O, K = w2.shape
-    OH, OW = out.shape[2], out.shape[3]
-    P = OH * OW
-    NP = (P + 31) // 32
-    NCH = (NP + CHUNK - 1) // CHUNK
-    OB = O // 8
-    for t in prange(N * NCH):
-        n = t // NCH
-        panel = np.empty(K * 32, np.float32)
-        off = np.empty(32, np.int64)
-        run8 = np.empty(4, np.bool_)
-        tmp = np.empty(32, np.float32)
-        for pi in range((t % NCH) * CHUNK, min(NP, (t % NCH) * CHUNK + CHUNK)):
-            p0 = pi * 32
-            _gather(xp, panel, off, run8, n, p0, 32, C, Hp, Wp, kh, kw, sh, sw, OW, P)
-            nv = min(32, P - p0)
-            for ob in range(OB):
-                o0 = ob * 8
-                c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
-                    tile8x32(w2, o0, panel, 0, K)
-                o = (n * O + o0) * P + p0
-                _wstore(out, tmp, o, c00, c01, b[o0], relu, nv)
-                _wstore(out, tmp, o + P, c10, c11, b[o0 + 1], relu, nv)
-                _wstore(out, tmp, o + 2 * P, c20, c21, b[o0 + 2], relu, nv)
-                _wstore(out, tmp, o + 3 * P, c30, c31, b[o0 + 3], relu, nv)
-                _wstore(out, tmp, o + 4 * P, c40, c41, b[o0 + 4], relu, nv)
-                _wstore(out, tmp, o + 5 * P, c50, c51, b[o0 + 5], relu, nv)
-                _wstore(out, tmp, o + 6 * P, c60, c61, b[o0 + 6], relu, nv)
-                _wstore(out, tmp, o + 7 * P, c70, c71, b[o0 + 7], relu, nv)
-            for oc in range(OB * 8, O):
-                lo, hi = row32(w2, oc, panel, 0, K)
-                _wstore(out, tmp, (n * O + oc) * P + p0, lo, hi, b[oc], relu, nv)
+TILE, ROW, STORE, PW = tile8x16, row16, _store, 16      # the 8-lane variant's bindings
 
 
 _conv_panels, _conv_panels_par = twins(_conv_panels_py, fastmath=True)
-_conv_panels_wide, _conv_panels_wide_par = twins(_conv_panels_wide_py, fastmath=True)
+_conv_panels_wide, _conv_panels_wide_par = twins(
+    _conv_panels_py, "_wide", {"TILE": tile8x32, "ROW": row32, "STORE": _wstore, "PW": 32}, fastmath=True)
 PAR_MACS = 1 << 20
 
 

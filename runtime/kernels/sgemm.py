@@ -136,49 +136,6 @@ def _put_relu(c, o, v, bias, bo):
     vfstore(c, o, vfmax(vfadd(v, vfload(bias, bo)), vfzero()))
 
 
-def _sgemm_py(x, wp, bias, c):
-    # x (M, K) float32 C-contiguous; wp packed; bias (>= Np,) float32 padded with zeros; c (M, Np)
-    # float32.  The bias (and ReLU, in the _relu variant) are applied as the tiles are stored.
-    M, K = x.shape
-    Np = c.shape[1]
-    NB = Np // NR
-    MB = M // MR
-    for t in prange(NB * MB):
-        nb = t // MB                      # panel-major: consecutive tasks reuse the panel from L1/L2
-        m0 = (t % MB) * MR
-        c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
-            tile8x16(x, m0, wp, nb * K * 16, K)
-        o = m0 * Np + nb * NR
-        bo = nb * NR
-        _put(c, o, c00, bias, bo)
-        _put(c, o + 8, c01, bias, bo + 8)
-        _put(c, o + Np, c10, bias, bo)
-        _put(c, o + Np + 8, c11, bias, bo + 8)
-        _put(c, o + 2 * Np, c20, bias, bo)
-        _put(c, o + 2 * Np + 8, c21, bias, bo + 8)
-        _put(c, o + 3 * Np, c30, bias, bo)
-        _put(c, o + 3 * Np + 8, c31, bias, bo + 8)
-        _put(c, o + 4 * Np, c40, bias, bo)
-        _put(c, o + 4 * Np + 8, c41, bias, bo + 8)
-        _put(c, o + 5 * Np, c50, bias, bo)
-        _put(c, o + 5 * Np + 8, c51, bias, bo + 8)
-        _put(c, o + 6 * Np, c60, bias, bo)
-        _put(c, o + 6 * Np + 8, c61, bias, bo + 8)
-        _put(c, o + 7 * Np, c70, bias, bo)
-        _put(c, o + 7 * Np + 8, c71, bias, bo + 8)
-    # rows past the last micro-tile: a panel a task
-    R = M - MB * MR
-    for t in prange(NB * (R > 0)):
-        for m in range(MB * MR, M):
-            lo, hi = row16(x, m, wp, t * K * 16, K)
-            _put(c, m * Np + t * NR, lo, bias, t * NR)
-            _put(c, m * Np + t * NR + 8, hi, bias, t * NR + 8)
-
-
-_sgemm, _sgemm_par = twins(_sgemm_py, fastmath=True)
-_sgemm_relu, _sgemm_relu_par = twins(_sgemm_py, "_relu", {"_put": _put_relu}, fastmath=True)
-
-
 @njit(cache=True, fastmath=True, inline="always")
 def tile8x32(a, r0, b, base, K):
     """tile8x16 in 16-lane vectors: rows r0..r0+7 of a against one 32-wide panel of b (the 32 values of
@@ -260,47 +217,59 @@ def row32(a, r, b, base, K):
     return wfadd(e0, d0), wfadd(e1, d1)
 
 
-def _sgemm_wide_py(x, wp, bias, c):
-    # as _sgemm_py with 16-lane vectors: 32-column panels, an 8 x 32 tile in 16 zmm accumulators
-    # (2 panel loads, 8 broadcasts and 16 FMAs of 16 lanes a step: half the loads a FLOP)
+def _sgemm_py(x, wp, bias, c):
+    # x (M, K) float32 C-contiguous; wp packed in PW-column panels; bias (>= Np,) float32 padded with
+    # zeros; c (M, Np) float32.  The bias (and ReLU, in the _relu variants) are applied as the tiles
+    # are stored.  TILE, ROW, PUT and PW: the 8- or 16-lane kernels (bound per variant below).
     M, K = x.shape
     Np = c.shape[1]
-    NB = Np // 32
+    NB = Np // PW
     MB = M // MR
+    H = PW // 2
     for t in prange(NB * MB):
-        nb = t // MB
+        nb = t // MB                      # panel-major: consecutive tasks reuse the panel from L1/L2
         m0 = (t % MB) * MR
-        base = nb * K * 32
         c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
-            tile8x32(x, m0, wp, base, K)
-        o = m0 * Np + nb * 32
-        bo = nb * 32
-        _wput(c, o, c00, bias, bo)
-        _wput(c, o + 16, c01, bias, bo + 16)
-        _wput(c, o + Np, c10, bias, bo)
-        _wput(c, o + Np + 16, c11, bias, bo + 16)
-        _wput(c, o + 2 * Np, c20, bias, bo)
-        _wput(c, o + 2 * Np + 16, c21, bias, bo + 16)
-        _wput(c, o + 3 * Np, c30, bias, bo)
-        _wput(c, o + 3 * Np + 16, c31, bias, bo + 16)
-        _wput(c, o + 4 * Np, c40, bias, bo)
-        _wput(c, o + 4 * Np + 16, c41, bias, bo + 16)
-        _wput(c, o + 5 * Np, c50, bias, bo)
-        _wput(c, o + 5 * Np + 16, c51, bias, bo + 16)
-        _wput(c, o + 6 * Np, c60, bias, bo)
-        _wput(c, o + 6 * Np + 16, c61, bias, bo + 16)
-        _wput(c, o + 7 * Np, c70, bias, bo)
-        _wput(c, o + 7 * Np + 16, c71, bias, bo + 16)
+            TILE(x, m0, wp, nb * K * PW, K)
+        o = m0 * Np + nb * PW
+        bo = nb * PW
+        PUT(c, o, c00, bias, bo)
+        PUT(c, o + H, c01, bias, bo + H)
+        PUT(c, o + Np, c10, bias, bo)
+        PUT(c, o + Np + H, c11, bias, bo + H)
+        PUT(c, o + 2 * Np, c20, bias, bo)
+        PUT(c, o + 2 * Np + H, c21, bias, bo + H)
+        PUT(c, o + 3 * Np, c30, bias, bo)
+        PUT(c, o + 3 * Np + H, c31, bias, bo + H)
+        PUT(c, o + 4 * Np, c40, bias, bo)
+        PUT(c, o + 4 * Np + H, c41, bias, bo + H)
+        PUT(c, o + 5 * Np, c50, bias, bo)
+        PUT(c, o + 5 * Np + H, c51, bias, bo + H)
+        PUT(c, o + 6 * Np, c60, bias, bo)
+        PUT(c, o + 6 * Np + H, c61, bias, bo + H)
+        PUT(c, o + 7 * Np, c70, bias, bo)
+        PUT(c, o + 7 * Np + H, c71, bias, bo + H)
+    # rows past the last micro-tile: a panel a task
     R = M - MB * MR
     for t in prange(NB * (R > 0)):
         for m in range(MB * MR, M):
-            lo, hi = row32(x, m, wp, t * K * 32, K)
-            _wput(c, m * Np + t * 32, lo, bias, t * 32)
-            _wput(c, m * Np + t * 32 + 16, hi, bias, t * 32 + 16)
+            lo, hi = ROW(x, m, wp, t * K * PW, K)
+            PUT(c, m * Np + t * PW, lo, bias, t * PW)
+            PUT(c, m * Np + t * PW + H, hi, bias, t * PW + H)
 
 
-_sgemm_wide, _sgemm_wide_par = twins(_sgemm_wide_py, fastmath=True)
-_sgemm_wide_relu, _sgemm_wide_relu_par = twins(_sgemm_wide_py, "_relu", {"_wput": _wput_relu}, fastmath=True)
+TILE, ROW, PUT, PW = tile8x16, row16, _put, NR      # the 8-lane variant's bindings
+
+
+# one body, four compiled variants: the tile, single-row kernel, store and panel width (PW) are
+# globals that twins(..., bind=...) rebinds (Numba takes globals as compile-time constants)
+_VARIANTS = {"": {}, "_relu": {"PUT": _put_relu},
+             "_wide": {"TILE": tile8x32, "ROW": row32, "PUT": _wput, "PW": 32},
+             "_wide_relu": {"TILE": tile8x32, "ROW": row32, "PUT": _wput_relu, "PW": 32}}
+_KERNELS = {}
+for _name, _bind in _VARIANTS.items():
+    for _par, _k in zip((False, True), twins(_sgemm_py, _name, _bind, fastmath=True)):
+        _KERNELS["wide" in _name, "relu" in _name, _par] = _k
 PAR_FLOPS = 1 << 20        # multiply-adds from which the parallel copy pays
 _ZEROS = {}
 
@@ -311,12 +280,6 @@ def _zero_bias(n):
         z = _ZEROS[n] = np.zeros(n, np.float32)
         z.flags.writeable = False
     return z
-
-
-_KERNELS = {(wide, relu, par): k for wide, relu, pair in (
-    (False, False, (_sgemm, _sgemm_par)), (False, True, (_sgemm_relu, _sgemm_relu_par)),
-    (True, False, (_sgemm_wide, _sgemm_wide_par)), (True, True, (_sgemm_wide_relu, _sgemm_wide_relu_par)))
-    for par, k in zip((False, True), pair)}
 
 
 def pad_bias(b):
