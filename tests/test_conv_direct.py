@@ -251,3 +251,18 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
             want = np.maximum(want, 0) if k > 1 else want
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
     assert len(calls) == (2 if k > 1 else 0)
+
+
+@pytest.mark.parametrize("shape,pad,dtype,value", [((1, 1, 1, 1), (1, 1), np.float32, 0.0),
+                                                    ((2, 3, 5, 7), (2, 1), np.int8, -5),
+                                                    ((32, 16, 32, 32), (1, 1), np.float32, 0.0),
+                                                    ((1, 2, 3, 4), (0, 3), np.uint8, 7),
+                                                    ((2, 2, 4, 4), (3, 0), np.float64, 1.5)])
+def test_padding_pass_matches_numpy(shape, pad, dtype, value):
+    """runtime/kernels/conv.py's one-pass padding (serial and parallel copies; other dtypes numpy)."""
+    from edgetorch.runtime.kernels.conv import _pad2
+    x = (np.random.default_rng(0).standard_normal(shape) * 50).astype(dtype)
+    want = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])), constant_values=value)
+    got = _pad2(x, pad, value=value)
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(got, want)

@@ -4,6 +4,7 @@ frontend's training path), 1x1 convolutions as one GEMM per image, im2col (one
 strided copy per kernel tap) and one BLAS matmul per group for the rest;
 pooling over strided windows."""
 import numpy as np
+from numba import prange
 from numpy.lib.stride_tricks import as_strided
 
 from edgetorch._native import conv as direct
@@ -11,8 +12,32 @@ from edgetorch._native import simd
 
 from . import conv_panels
 
+from ._jit import twins
 from .linalg import apply_activation
 from .registry import kernel
+
+
+def _pad_planes_py(x, ph, pw, value, out):
+    # one pass, a plane a task: each padded element written once (np.full then a slice copy wrote the
+    # interior twice: ResNet-8's padded convolutions spent ~1.2 ms of a batch-32 forward there)
+    n, c, h, w = x.shape
+    W = w + 2 * pw
+    for t in prange(n * c):
+        i, j = t // c, t % c
+        for r in range(out.shape[2]):
+            y = r - ph
+            if y < 0 or y >= h:
+                for q in range(W):
+                    out[i, j, r, q] = value
+            else:
+                for q in range(pw):
+                    out[i, j, r, q] = value
+                    out[i, j, r, W - 1 - q] = value
+                for q in range(w):
+                    out[i, j, r, pw + q] = x[i, j, y, q]
+
+
+_pad_planes, _pad_planes_par = twins(_pad_planes_py)
 
 
 def _pad2(x, p, value=0.0):
@@ -20,8 +45,13 @@ def _pad2(x, p, value=0.0):
     if p[0] == 0 and p[1] == 0:
         return x
     n, c, h, w = x.shape
-    out = np.full((n, c, h + 2 * p[0], w + 2 * p[1]), value, dtype=x.dtype)
-    out[:, :, p[0]:p[0] + h, p[1]:p[1] + w] = x
+    out = np.empty((n, c, h + 2 * p[0], w + 2 * p[1]), dtype=x.dtype)
+    if x.dtype in (np.float32, np.int8, np.uint8) and x.ndim == 4 and min(p) >= 0:
+        (_pad_planes_par if out.size >= 1 << 16 else _pad_planes)(
+            x, int(p[0]), int(p[1]), x.dtype.type(value), out)
+    else:
+        out[...] = value
+        out[:, :, p[0]:p[0] + h, p[1]:p[1] + w] = x
     return out
 
 
