@@ -88,9 +88,10 @@ def quantize_static(g, cfg, obs, W, names, log):
             twin[n.output] = (out, s_out, z_out)
             gone.add(n.output)
             continue
-        if op == "add" and len(n.inputs) == 2 and all(floatable(v) for v in n.inputs) \
+        if op in ("add", "add_relu") and len(n.inputs) == 2 and all(floatable(v) for v in n.inputs) \
                 and _same_shape(n.inputs[0].shape, n.inputs[1].shape) and _same_shape(n.inputs[0].shape, n.output.shape):
-            relu = only_user_relu(n)
+            # add_relu (the export's fusion of add -> relu) is the add with its ReLU already found
+            relu = n if op == "add_relu" else only_user_relu(n)
             final = relu.output if relu is not None else n.output
             if qparams(final) is not None:
                 (a, sa, za), (bq, sb, zb) = as_int8(n.inputs[0], src), as_int8(n.inputs[1], src)
@@ -100,7 +101,7 @@ def quantize_static(g, cfg, obs, W, names, log):
                            np.int8, n.output.shape, src, "qs8_", final.name)
                 twin[final] = (out, s_out, z_out)
                 gone.add(final)
-                if relu is not None:
+                if relu is not None and relu is not n:
                     fused_relu.add(relu)
                 continue
         if op in _PASS and n.inputs and n.inputs[0] in gone:

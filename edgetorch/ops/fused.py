@@ -1,5 +1,5 @@
 """Fused ops the exporter's passes produce (linear/conv + bias + activation,
-residual add + layer norm, attention over a packed q/k/v projection, SwiGLU).
+residual add + layer norm, residual add + ReLU, attention over a packed q/k/v projection, SwiGLU).
 
 They appear only in exported graphs, never in eager code, so they have no
 backward; their forwards are the eager oracle for the runtime's fused kernels.
@@ -54,18 +54,17 @@ def fused_conv2d(x, w, b=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
                 activation)
 
 
-@op(meta=lambda g, u: _same_shape_meta(g, u), fused=True,
+@op(meta=lambda g, u: _same_shape_meta(g, u, "swiglu"), fused=True,
     samples=lambda rng: [Sample((rng.normal(size=(2, 3, 5)), rng.normal(size=(2, 3, 5))))])
 def swiglu(g, u):
     """silu(g) * u: the gated feed-forward of Llama-style MLPs, one pass instead of two."""
     return E.silu.forward(g) * u
 
 
-def _same_shape_meta(g, u):
+def _same_shape_meta(g, u, what):
     from .._errors import ShapeError
-    from .registry import TensorMeta
     if tuple(g.shape) != tuple(u.shape) or g.dtype != u.dtype:
-        raise ShapeError(f"swiglu: gate {g.dtype}{tuple(g.shape)} and up {u.dtype}{tuple(u.shape)} must match")
+        raise ShapeError(f"{what}: inputs {g.dtype}{tuple(g.shape)} and {u.dtype}{tuple(u.shape)} must match")
     return TensorMeta(tuple(g.shape), g.dtype)
 
 
@@ -127,3 +126,10 @@ def packed_attention(qkv, mask=None, *, heads, kv_heads, is_causal=False, scale=
                                                heads_of(heads + kv_heads, kv_heads), mask, is_causal=is_causal,
                                                scale=scale, enable_gqa=heads != kv_heads)
     return np.ascontiguousarray(o.transpose(0, 2, 1, 3)).reshape(B, T, heads * d)
+
+
+@op(meta=lambda a, b: _same_shape_meta(a, b, "add_relu"), fused=True,
+    samples=lambda rng: [Sample((rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 4, 5))))])
+def add_relu(a, b):
+    """relu(a + b): a residual block's sum and activation in one pass (ResNets)."""
+    return np.maximum(a + b, 0).astype(a.dtype, copy=False)

@@ -239,3 +239,25 @@ def fuse_packed_attention(g: Graph) -> Graph:
             drop.update(p[5])
     g.nodes = [n for n in g.nodes if n not in drop]
     return dce(g)
+
+
+def fuse_add_relu(g: Graph) -> Graph:
+    """relu(add(a, b)) with a and b of one shape and dtype, the sum read only by the ReLU, becomes
+    add_relu(a, b): a residual block's sum and activation in one pass (int8-static quantizes it as
+    its add + ReLU)."""
+    by_out = {n.output: n for n in g.nodes}
+    drop = set()
+    for n in g.nodes:
+        if n.op != "relu" or len(n.inputs) != 1:
+            continue
+        src = by_out.get(n.inputs[0])
+        if src is None or src.op != "add" or len(src.inputs) != 2 or any(v is None for v in src.inputs) \
+                or not _single_user(g, src.output) or src in drop:
+            continue
+        a, b = src.inputs
+        if a.dtype != b.dtype or not _same_shape(a.shape, b.shape) or not _same_shape(a.shape, src.output.shape):
+            continue
+        n.op, n.inputs, n.attrs = "add_relu", [a, b], {}
+        drop.add(src)
+    g.nodes = [n for n in g.nodes if n not in drop]
+    return g

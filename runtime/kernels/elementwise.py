@@ -61,6 +61,28 @@ def k_relu(out, x):
     np.maximum(x, 0, out=out, casting="unsafe")
 
 
+def _add_relu_py(a, b, out):
+    for i in prange(a.shape[0]):
+        v = a[i] + b[i]
+        out[i] = v if not v <= 0 else a.dtype.type(0)    # NaN stays NaN, as numpy's maximum keeps it
+
+
+_add_relu, _add_relu_par = twins(_add_relu_py, fastmath={"nsz", "contract", "arcp", "afn", "reassoc"})
+
+
+@kernel("add_relu")
+def k_add_relu(out, a, b):
+    if a.shape != b.shape or out.shape != a.shape:
+        raise ValueError(f"add_relu: inputs {a.shape}, {b.shape} -> {out.shape}")
+    if a.dtype == b.dtype == out.dtype == np.float32 and a.flags.c_contiguous and b.flags.c_contiguous \
+            and out.flags.c_contiguous:
+        # one parallel pass (numpy: an add pass and a maximum pass, each on one thread)
+        (_add_relu_par if a.size >= 1 << 16 else _add_relu)(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+    else:
+        np.add(a, b, out=out, casting="unsafe")
+        np.maximum(out, 0, out=out)
+
+
 @kernel("leaky_relu")
 def k_leaky_relu(out, x, negative_slope=0.01):
     np.multiply(x, negative_slope, out=out, casting="unsafe")

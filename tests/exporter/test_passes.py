@@ -249,3 +249,28 @@ def test_add_layer_norm_fusion_needs_the_sum_alone_and_same_shapes():
     with et.no_grad():
         for g_, w_ in zip(got, m(x, r, c)):
             np.testing.assert_allclose(g_, w_.numpy(), atol=1e-5)
+
+
+def test_add_relu_fusion_keeps_numerics_and_skips_broadcasts():
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x, r, s):
+            y = (self.c(x) + x).relu()            # fused
+            z = (y + s).relu()                    # s broadcasts: not fused
+            t = y + r
+            return z, t.relu() + t                # the sum read twice: not fused
+
+    et.manual_seed(0)
+    m = Res().eval()
+    x, r, s = et.randn(2, 3, 8, 8), et.randn(2, 3, 8, 8), et.randn(3, 1, 1)
+    ep = et.export(m, (x, r, s))
+    ops = _ops(ep)
+    assert ops.count("add_relu") == 1 and ops.count("relu") == 2
+    from edgetorch.runtime import load
+    got = load(ep.to_bytes())(x.numpy(), r.numpy(), s.numpy())
+    with et.no_grad():
+        for g_, w_ in zip(got, m(x, r, s)):
+            np.testing.assert_allclose(g_, w_.numpy(), atol=1e-5)

@@ -461,3 +461,19 @@ def test_gemv_fast_path_and_its_fallbacks(shape):
             KERNELS["fused_linear"](out, xx, w, bb, activation=act)
             ref = want if bb is not None else want - b
             np.testing.assert_allclose(out, np.maximum(ref, 0) if act else ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 3), (32, 16, 16, 16)])
+def test_add_relu_kernel_paths(shape):
+    """The one-pass Numba kernel (serial and parallel sizes; NaN kept, no negative zeros) and the
+    numpy fallback for strided or float64 inputs."""
+    rng = np.random.default_rng(len(shape))
+    a = rng.normal(size=shape).astype(np.float32)
+    b = rng.normal(size=shape).astype(np.float32)
+    a.reshape(-1)[0] = np.nan
+    for x, y in ((a, b), (a.astype(np.float64), b.astype(np.float64)), (np.asfortranarray(a), b)):
+        out = np.empty(shape, x.dtype)
+        KERNELS["add_relu"](out, x, y)
+        want = np.maximum(x + y, 0)
+        np.testing.assert_array_equal(out, want)
+        assert not np.signbit(out[~np.isnan(out)]).any()
