@@ -27,7 +27,7 @@ from edgetorch._native.simd import vfadd, vfload, vfmax, vfsplat, vfstore, vfzer
 from ._jit import twins
 from .sgemm import row16, row32, tile8x16, tile8x32
 
-CHUNK = 8           # panels a task
+CHUNK = 8           # panels a task, at most: fewer when that leaves fewer than 4 tasks (see conv2d)
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -97,7 +97,7 @@ def _gather(xp, panel, off, run8, n, p0, PW, C, Hp, Wp, kh, kw, sh, sw, OW, P):
                             panel[k * PW + q] = xf[off[q] + ko]
 
 
-def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, out):
+def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, chunk, out):
     # xp (N, C, Hp, Wp) zero-padded input; w2 (O, K), K = C * kh * kw; b (O,); out (N, O, OH, OW);
     # all C-contiguous float32.  PW-pixel panels; TILE, ROW, STORE, PW: the 8-lane (16-pixel) or the
     # 16-lane (32-pixel, AVX-512) kernels, bound per variant below.
@@ -106,7 +106,7 @@ def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, out):
     OH, OW = out.shape[2], out.shape[3]
     P = OH * OW
     NP = (P + PW - 1) // PW
-    NCH = (NP + CHUNK - 1) // CHUNK
+    NCH = (NP + chunk - 1) // chunk
     OB = O // 8
     for t in prange(N * NCH):
         n = t // NCH
@@ -114,7 +114,7 @@ def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, out):
         off = np.empty(PW, np.int64)
         run8 = np.empty(PW // 8, np.bool_)
         tmp = np.empty(PW, np.float32)
-        for pi in range((t % NCH) * CHUNK, min(NP, (t % NCH) * CHUNK + CHUNK)):
+        for pi in range((t % NCH) * chunk, min(NP, (t % NCH) * chunk + chunk)):
             p0 = pi * PW
             _gather(xp, panel, off, run8, n, p0, PW, C, Hp, Wp, kh, kw, sh, sw, OW, P)
             nv = min(PW, P - p0)
@@ -160,4 +160,9 @@ def conv2d(out, xp, w, b, stride, relu):
         kern = _conv_panels_wide_par if macs >= PAR_MACS else _conv_panels_wide
     else:
         kern = _conv_panels_par if macs >= PAR_MACS else _conv_panels
-    kern(np.ascontiguousarray(xp), np.ascontiguousarray(w.reshape(o, -1)), bb, relu, stride[0], stride[1], kh, kw, out)
+    # panels a task: CHUNK, or fewer so that a small batch still makes >= 4 tasks (one image's 16 x 16
+    # output is 8 panels of 32 pixels: with 8 a task it ran on one core)
+    n_panels = -(-(out.shape[2] * out.shape[3]) // (32 if simd.HAVE_AVX512 else 16))
+    chunk = max(1, min(CHUNK, out.shape[0] * n_panels // 4))
+    kern(np.ascontiguousarray(xp), np.ascontiguousarray(w.reshape(o, -1)), bb, relu, stride[0], stride[1], kh, kw,
+         chunk, out)
