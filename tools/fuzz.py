@@ -35,7 +35,7 @@ def seeds():
     """A few small programs covering the op families and the container features."""
     import edgetorch as et
     from edgetorch.exporter import Dim
-    from edgetorch.models import MLP, Decoder, DecoderConfig, Encoder, EncoderConfig, SmallCNN
+    from edgetorch.models import MLP, Decoder, DecoderConfig, Encoder, EncoderConfig, ResNet, SmallCNN
     et.manual_seed(0)
     out = [et.export(MLP((6, 8, 3)).eval(), (et.randn(2, 6),), dynamic_shapes={"x": {0: Dim("b", max=4)}},
                      metadata={"k": "v"}).to_bytes()]
@@ -73,6 +73,9 @@ def seeds():
     out.append(et.export(e9, (et.randint(1, 11, (1, 10)), et.ones(1, 10, dtype="int64")),
                          dynamic_shapes={"input_ids": {1: s9}, "attention_mask": {1: s9}}).to_bytes())
     out.append(et.export(SmallCNN(width=8).eval(), (et.randn(2, 1, 8, 8),)).to_bytes())
+    # residual blocks: add_relu, strided convolutions, the one-pass padding
+    out.append(et.export(ResNet(num_classes=3, widths=(8, 8, 8), in_channels=1).eval(), (et.randn(2, 1, 8, 8),),
+                         dynamic_shapes={"x": {0: Dim("b", max=2)}}).to_bytes())
     return out
 
 
