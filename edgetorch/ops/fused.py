@@ -90,8 +90,9 @@ def add_layer_norm(x, r, w=None, b=None, *, normalized_shape, eps=1e-5):
 def _packed_heads(qkv, heads, kv_heads):
     from .._errors import ShapeError
     shp = tuple(qkv.shape)
-    parts = heads + 2 * kv_heads if isinstance(heads, int) and isinstance(kv_heads, int) else 0
-    if len(shp) != 3 or not isinstance(shp[2], (int, np.integer)) or heads < 1 or kv_heads < 1 \
+    ints = all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) for h in (heads, kv_heads))
+    parts = heads + 2 * kv_heads if ints else 0
+    if not ints or len(shp) != 3 or not isinstance(shp[2], (int, np.integer)) or heads < 1 or kv_heads < 1 \
             or heads % kv_heads or shp[2] % parts:
         raise ShapeError(f"packed_attention: qkv {shp} does not hold {heads} query heads and 2 x {kv_heads} "
                          "key/value heads of one size along its last dim (batch, seq, (h + 2 kv) * d)")

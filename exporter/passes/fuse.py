@@ -163,8 +163,7 @@ def fuse_add_layer_norm(g: Graph) -> Graph:
                 or not _single_user(g, src.output):
             continue
         a, b = src.inputs
-        if a.dtype != b.dtype or not _same_shape(a.shape, b.shape) or not _same_shape(a.shape, src.output.shape) \
-                or src.attrs.get("alpha", 1) != 1:
+        if a.dtype != b.dtype or not _same_shape(a.shape, b.shape) or not _same_shape(a.shape, src.output.shape):
             continue
         n.op = "add_layer_norm"
         n.inputs = [a, b] + (list(n.inputs[1:]) + [None, None])[:2]
