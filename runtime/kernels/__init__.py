@@ -1,5 +1,5 @@
 """Kernels of the runtime, one per op the exporter emits (see registry.py)."""
-from . import conv, elementwise, index, linalg, nn, quant, reduce, shape  # noqa: F401
+from . import conv, elementwise, index, linalg, nn, quant, quant4, reduce, shape  # noqa: F401
 from .registry import KERNELS, kernel
 
 __all__ = ["KERNELS", "kernel"]

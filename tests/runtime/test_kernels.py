@@ -253,7 +253,7 @@ def test_int4_float_gemv_paths(m, n, k, g, asym, wide, monkeypatch):
     pair, odd N, zero points) and the portable loop, against the reference."""
     from edgetorch._native import simd
     from edgetorch.quant.grids import quantize_groups_int4
-    from edgetorch.runtime.kernels import quant
+    from edgetorch.runtime.kernels import quant4 as quant
     if wide and not simd.HAVE_AVX512:
         pytest.skip("no AVX-512F")
     monkeypatch.setattr(simd, "HAVE_AVX512", wide)

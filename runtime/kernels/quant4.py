@@ -1,0 +1,382 @@
+"""int4-weight kernels (linear_q4, embedding_q4): row pairs of nibbles with group scales, against float
+activations (the 16-lane nibble-to-float GEMV where the CPU has AVX-512F, a portable loop elsewhere)
+or int8 activations (8da4w: the VNNI kernel of vnni.py, a portable int8 GEMV elsewhere).  The layouts
+and measurements: docs/quantization.md.
+
+Decode-sized inputs (<= 4 rows): one byte stream per two rows, blocks of 32 columns (a literal trip
+count: 2.2x faster than a loop bounded by the group size), group scales per block, the zero point
+applied once per group through the group sums of x.  Larger inputs with float activations: 256 rows
+at a time dequantized into a reused buffer, then BLAS."""
+import numpy as np
+from numba import int32, njit, prange
+
+from edgetorch._native import simd
+from edgetorch._native.simd import vprefetch, wfhsum, wfload, wfma, wfsplat, wfzero, wnib_hi, wnib_lo
+
+from . import vnni
+from ._jit import twins
+from .linalg import apply_activation
+from .index import check_index
+from .quant import PAR_WEIGHTS, _check, _quant_rows, _rows, f32
+from .registry import kernel
+
+PF_BYTES = vnni.PF_BYTES  # how far ahead the int4 GEMVs hint their weight streams into cache
+Q4_TILE = 256             # rows dequantized per BLAS call in the int4 prefill path
+
+# ------------------------------------------------------------------ int4 weights
+
+@njit(cache=True, fastmath=True)
+def _group_sums(x, ng, G, xs):
+    M = x.shape[0]
+    for m in range(M):
+        for g in range(ng):
+            a = np.float32(0.0)
+            for i in range(G):
+                a += x[m, g * G + i]
+            xs[m, g] = a
+
+
+def _gemv_q4_py(x, xs, wp, s, z, sym, n, out):
+    # x (M, K) f32; xs (M, ng) group sums of x; wp (P, K) row pairs; s, z (N, ng); out (M, N)
+    # int32(...) around each nibble: Numba computes uint8 & 15 in int64, and int64 lanes
+    # (vpmovzxbq, vcvtqq2ps) run at half the rate of int32 ones (6.7 -> 11.4 Gweights/s a thread)
+    M, K = x.shape
+    P = wp.shape[0]
+    ng = s.shape[1]
+    bpg = (K // ng) // 32
+    nb = K // 32
+    nq = n // 8          # blocks of 4 pairs whose 8 rows all exist; the rest pair by pair
+    for t in prange(nq + (P - nq * 4)):
+        p0 = t * 4 if t < nq else nq * 4 + (t - nq)
+        width = 4 if t < nq else 1
+        j = 2 * p0
+        for m in range(M):
+            r0 = np.float32(0.0)
+            r1 = np.float32(0.0)
+            r2 = np.float32(0.0)
+            r3 = np.float32(0.0)
+            r4 = np.float32(0.0)
+            r5 = np.float32(0.0)
+            r6 = np.float32(0.0)
+            r7 = np.float32(0.0)
+            if width == 4:
+                for blk in range(nb):
+                    g = blk // bpg
+                    k0 = blk * 32
+                    a0 = np.float32(0.0)
+                    a1 = np.float32(0.0)
+                    a2 = np.float32(0.0)
+                    a3 = np.float32(0.0)
+                    a4 = np.float32(0.0)
+                    a5 = np.float32(0.0)
+                    a6 = np.float32(0.0)
+                    a7 = np.float32(0.0)
+                    for i in range(32):
+                        xv = x[m, k0 + i]
+                        b0 = wp[p0, k0 + i]
+                        b1 = wp[p0 + 1, k0 + i]
+                        b2 = wp[p0 + 2, k0 + i]
+                        b3 = wp[p0 + 3, k0 + i]
+                        a0 += xv * np.float32(int32(b0 & 15))
+                        a1 += xv * np.float32(int32(b0 >> 4))
+                        a2 += xv * np.float32(int32(b1 & 15))
+                        a3 += xv * np.float32(int32(b1 >> 4))
+                        a4 += xv * np.float32(int32(b2 & 15))
+                        a5 += xv * np.float32(int32(b2 >> 4))
+                        a6 += xv * np.float32(int32(b3 & 15))
+                        a7 += xv * np.float32(int32(b3 >> 4))
+                    r0 += s[j, g] * a0
+                    r1 += s[j + 1, g] * a1
+                    r2 += s[j + 2, g] * a2
+                    r3 += s[j + 3, g] * a3
+                    r4 += s[j + 4, g] * a4
+                    r5 += s[j + 5, g] * a5
+                    r6 += s[j + 6, g] * a6
+                    r7 += s[j + 7, g] * a7
+                out[m, j] = r0
+                out[m, j + 1] = r1
+                out[m, j + 2] = r2
+                out[m, j + 3] = r3
+                out[m, j + 4] = r4
+                out[m, j + 5] = r5
+                out[m, j + 6] = r6
+                out[m, j + 7] = r7
+            else:
+                jn = min(j + 1, n - 1)
+                for blk in range(nb):
+                    g = blk // bpg
+                    k0 = blk * 32
+                    a0 = np.float32(0.0)
+                    a1 = np.float32(0.0)
+                    for i in range(32):
+                        xv = x[m, k0 + i]
+                        b0 = wp[p0, k0 + i]
+                        a0 += xv * np.float32(int32(b0 & 15))
+                        a1 += xv * np.float32(int32(b0 >> 4))
+                    r0 += s[j, g] * a0
+                    r1 += s[jn, g] * a1
+                out[m, j] = r0
+                if j + 1 < n:
+                    out[m, j + 1] = r1
+            # zero points: subtract s * z * (sum of x over the group), once per group
+            for jj in range(j, min(j + 2 * width, n)):
+                c = np.float32(0.0)
+                for g in range(ng):
+                    zz = np.float32(8.0) if sym else np.float32(z[jj, g])
+                    c += s[jj, g] * zz * xs[m, g]
+                out[m, jj] -= c
+
+
+def _gemv_q4_wide_py(x, xs, wp, s, z, sym, n, out):
+    # _gemv_q4_py in explicit 16-lane vectors (AVX-512): 16 bytes of a row pair become the two rows'
+    # 16 weights as float lanes (zero-extend, mask / shift, convert: wnib_lo / wnib_hi), one FMA each
+    # against x; a group's sums times its scale into per-row accumulators.  A task is two pairs (4
+    # rows sharing each load of x); an odd last pair runs alone.  The weight stream is hinted
+    # vnni.PF_BYTES ahead.  MiniLM-free measure, 2 threads: 19 -> 36 Gweights/s on 768 x 2048 and
+    # 4096 x 768 (the LLVM-vectorized loop above widens through int64 lanes).  Needs K // ng % 16 == 0.
+    M, K = x.shape
+    P = wp.shape[0]
+    ng = s.shape[1]
+    G = K // ng
+    nq = P // 2
+    for t in prange(nq + (P - 2 * nq)):
+        p0 = 2 * t if t < nq else P - 1
+        p1 = p0 + 1 if t < nq else P - 1
+        j0 = 2 * p0
+        j1 = min(j0 + 1, n - 1)
+        j2 = 2 * p1
+        j3 = min(j2 + 1, n - 1)
+        for m in range(M):
+            r0 = wfzero()
+            r1 = wfzero()
+            r2 = wfzero()
+            r3 = wfzero()
+            for g in range(ng):
+                a0 = wfzero()
+                a1 = wfzero()
+                a2 = wfzero()
+                a3 = wfzero()
+                for k in range(g * G, (g + 1) * G, 16):
+                    vprefetch(wp, p0 * K + 2 * k + PF_BYTES)
+                    xv = wfload(x, m * K + k)
+                    a0 = wfma(xv, wnib_lo(wp, p0 * K + k), a0)
+                    a1 = wfma(xv, wnib_hi(wp, p0 * K + k), a1)
+                    a2 = wfma(xv, wnib_lo(wp, p1 * K + k), a2)
+                    a3 = wfma(xv, wnib_hi(wp, p1 * K + k), a3)
+                r0 = wfma(a0, wfsplat(s[j0, g]), r0)
+                r1 = wfma(a1, wfsplat(s[j1, g]), r1)
+                r2 = wfma(a2, wfsplat(s[j2, g]), r2)
+                r3 = wfma(a3, wfsplat(s[j3, g]), r3)
+            v0 = wfhsum(r0)
+            v1 = wfhsum(r1)
+            v2 = wfhsum(r2)
+            v3 = wfhsum(r3)
+            # zero points: s * z * (sum of x over the group), once per group and row
+            for g in range(ng):
+                xg = xs[m, g]
+                v0 -= s[j0, g] * (np.float32(8.0) if sym else np.float32(z[j0, g])) * xg
+                v1 -= s[j1, g] * (np.float32(8.0) if sym else np.float32(z[j1, g])) * xg
+                v2 -= s[j2, g] * (np.float32(8.0) if sym else np.float32(z[j2, g])) * xg
+                v3 -= s[j3, g] * (np.float32(8.0) if sym else np.float32(z[j3, g])) * xg
+            out[m, j0] = v0
+            if j0 + 1 < n:
+                out[m, j0 + 1] = v1
+            if p1 != p0:
+                out[m, j2] = v2
+                if j2 + 1 < n:
+                    out[m, j2 + 1] = v3
+
+
+def _gemv_dq4_py(xq, sx, xs, wp, s, z, sym, n, out):
+    # 8da4w: int8 rows xq (scale sx per row), int32 products per block of 32; xs = group sums of xq
+    M, K = xq.shape
+    P = wp.shape[0]
+    ng = s.shape[1]
+    bpg = (K // ng) // 32
+    nb = K // 32
+    nq = n // 8          # blocks of 4 pairs whose 8 rows all exist; the rest pair by pair
+    for t in prange(nq + (P - nq * 4)):
+        p0 = t * 4 if t < nq else nq * 4 + (t - nq)
+        width = 4 if t < nq else 1
+        j = 2 * p0
+        for m in range(M):
+            r0 = np.float32(0.0)
+            r1 = np.float32(0.0)
+            r2 = np.float32(0.0)
+            r3 = np.float32(0.0)
+            r4 = np.float32(0.0)
+            r5 = np.float32(0.0)
+            r6 = np.float32(0.0)
+            r7 = np.float32(0.0)
+            if width == 4:
+                for blk in range(nb):
+                    g = blk // bpg
+                    k0 = blk * 32
+                    a0 = int32(0)
+                    a1 = int32(0)
+                    a2 = int32(0)
+                    a3 = int32(0)
+                    a4 = int32(0)
+                    a5 = int32(0)
+                    a6 = int32(0)
+                    a7 = int32(0)
+                    for i in range(32):
+                        xv = int32(xq[m, k0 + i])
+                        b0 = int32(wp[p0, k0 + i])
+                        b1 = int32(wp[p0 + 1, k0 + i])
+                        b2 = int32(wp[p0 + 2, k0 + i])
+                        b3 = int32(wp[p0 + 3, k0 + i])
+                        a0 = int32(a0 + xv * int32(b0 & 15))
+                        a1 = int32(a1 + xv * int32(b0 >> 4))
+                        a2 = int32(a2 + xv * int32(b1 & 15))
+                        a3 = int32(a3 + xv * int32(b1 >> 4))
+                        a4 = int32(a4 + xv * int32(b2 & 15))
+                        a5 = int32(a5 + xv * int32(b2 >> 4))
+                        a6 = int32(a6 + xv * int32(b3 & 15))
+                        a7 = int32(a7 + xv * int32(b3 >> 4))
+                    r0 += s[j, g] * np.float32(a0)
+                    r1 += s[j + 1, g] * np.float32(a1)
+                    r2 += s[j + 2, g] * np.float32(a2)
+                    r3 += s[j + 3, g] * np.float32(a3)
+                    r4 += s[j + 4, g] * np.float32(a4)
+                    r5 += s[j + 5, g] * np.float32(a5)
+                    r6 += s[j + 6, g] * np.float32(a6)
+                    r7 += s[j + 7, g] * np.float32(a7)
+                out[m, j] = r0
+                out[m, j + 1] = r1
+                out[m, j + 2] = r2
+                out[m, j + 3] = r3
+                out[m, j + 4] = r4
+                out[m, j + 5] = r5
+                out[m, j + 6] = r6
+                out[m, j + 7] = r7
+            else:
+                jn = min(j + 1, n - 1)
+                for blk in range(nb):
+                    g = blk // bpg
+                    k0 = blk * 32
+                    a0 = int32(0)
+                    a1 = int32(0)
+                    for i in range(32):
+                        xv = int32(xq[m, k0 + i])
+                        b0 = int32(wp[p0, k0 + i])
+                        a0 = int32(a0 + xv * int32(b0 & 15))
+                        a1 = int32(a1 + xv * int32(b0 >> 4))
+                    r0 += s[j, g] * np.float32(a0)
+                    r1 += s[jn, g] * np.float32(a1)
+                out[m, j] = r0
+                if j + 1 < n:
+                    out[m, j + 1] = r1
+            for jj in range(j, min(j + 2 * width, n)):
+                c = np.float32(0.0)
+                for g in range(ng):
+                    zz = np.float32(8.0) if sym else np.float32(z[jj, g])
+                    c += s[jj, g] * zz * xs[m, g]
+                out[m, jj] = (out[m, jj] - c) * sx[m]
+
+
+_gemv_q4, _gemv_q4_par = twins(_gemv_q4_py, fastmath=True)
+_gemv_q4_wide, _gemv_q4_wide_par = twins(_gemv_q4_wide_py, fastmath=True)
+_gemv_dq4, _gemv_dq4_par = twins(_gemv_dq4_py)
+
+
+@njit(cache=True, parallel=True)
+def _dequant_q4(wp, s, z, sym, r0, r1, w):
+    # rows [r0, r1) of the int4 weight into w[: r1 - r0] (float32)
+    K = wp.shape[1]
+    G = K // s.shape[1]
+    for r in prange(r0, r1):
+        p = r // 2
+        hi = r % 2
+        for k in range(K):
+            b = wp[p, k]
+            q = (b >> 4) if hi else (b & 15)
+            zz = np.float32(8.0) if sym else np.float32(z[r, k // G])
+            w[r - r0, k] = (np.float32(q) - zz) * s[r, k // G]
+
+
+def _q4_args(what, wp, scale, zero, group_size):
+    n = scale.shape[0] if scale.ndim == 2 else -1
+    if wp.dtype != np.uint8 or wp.ndim != 2 or scale.ndim != 2 or wp.shape[0] != (n + 1) // 2 \
+            or group_size % 32 or wp.shape[1] % group_size or scale.shape[1] != wp.shape[1] // group_size \
+            or (zero is not None and (zero.shape != scale.shape or zero.dtype != np.uint8)):
+        raise ValueError(f"{what}: packed weight {wp.dtype}{wp.shape}, scale {scale.shape}, group {group_size} "
+                         f"do not fit")
+    sym = zero is None
+    z = np.zeros((1, 1), np.uint8) if sym else zero
+    return n, f32(scale), z, sym
+
+
+@kernel("linear_q4")
+def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=None, dynamic=False):
+    n, s, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size)
+    K = wp.shape[1]
+    _check("linear_q4", out, x, n, K, b)
+    x2, o2 = _rows(x, n, out)
+    M, ng = x2.shape[0], s.shape[1]
+    if dynamic and sym and simd.HAVE_VNNI:
+        # int8 rows against the packed nibbles for any row count: with the weight bytes of a row
+        # pair in L1 across rows, 64-row prefills ran 2.4-3.6x faster than dequantize + BLAS
+        xq = np.empty(x2.shape, np.int8)
+        sx = np.empty(M, np.float32)
+        _quant_rows(x2, xq, sx)
+        vnni.gemv_q4_sym(xq, sx, np.ascontiguousarray(wp), s, n, o2)
+    elif M <= 4:
+        if dynamic:
+            xq = np.empty(x2.shape, np.int8)
+            sx = np.empty(M, np.float32)
+            _quant_rows(x2, xq, sx)
+            xs = xq.reshape(M, ng, -1).sum(axis=2, dtype=np.int32).astype(np.float32)
+            (_gemv_dq4_par if wp.size * 2 >= PAR_WEIGHTS else _gemv_dq4)(xq, sx, xs, wp, s, z, sym, n, o2)
+        else:
+            xs = np.empty((M, ng), np.float32)
+            _group_sums(x2, ng, K // ng, xs)
+            par = wp.size * 2 >= PAR_WEIGHTS
+            if simd.HAVE_AVX512 and (K // ng) % 16 == 0:
+                (_gemv_q4_wide_par if par else _gemv_q4_wide)(
+                    np.ascontiguousarray(x2), xs, np.ascontiguousarray(wp), s, z, sym, n, o2)
+            else:
+                (_gemv_q4_par if par else _gemv_q4)(x2, xs, wp, s, z, sym, n, o2)
+    else:
+        if dynamic:
+            xq = np.empty(x2.shape, np.int8)
+            sx = np.empty(M, np.float32)
+            _quant_rows(x2, xq, sx)
+            x2 = xq.astype(np.float32)
+            x2 *= sx[:, None]
+        w = np.empty((min(Q4_TILE, n), K), np.float32)
+        for r0 in range(0, n, Q4_TILE):
+            r1 = min(n, r0 + Q4_TILE)
+            _dequant_q4(wp, s, z, sym, r0, r1, w)
+            np.matmul(x2, w[:r1 - r0].T, out=o2[:, r0:r1])
+    if b is not None:
+        out += b
+    apply_activation(out, activation)
+
+
+@njit(cache=True)
+def _embed_q4(ids, wp, s, z, sym, G, out):
+    # out[i, k] = (q - zero) * scale for row ids[i] of the packed table: one Numba pass (the numpy
+    # version made ~10 temporaries: 35-88 us of a decode step for one token, now ~1 us)
+    K = wp.shape[1]
+    for i in range(ids.shape[0]):
+        r = ids[i]
+        p = r // 2
+        hi = r % 2
+        for k in range(K):
+            b = wp[p, k]
+            q = (b >> 4) if hi else (b & 15)
+            zz = np.float32(8.0) if sym else np.float32(z[r, k // G])
+            out[i, k] = (np.float32(q) - zz) * s[r, k // G]
+
+
+@kernel("embedding_q4")
+def k_embedding_q4(out, ids, wp, scale, zero=None, group_size=32):
+    n, s, z, sym = _q4_args("embedding_q4", wp, scale, zero, group_size)
+    check_index(ids, n, "embedding_q4")
+    if out.shape != ids.shape + (wp.shape[1],) or out.dtype != np.float32:
+        raise ValueError(f"embedding_q4: table ({n}, {wp.shape[1]}) -> {out.dtype}{out.shape} does not fit")
+    o2 = out.reshape(-1, wp.shape[1]) if out.flags.c_contiguous else np.empty((ids.size, wp.shape[1]), np.float32)
+    _embed_q4(np.ascontiguousarray(ids.reshape(-1), dtype=np.int64), wp, s, z, sym, int(group_size), o2)
+    if not out.flags.c_contiguous:
+        out[...] = o2.reshape(out.shape)
