@@ -11,16 +11,20 @@ import types
 from numba import njit
 
 
-def twins(fn, suffix="", bind=None, **flags):
-    """(serial, parallel) dispatchers of `fn` (prange runs as range in the serial one).
-    Each copy gets its own name, so Numba's on-disk cache keeps them apart.  `bind` rebinds global
-    names for this pair (a variant of one body, say with another inlined epilogue: Numba takes
-    globals as compile-time constants), `suffix` then names the variant."""
-    out = []
+def variant(fn, name, bind=None, **flags):
+    """A Numba dispatcher of `fn` named `name`, its global names rebound by `bind` (Numba takes
+    globals as compile-time constants: one body, several compiled variants, say 8- and 16-lane
+    vector kernels or another inlined epilogue).  The name keeps the variants apart in Numba's
+    on-disk cache."""
     glb = fn.__globals__ if bind is None else dict(fn.__globals__, **bind)
-    for par in (False, True):
-        f = types.FunctionType(fn.__code__, glb, fn.__name__ + suffix + ("_par" if par else "_serial"),
-                               fn.__defaults__, fn.__closure__)
-        f.__qualname__ = f.__name__
-        out.append(njit(cache=True, parallel=par, **flags)(f))
-    return out
+    f = types.FunctionType(fn.__code__, glb, name, fn.__defaults__, fn.__closure__)
+    f.__qualname__ = name
+    f.__doc__ = fn.__doc__
+    return njit(cache=True, **flags)(f)
+
+
+def twins(fn, suffix="", bind=None, **flags):
+    """(serial, parallel) dispatchers of `fn` (prange runs as range in the serial one), variants
+    (above) named fn + suffix + _serial / _par."""
+    return [variant(fn, fn.__name__ + suffix + ("_par" if par else "_serial"), bind, parallel=par, **flags)
+            for par in (False, True)]

@@ -224,16 +224,6 @@ def vdot(typingctx, acc, u, s):
 
 
 @intrinsic
-def vsplat(typingctx, x):
-    if not isinstance(x, types.Integer):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        return _splat(b, ctx.cast(b, args[0], sig.args[0], types.int32), _VI)
-    return i32x8(x), codegen
-
-
-@intrinsic
 def vsrl4(typingctx, x):
     if x is not i32x8:
         return None
@@ -254,11 +244,17 @@ def _hsum(b, v, add):
     return b.extract_element(v, ir.Constant(_I32, 0))
 
 
-@intrinsic
-def vhsum(typingctx, v):
-    if v is not i32x8:
-        return None
-    return types.int32(v), lambda ctx, b, sig, args: _hsum(b, args[0], b.add)
+def _hsummer(vt, rt, add):
+    """An intrinsic f(v): the sum of the lanes of a vt, as rt; add(builder) gives the lane add."""
+    @intrinsic
+    def hsum(typingctx, v):
+        if v is not vt:
+            return None
+        return rt(v), lambda ctx, b, sig, args: _hsum(b, args[0], add(b))
+    return hsum
+
+
+vhsum = _hsummer(i32x8, types.int32, lambda b: b.add)
 
 
 @intrinsic
@@ -268,16 +264,20 @@ def vcvt(typingctx, v):
     return f32x8(v), lambda ctx, b, sig, args: b.sitofp(args[0], _VF)
 
 
-def _fsplat(vt, lty):
+def _splatter(vt, lty, kind=types.Float, lane=types.float32):
+    """An intrinsic f(x): the scalar x (a `kind`, cast to `lane`) in every lane of a vt."""
     @intrinsic
     def splat(typingctx, x):
-        if not isinstance(x, types.Float):
+        if not isinstance(x, kind):
             return None
 
         def codegen(ctx, b, sig, args):
-            return _splat(b, ctx.cast(b, args[0], sig.args[0], types.float32), lty)
+            return _splat(b, ctx.cast(b, args[0], sig.args[0], lane), lty)
         return vt(x), codegen
     return splat
+
+
+vsplat = _splatter(i32x8, _VI, types.Integer, types.int32)
 
 
 def _fzero(vt, lty):
@@ -318,8 +318,8 @@ def _nibbles(high):
 
 
 wnib_lo, wnib_hi = _nibbles(False), _nibbles(True)
-vfsplat, vfzero, vfma = _fsplat(f32x8, _VF), _fzero(f32x8, _VF), _fma(f32x8, _VF)
-wfsplat, wfzero, wfma = _fsplat(f32x16, _VF16), _fzero(f32x16, _VF16), _fma(f32x16, _VF16)
+vfsplat, vfzero, vfma = _splatter(f32x8, _VF), _fzero(f32x8, _VF), _fma(f32x8, _VF)
+wfsplat, wfzero, wfma = _splatter(f32x16, _VF16), _fzero(f32x16, _VF16), _fma(f32x16, _VF16)
 
 
 @intrinsic
@@ -338,15 +338,12 @@ def vfhmax(typingctx, v):
     return types.float32(v), codegen
 
 
-@intrinsic
-def vfhsum(typingctx, v):
-    if v is not f32x8:
-        return None
-    return types.float32(v), lambda ctx, b, sig, args: _hsum(b, args[0], b.fadd)
+vfhsum = _hsummer(f32x8, types.float32, lambda b: b.fadd)
+wfhsum = _hsummer(f32x16, types.float32, lambda b: b.fadd)
 
 
-@intrinsic
-def wfhsum(typingctx, v):
-    if v is not f32x16:
-        return None
-    return types.float32(v), lambda ctx, b, sig, args: _hsum(b, args[0], b.fadd)
+# the float lane operations by width, for kernels written once over both (jit.variant binds one set):
+# ZERO, LOAD, SPLAT, FMA, ADD, MAX, STORE and L, the lane count
+F8 = dict(ZERO=vfzero, LOAD=vfload, SPLAT=vfsplat, FMA=vfma, ADD=vfadd, MAX=vfmax, STORE=vfstore, L=8)
+F16 = dict(ZERO=wfzero, LOAD=wfload, SPLAT=wfsplat, FMA=wfma, ADD=wfadd, MAX=wfmax, STORE=wfstore, L=16)
+

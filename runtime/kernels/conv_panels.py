@@ -22,7 +22,8 @@ import numpy as np
 from numba import njit, prange
 
 from edgetorch._native import simd
-from edgetorch._native.simd import vfadd, vfload, vfmax, vfsplat, vfstore, vfzero, wfadd, wfmax, wfsplat, wfstore, wfzero
+from edgetorch._native.jit import variant
+from edgetorch._native.simd import vfload, vfstore
 
 from ._jit import twins
 from .sgemm import row16, row32, tile8x16, tile8x32
@@ -30,43 +31,29 @@ from .sgemm import row16, row32, tile8x16, tile8x32
 CHUNK = 8           # panels a task, at most: fewer when that leaves fewer than 4 tasks (see conv2d)
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def _store(out, tmp, o, lo, hi, bias, relu, nvalid):
-    bb = vfsplat(bias)
-    lo = vfadd(lo, bb)
-    hi = vfadd(hi, bb)
+def _store_py(out, tmp, o, lo, hi, bias, relu, nvalid):
+    # 2 L output pixels of one channel (lanes ZERO, SPLAT, ADD, MAX, STORE and L bound per width by
+    # jit.variant, as sgemm.py's micro-kernels): plus the bias, ReLU, stored straight into NCHW
+    bb = SPLAT(bias)
+    lo = ADD(lo, bb)
+    hi = ADD(hi, bb)
     if relu:
-        lo = vfmax(lo, vfzero())
-        hi = vfmax(hi, vfzero())
-    if nvalid == 16:
-        vfstore(out, o, lo)
-        vfstore(out, o + 8, hi)
+        lo = MAX(lo, ZERO())
+        hi = MAX(hi, ZERO())
+    if nvalid == 2 * L:
+        STORE(out, o, lo)
+        STORE(out, o + L, hi)
     else:                                   # the image's last, partial panel
-        vfstore(tmp, 0, lo)
-        vfstore(tmp, 8, hi)
+        STORE(tmp, 0, lo)
+        STORE(tmp, L, hi)
         of = out.reshape(-1)
         for q in range(nvalid):
             of[o + q] = tmp[q]
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def _wstore(out, tmp, o, lo, hi, bias, relu, nvalid):
-    """_store for 32-pixel panels in 16-lane vectors."""
-    bb = wfsplat(bias)
-    lo = wfadd(lo, bb)
-    hi = wfadd(hi, bb)
-    if relu:
-        lo = wfmax(lo, wfzero())
-        hi = wfmax(hi, wfzero())
-    if nvalid == 32:
-        wfstore(out, o, lo)
-        wfstore(out, o + 16, hi)
-    else:
-        wfstore(tmp, 0, lo)
-        wfstore(tmp, 16, hi)
-        of = out.reshape(-1)
-        for q in range(nvalid):
-            of[o + q] = tmp[q]
+ZERO, SPLAT, ADD, MAX, STORE, L = (simd.F8[k] for k in ("ZERO", "SPLAT", "ADD", "MAX", "STORE", "L"))
+_store = variant(_store_py, "_store", simd.F8, fastmath=True, inline="always")
+_wstore = variant(_store_py, "_wstore", simd.F16, fastmath=True, inline="always")
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -99,7 +86,7 @@ def _gather(xp, panel, off, run8, n, p0, PW, C, Hp, Wp, kh, kw, sh, sw, OW, P):
 
 def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, chunk, out):
     # xp (N, C, Hp, Wp) zero-padded input; w2 (O, K), K = C * kh * kw; b (O,); out (N, O, OH, OW);
-    # all C-contiguous float32.  PW-pixel panels; TILE, ROW, STORE, PW: the 8-lane (16-pixel) or the
+    # all C-contiguous float32.  PW-pixel panels; TILE, ROW, PUT, PW: the 8-lane (16-pixel) or the
     # 16-lane (32-pixel, AVX-512) kernels, bound per variant below.
     N, C, Hp, Wp = xp.shape
     O, K = w2.shape
@@ -123,25 +110,25 @@ def _conv_panels_py(xp, w2, b, relu, sh, sw, kh, kw, chunk, out):
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
                     TILE(w2, o0, panel, 0, K)
                 o = (n * O + o0) * P + p0
-                STORE(out, tmp, o, c00, c01, b[o0], relu, nv)
-                STORE(out, tmp, o + P, c10, c11, b[o0 + 1], relu, nv)
-                STORE(out, tmp, o + 2 * P, c20, c21, b[o0 + 2], relu, nv)
-                STORE(out, tmp, o + 3 * P, c30, c31, b[o0 + 3], relu, nv)
-                STORE(out, tmp, o + 4 * P, c40, c41, b[o0 + 4], relu, nv)
-                STORE(out, tmp, o + 5 * P, c50, c51, b[o0 + 5], relu, nv)
-                STORE(out, tmp, o + 6 * P, c60, c61, b[o0 + 6], relu, nv)
-                STORE(out, tmp, o + 7 * P, c70, c71, b[o0 + 7], relu, nv)
+                PUT(out, tmp, o, c00, c01, b[o0], relu, nv)
+                PUT(out, tmp, o + P, c10, c11, b[o0 + 1], relu, nv)
+                PUT(out, tmp, o + 2 * P, c20, c21, b[o0 + 2], relu, nv)
+                PUT(out, tmp, o + 3 * P, c30, c31, b[o0 + 3], relu, nv)
+                PUT(out, tmp, o + 4 * P, c40, c41, b[o0 + 4], relu, nv)
+                PUT(out, tmp, o + 5 * P, c50, c51, b[o0 + 5], relu, nv)
+                PUT(out, tmp, o + 6 * P, c60, c61, b[o0 + 6], relu, nv)
+                PUT(out, tmp, o + 7 * P, c70, c71, b[o0 + 7], relu, nv)
             for oc in range(OB * 8, O):        # channels past the last block of 8
                 lo, hi = ROW(w2, oc, panel, 0, K)
-                STORE(out, tmp, (n * O + oc) * P + p0, lo, hi, b[oc], relu, nv)
+                PUT(out, tmp, (n * O + oc) * P + p0, lo, hi, b[oc], relu, nv)
 
 
-TILE, ROW, STORE, PW = tile8x16, row16, _store, 16      # the 8-lane variant's bindings
+TILE, ROW, PUT, PW = tile8x16, row16, _store, 16      # the 8-lane variant's bindings
 
 
 _conv_panels, _conv_panels_par = twins(_conv_panels_py, fastmath=True)
 _conv_panels_wide, _conv_panels_wide_par = twins(
-    _conv_panels_py, "_wide", {"TILE": tile8x32, "ROW": row32, "STORE": _wstore, "PW": 32}, fastmath=True)
+    _conv_panels_py, "_wide", {"TILE": tile8x32, "ROW": row32, "PUT": _wstore, "PW": 32}, fastmath=True)
 PAR_MACS = 1 << 20
 
 

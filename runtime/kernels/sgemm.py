@@ -22,10 +22,10 @@ ran next).  OpenBLAS keeps the shapes where its cache blocking wins (many
 rows and a large K: runtime/kernels/linalg.py decides).
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from edgetorch._native.simd import (vfadd, vfload, vfma, vfmax, vfsplat, vfstore, vfzero, wfadd, wfload, wfma,
-                                    wfmax, wfsplat, wfstore, wfzero)
+from edgetorch._native import simd
+from edgetorch._native.jit import variant
 
 from ._jit import twins
 
@@ -47,174 +47,107 @@ def pack_wide(w):
     return pack(w, 2 * NR)
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def tile8x16(a, r0, b, base, K):
-    """The 8 x 16 micro-kernel: rows r0..r0+7 of a (R, K) against one packed panel of b (flat; the 16
-    values of step k at base + 16 k); 16 vector accumulators, returned as (row 0 lanes 0-7, row 0
-    lanes 8-15, row 1 ...).  A step is 2 panel loads, 8 broadcasts of a and 16 FMAs.  Shared by this
+# The micro-kernels are written once over the lane operations (ZERO, LOAD, SPLAT, FMA, ADD, MAX,
+# STORE) and the lane count L, and compiled per width by jit.variant with simd.F8 or simd.F16 bound:
+# a panel is 2 L columns wide (16 for the 8-lane kernels, 32 for the 16-lane ones).
+ZERO, LOAD, SPLAT, FMA, ADD, MAX, STORE, L = (simd.F8[k] for k in ("ZERO", "LOAD", "SPLAT", "FMA", "ADD", "MAX",
+                                                                      "STORE", "L"))
+
+
+def _tile_py(a, r0, b, base, K):
+    """The 8 x 2L micro-kernel: rows r0..r0+7 of a (R, K) against one packed panel of b (flat; the 2L
+    values of step k at base + 2L k); 16 vector accumulators, returned as (row 0 lanes 0..L-1, row 0
+    lanes L..2L-1, row 1 ...).  A step is 2 panel loads, 8 broadcasts of a and 16 FMAs.  Shared by this
     GEMM (a = the input rows, b = the packed weight) and conv_panels.py (a = the weight, b = the
     gathered pixels)."""
-    c00 = vfzero()
-    c01 = vfzero()
-    c10 = vfzero()
-    c11 = vfzero()
-    c20 = vfzero()
-    c21 = vfzero()
-    c30 = vfzero()
-    c31 = vfzero()
-    c40 = vfzero()
-    c41 = vfzero()
-    c50 = vfzero()
-    c51 = vfzero()
-    c60 = vfzero()
-    c61 = vfzero()
-    c70 = vfzero()
-    c71 = vfzero()
+    c00 = ZERO()
+    c01 = ZERO()
+    c10 = ZERO()
+    c11 = ZERO()
+    c20 = ZERO()
+    c21 = ZERO()
+    c30 = ZERO()
+    c31 = ZERO()
+    c40 = ZERO()
+    c41 = ZERO()
+    c50 = ZERO()
+    c51 = ZERO()
+    c60 = ZERO()
+    c61 = ZERO()
+    c70 = ZERO()
+    c71 = ZERO()
     for k in range(K):
-        w0 = vfload(b, base + k * 16)
-        w1 = vfload(b, base + k * 16 + 8)
-        x = vfsplat(a[r0, k])
-        c00 = vfma(x, w0, c00)
-        c01 = vfma(x, w1, c01)
-        x = vfsplat(a[r0 + 1, k])
-        c10 = vfma(x, w0, c10)
-        c11 = vfma(x, w1, c11)
-        x = vfsplat(a[r0 + 2, k])
-        c20 = vfma(x, w0, c20)
-        c21 = vfma(x, w1, c21)
-        x = vfsplat(a[r0 + 3, k])
-        c30 = vfma(x, w0, c30)
-        c31 = vfma(x, w1, c31)
-        x = vfsplat(a[r0 + 4, k])
-        c40 = vfma(x, w0, c40)
-        c41 = vfma(x, w1, c41)
-        x = vfsplat(a[r0 + 5, k])
-        c50 = vfma(x, w0, c50)
-        c51 = vfma(x, w1, c51)
-        x = vfsplat(a[r0 + 6, k])
-        c60 = vfma(x, w0, c60)
-        c61 = vfma(x, w1, c61)
-        x = vfsplat(a[r0 + 7, k])
-        c70 = vfma(x, w0, c70)
-        c71 = vfma(x, w1, c71)
+        w0 = LOAD(b, base + k * 2 * L)
+        w1 = LOAD(b, base + k * 2 * L + L)
+        x = SPLAT(a[r0, k])
+        c00 = FMA(x, w0, c00)
+        c01 = FMA(x, w1, c01)
+        x = SPLAT(a[r0 + 1, k])
+        c10 = FMA(x, w0, c10)
+        c11 = FMA(x, w1, c11)
+        x = SPLAT(a[r0 + 2, k])
+        c20 = FMA(x, w0, c20)
+        c21 = FMA(x, w1, c21)
+        x = SPLAT(a[r0 + 3, k])
+        c30 = FMA(x, w0, c30)
+        c31 = FMA(x, w1, c31)
+        x = SPLAT(a[r0 + 4, k])
+        c40 = FMA(x, w0, c40)
+        c41 = FMA(x, w1, c41)
+        x = SPLAT(a[r0 + 5, k])
+        c50 = FMA(x, w0, c50)
+        c51 = FMA(x, w1, c51)
+        x = SPLAT(a[r0 + 6, k])
+        c60 = FMA(x, w0, c60)
+        c61 = FMA(x, w1, c61)
+        x = SPLAT(a[r0 + 7, k])
+        c70 = FMA(x, w0, c70)
+        c71 = FMA(x, w1, c71)
     return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def row16(a, r, b, base, K):
-    """Row r of a against one packed panel of b: (lanes 0-7, lanes 8-15), two chains per vector (even
-    and odd k) so that FMA latency does not bind a lone row."""
-    e0 = vfzero()
-    e1 = vfzero()
-    d0 = vfzero()
-    d1 = vfzero()
+def _row_py(a, r, b, base, K):
+    """Row r of a against one packed panel of b: (lanes 0..L-1, lanes L..2L-1), two chains per vector
+    (even and odd k) so that FMA latency does not bind a lone row."""
+    e0 = ZERO()
+    e1 = ZERO()
+    d0 = ZERO()
+    d1 = ZERO()
     for k in range(0, K - 1, 2):
-        x = vfsplat(a[r, k])
-        e0 = vfma(x, vfload(b, base + k * 16), e0)
-        e1 = vfma(x, vfload(b, base + k * 16 + 8), e1)
-        x = vfsplat(a[r, k + 1])
-        d0 = vfma(x, vfload(b, base + k * 16 + 16), d0)
-        d1 = vfma(x, vfload(b, base + k * 16 + 24), d1)
+        x = SPLAT(a[r, k])
+        e0 = FMA(x, LOAD(b, base + k * 2 * L), e0)
+        e1 = FMA(x, LOAD(b, base + k * 2 * L + L), e1)
+        x = SPLAT(a[r, k + 1])
+        d0 = FMA(x, LOAD(b, base + k * 2 * L + 2 * L), d0)
+        d1 = FMA(x, LOAD(b, base + k * 2 * L + 3 * L), d1)
     if K % 2:
-        x = vfsplat(a[r, K - 1])
-        e0 = vfma(x, vfload(b, base + (K - 1) * 16), e0)
-        e1 = vfma(x, vfload(b, base + (K - 1) * 16 + 8), e1)
-    return vfadd(e0, d0), vfadd(e1, d1)
+        x = SPLAT(a[r, K - 1])
+        e0 = FMA(x, LOAD(b, base + (K - 1) * 2 * L), e0)
+        e1 = FMA(x, LOAD(b, base + (K - 1) * 2 * L + L), e1)
+    return ADD(e0, d0), ADD(e1, d1)
 
 
-# The epilogues: bias[bo:bo+8] added (a zero bias when the linear has none), then ReLU or not, as
+# The epilogues: bias[bo:bo+L] added (a zero bias when the linear has none), then ReLU or not, as
 # separate compiled variants of each kernel (twins(..., bind=...)) rather than branches inside one:
 # LLVM duplicated the whole tile loop for each branch combination and a cold compile of the 16-lane
 # kernel took 7.4 s instead of 3.3.
-@njit(cache=True, fastmath=True, inline="always")
-def _put(c, o, v, bias, bo):
-    vfstore(c, o, vfadd(v, vfload(bias, bo)))
+def _put_py(c, o, v, bias, bo):
+    STORE(c, o, ADD(v, LOAD(bias, bo)))
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def _put_relu(c, o, v, bias, bo):
-    vfstore(c, o, vfmax(vfadd(v, vfload(bias, bo)), vfzero()))
+def _put_relu_py(c, o, v, bias, bo):
+    STORE(c, o, MAX(ADD(v, LOAD(bias, bo)), ZERO()))
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def tile8x32(a, r0, b, base, K):
-    """tile8x16 in 16-lane vectors: rows r0..r0+7 of a against one 32-wide panel of b (the 32 values of
-    step k at base + 32 k); 16 zmm accumulators (row 0 lanes 0-15, row 0 lanes 16-31, row 1 ...)."""
-    c00 = wfzero()
-    c01 = wfzero()
-    c10 = wfzero()
-    c11 = wfzero()
-    c20 = wfzero()
-    c21 = wfzero()
-    c30 = wfzero()
-    c31 = wfzero()
-    c40 = wfzero()
-    c41 = wfzero()
-    c50 = wfzero()
-    c51 = wfzero()
-    c60 = wfzero()
-    c61 = wfzero()
-    c70 = wfzero()
-    c71 = wfzero()
-    for k in range(K):
-        w0 = wfload(b, base + k * 32)
-        w1 = wfload(b, base + k * 32 + 16)
-        x = wfsplat(a[r0, k])
-        c00 = wfma(x, w0, c00)
-        c01 = wfma(x, w1, c01)
-        x = wfsplat(a[r0 + 1, k])
-        c10 = wfma(x, w0, c10)
-        c11 = wfma(x, w1, c11)
-        x = wfsplat(a[r0 + 2, k])
-        c20 = wfma(x, w0, c20)
-        c21 = wfma(x, w1, c21)
-        x = wfsplat(a[r0 + 3, k])
-        c30 = wfma(x, w0, c30)
-        c31 = wfma(x, w1, c31)
-        x = wfsplat(a[r0 + 4, k])
-        c40 = wfma(x, w0, c40)
-        c41 = wfma(x, w1, c41)
-        x = wfsplat(a[r0 + 5, k])
-        c50 = wfma(x, w0, c50)
-        c51 = wfma(x, w1, c51)
-        x = wfsplat(a[r0 + 6, k])
-        c60 = wfma(x, w0, c60)
-        c61 = wfma(x, w1, c61)
-        x = wfsplat(a[r0 + 7, k])
-        c70 = wfma(x, w0, c70)
-        c71 = wfma(x, w1, c71)
-    return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _wput(c, o, v, bias, bo):
-    wfstore(c, o, wfadd(v, wfload(bias, bo)))
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _wput_relu(c, o, v, bias, bo):
-    wfstore(c, o, wfmax(wfadd(v, wfload(bias, bo)), wfzero()))
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def row32(a, r, b, base, K):
-    """Row r of a against one 32-column panel: two chains per vector (even and odd k)."""
-    e0 = wfzero()
-    e1 = wfzero()
-    d0 = wfzero()
-    d1 = wfzero()
-    for k in range(0, K - 1, 2):
-        x = wfsplat(a[r, k])
-        e0 = wfma(x, wfload(b, base + k * 32), e0)
-        e1 = wfma(x, wfload(b, base + k * 32 + 16), e1)
-        x = wfsplat(a[r, k + 1])
-        d0 = wfma(x, wfload(b, base + k * 32 + 32), d0)
-        d1 = wfma(x, wfload(b, base + k * 32 + 48), d1)
-    if K % 2:
-        x = wfsplat(a[r, K - 1])
-        e0 = wfma(x, wfload(b, base + (K - 1) * 32), e0)
-        e1 = wfma(x, wfload(b, base + (K - 1) * 32 + 16), e1)
-    return wfadd(e0, d0), wfadd(e1, d1)
+_INLINE = dict(fastmath=True, inline="always")
+tile8x16 = variant(_tile_py, "tile8x16", simd.F8, **_INLINE)
+tile8x32 = variant(_tile_py, "tile8x32", simd.F16, **_INLINE)
+row16 = variant(_row_py, "row16", simd.F8, **_INLINE)
+row32 = variant(_row_py, "row32", simd.F16, **_INLINE)
+_put = variant(_put_py, "_put", simd.F8, **_INLINE)
+_put_relu = variant(_put_relu_py, "_put_relu", simd.F8, **_INLINE)
+_wput = variant(_put_py, "_wput", simd.F16, **_INLINE)
+_wput_relu = variant(_put_relu_py, "_wput_relu", simd.F16, **_INLINE)
 
 
 def _sgemm_py(x, wp, bias, c):
