@@ -220,7 +220,10 @@ def test_runtime_transposed_conv_kernel_takes_the_phase_path():
     (1, 1, 1, 1, 1, 1, 1, (0, 0)), (2, 3, 16, 32, 32, 3, 1, (1, 1)), (3, 5, 9, 7, 11, 3, 2, (1, 1)),
     (1, 4, 24, 8, 8, 3, 1, (1, 1)), (2, 7, 13, 9, 5, 5, 1, (2, 2)), (1, 3, 8, 6, 17, 2, 2, (0, 1)),
     (2, 16, 32, 16, 16, 3, 2, (1, 1)), (1, 2, 3, 4, 4, 3, 1, (0, 0)), (2, 8, 16, 8, 8, 3, 1, (1, 1)),
-    (1, 5, 9, 18, 20, 3, 1, (1, 1)), (2, 4, 9, 6, 5, 3, 1, (1, 1))])   # last: a row change 7 apart
+    (1, 5, 9, 18, 20, 3, 1, (1, 1)), (2, 4, 9, 6, 5, 3, 1, (1, 1)),   # a row change 7 apart
+    (1, 4, 10, 32, 32, 3, 2, (1, 1)), (1, 3, 9, 10, 48, 3, 3, (0, 0)),  # strided, read in place (rows of 16)
+    (2, 2, 9, 5, 16, 3, 1, (1, 1)), (2, 6, 12, 15, 33, 1, 2, (0, 0)),   # a half-empty last panel; 1x1 strided
+    (1, 3, 17, 9, 34, 3, 2, (2, 1))])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("wide", [pytest.param(True, id="zmm"), pytest.param(False, id="ymm")])
 def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, padding, relu, wide, monkeypatch):
@@ -246,11 +249,12 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
         finally:
             conv_panels.conv2d = real
         want = reference(x, wt, np.zeros(o, np.float32) if b is None else b, stride, padding)
+        panels = k > 1 or stride > 1                # 1x1 stride 1 runs as per-image GEMMs
         if relu:
-            assert applied == (k > 1)               # 1x1 runs as per-image GEMMs; the caller applies ReLU
-            want = np.maximum(want, 0) if k > 1 else want
+            assert applied == panels                # ... and the caller applies ReLU
+            want = np.maximum(want, 0) if panels else want
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
-    assert len(calls) == (2 if k > 1 else 0)
+    assert len(calls) == (2 if panels else 0)
 
 
 @pytest.mark.parametrize("shape,pad,dtype,value", [((1, 1, 1, 1), (1, 1), np.float32, 0.0),
@@ -266,3 +270,10 @@ def test_padding_pass_matches_numpy(shape, pad, dtype, value):
     got = _pad2(x, pad, value=value)
     assert got.dtype == x.dtype
     np.testing.assert_array_equal(got, want)
+    for s in (2, 3):                          # split into column phases: padded column u at [u % s, u // s]
+        got = _pad2(x, pad, value=value, phases=s)
+        wp = want.shape[3]
+        assert got.shape == want.shape[:2] + (s, want.shape[2], -(-wp // s)) and got.dtype == x.dtype
+        for ph in range(s):
+            np.testing.assert_array_equal(got[:, :, ph, :, :len(range(ph, wp, s))], want[..., ph::s])
+            np.testing.assert_array_equal(got[:, :, ph, :, len(range(ph, wp, s)):], value)

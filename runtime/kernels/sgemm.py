@@ -52,14 +52,16 @@ def pack_wide(w):
 # a panel is 2 L columns wide (16 for the 8-lane kernels, 32 for the 16-lane ones).
 ZERO, LOAD, SPLAT, FMA, ADD, MAX, STORE, L = (simd.F8[k] for k in ("ZERO", "LOAD", "SPLAT", "FMA", "ADD", "MAX",
                                                                       "STORE", "L"))
+KOFF = None               # bound per variant: _kpacked8/16 (packed panels) or _kindex (an offset table)
 
 
-def _tile_py(a, r0, b, base, K):
-    """The 8 x 2L micro-kernel: rows r0..r0+7 of a (R, K) against one packed panel of b (flat; the 2L
-    values of step k at base + 2L k); 16 vector accumulators, returned as (row 0 lanes 0..L-1, row 0
-    lanes L..2L-1, row 1 ...).  A step is 2 panel loads, 8 broadcasts of a and 16 FMAs.  Shared by this
-    GEMM (a = the input rows, b = the packed weight) and conv_panels.py (a = the weight, b = the
-    gathered pixels)."""
+def _tile_py(a, r0, b, b0, b1, koff, K):
+    """The 8 x 2L micro-kernel: rows r0..r0+7 of a (R, K) against 2L values of b (flat) a step: step k
+    loads lanes 0..L-1 at b0 + KOFF(koff, k) and lanes L..2L-1 at b1 + KOFF(koff, k); 16 vector
+    accumulators, returned as (row 0 lanes 0..L-1, row 0 lanes L..2L-1, row 1 ...).  A step is 2 loads,
+    8 broadcasts of a and 16 FMAs.  KOFF is bound per variant: 2L k for this GEMM's packed panels
+    (a = the input rows, b = the packed weight, b1 = b0 + L; koff unused), koff[k] for conv_panels.py
+    (a = the weight, b = the padded input read in place, or a gathered panel)."""
     c00 = ZERO()
     c01 = ZERO()
     c10 = ZERO()
@@ -77,8 +79,9 @@ def _tile_py(a, r0, b, base, K):
     c70 = ZERO()
     c71 = ZERO()
     for k in range(K):
-        w0 = LOAD(b, base + k * 2 * L)
-        w1 = LOAD(b, base + k * 2 * L + L)
+        kk = KOFF(koff, k)
+        w0 = LOAD(b, b0 + kk)
+        w1 = LOAD(b, b1 + kk)
         x = SPLAT(a[r0, k])
         c00 = FMA(x, w0, c00)
         c01 = FMA(x, w1, c01)
@@ -106,25 +109,36 @@ def _tile_py(a, r0, b, base, K):
     return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
 
 
-def _row_py(a, r, b, base, K):
-    """Row r of a against one packed panel of b: (lanes 0..L-1, lanes L..2L-1), two chains per vector
-    (even and odd k) so that FMA latency does not bind a lone row."""
+def _row_py(a, r, b, b0, b1, koff, K):
+    """Row r of a against the same operand as _tile_py: (lanes 0..L-1, lanes L..2L-1), two chains per
+    vector (even and odd k) so that FMA latency does not bind a lone row."""
     e0 = ZERO()
     e1 = ZERO()
     d0 = ZERO()
     d1 = ZERO()
     for k in range(0, K - 1, 2):
         x = SPLAT(a[r, k])
-        e0 = FMA(x, LOAD(b, base + k * 2 * L), e0)
-        e1 = FMA(x, LOAD(b, base + k * 2 * L + L), e1)
+        kk = KOFF(koff, k)
+        e0 = FMA(x, LOAD(b, b0 + kk), e0)
+        e1 = FMA(x, LOAD(b, b1 + kk), e1)
         x = SPLAT(a[r, k + 1])
-        d0 = FMA(x, LOAD(b, base + k * 2 * L + 2 * L), d0)
-        d1 = FMA(x, LOAD(b, base + k * 2 * L + 3 * L), d1)
+        kk = KOFF(koff, k + 1)
+        d0 = FMA(x, LOAD(b, b0 + kk), d0)
+        d1 = FMA(x, LOAD(b, b1 + kk), d1)
     if K % 2:
         x = SPLAT(a[r, K - 1])
-        e0 = FMA(x, LOAD(b, base + (K - 1) * 2 * L), e0)
-        e1 = FMA(x, LOAD(b, base + (K - 1) * 2 * L + L), e1)
+        kk = KOFF(koff, K - 1)
+        e0 = FMA(x, LOAD(b, b0 + kk), e0)
+        e1 = FMA(x, LOAD(b, b1 + kk), e1)
     return ADD(e0, d0), ADD(e1, d1)
+
+
+def _kpacked_py(koff, k):
+    return k * 2 * L                  # a packed panel: the 2 L values of step k are consecutive
+
+
+def _kindex_py(koff, k):
+    return koff[k]                    # an offset table (conv_panels.py: kernel tap k's place in the input)
 
 
 # The epilogues: bias[bo:bo+L] added (a zero bias when the linear has none), then ReLU or not, as
@@ -140,10 +154,19 @@ def _put_relu_py(c, o, v, bias, bo):
 
 
 _INLINE = dict(fastmath=True, inline="always")
-tile8x16 = variant(_tile_py, "tile8x16", simd.F8, **_INLINE)
-tile8x32 = variant(_tile_py, "tile8x32", simd.F16, **_INLINE)
-row16 = variant(_row_py, "row16", simd.F8, **_INLINE)
-row32 = variant(_row_py, "row32", simd.F16, **_INLINE)
+_kpacked8 = variant(_kpacked_py, "_kpacked8", simd.F8, **_INLINE)
+_kpacked16 = variant(_kpacked_py, "_kpacked16", simd.F16, **_INLINE)
+_kindex = variant(_kindex_py, "_kindex", None, **_INLINE)
+_P8, _P16 = dict(simd.F8, KOFF=_kpacked8), dict(simd.F16, KOFF=_kpacked16)
+_I8, _I16 = dict(simd.F8, KOFF=_kindex), dict(simd.F16, KOFF=_kindex)
+tile8x16 = variant(_tile_py, "tile8x16", _P8, **_INLINE)
+tile8x32 = variant(_tile_py, "tile8x32", _P16, **_INLINE)
+row16 = variant(_row_py, "row16", _P8, **_INLINE)
+row32 = variant(_row_py, "row32", _P16, **_INLINE)
+itile8x16 = variant(_tile_py, "itile8x16", _I8, **_INLINE)      # offset-table operands (conv_panels.py)
+itile8x32 = variant(_tile_py, "itile8x32", _I16, **_INLINE)
+irow16 = variant(_row_py, "irow16", _I8, **_INLINE)
+irow32 = variant(_row_py, "irow32", _I16, **_INLINE)
 _put = variant(_put_py, "_put", simd.F8, **_INLINE)
 _put_relu = variant(_put_relu_py, "_put_relu", simd.F8, **_INLINE)
 _wput = variant(_put_py, "_wput", simd.F16, **_INLINE)
@@ -159,11 +182,12 @@ def _sgemm_py(x, wp, bias, c):
     NB = Np // PW
     MB = M // MR
     H = PW // 2
+    koff = np.empty(0, np.int64)          # unused: KOFF steps through the packed panel
     for t in prange(NB * MB):
         nb = t // MB                      # panel-major: consecutive tasks reuse the panel from L1/L2
         m0 = (t % MB) * MR
         c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
-            TILE(x, m0, wp, nb * K * PW, K)
+            TILE(x, m0, wp, nb * K * PW, nb * K * PW + H, koff, K)
         o = m0 * Np + nb * PW
         bo = nb * PW
         PUT(c, o, c00, bias, bo)
@@ -186,7 +210,7 @@ def _sgemm_py(x, wp, bias, c):
     R = M - MB * MR
     for t in prange(NB * (R > 0)):
         for m in range(MB * MR, M):
-            lo, hi = ROW(x, m, wp, t * K * PW, K)
+            lo, hi = ROW(x, m, wp, t * K * PW, t * K * PW + H, koff, K)
             PUT(c, m * Np + t * PW, lo, bias, t * PW)
             PUT(c, m * Np + t * PW + H, hi, bias, t * PW + H)
 
