@@ -261,7 +261,9 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
                                                     ((2, 3, 5, 7), (2, 1), np.int8, -5),
                                                     ((32, 16, 32, 32), (1, 1), np.float32, 0.0),
                                                     ((1, 2, 3, 4), (0, 3), np.uint8, 7),
-                                                    ((2, 2, 4, 4), (3, 0), np.float64, 1.5)])
+                                                    ((2, 2, 4, 4), (3, 0), np.float64, 1.5),
+                                                    ((2, 3, 5, 37), (1, 2), np.float32, 0.5),
+                                                    ((1, 1, 2, 16), (0, 0), np.float32, 0.0)])
 def test_padding_pass_matches_numpy(shape, pad, dtype, value):
     """runtime/kernels/conv.py's one-pass padding (serial and parallel copies; other dtypes numpy)."""
     from edgetorch.runtime.kernels.conv import _pad2
@@ -277,3 +279,23 @@ def test_padding_pass_matches_numpy(shape, pad, dtype, value):
         for ph in range(s):
             np.testing.assert_array_equal(got[:, :, ph, :, :len(range(ph, wp, s))], want[..., ph::s])
             np.testing.assert_array_equal(got[:, :, ph, :, len(range(ph, wp, s)):], value)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 6), (32, 64, 8, 8), (1, 1, 1, 1)])
+def test_global_average_pool_kernel(shape):
+    """adaptive_avg_pool2d to 1 x 1 (serial and parallel Numba copies) against numpy's mean."""
+    from edgetorch.runtime.kernels import KERNELS
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    out = np.full(shape[:2] + (1, 1), np.nan, np.float32)
+    KERNELS["adaptive_avg_pool2d"](out, x, output_size=(1, 1))
+    np.testing.assert_allclose(out, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,stride,crop", [((32, 16, 32, 32), (2, 2), (16, 16)), ((2, 3, 9, 33), (2, 3), (5, 11)),
+                                               ((1, 2, 7, 17), (3, 2), (2, 8)), ((1, 1, 4, 4), (1, 2), (4, 2))])
+def test_subsample_kernel(shape, stride, crop):
+    """The strided 1x1 convolution's input copy (vector loads at stride 2, scalar otherwise)."""
+    from edgetorch.runtime.kernels.conv import _subsample
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    got = _subsample(x, stride, *crop)
+    np.testing.assert_array_equal(got, x[:, :, ::stride[0], ::stride[1]][:, :, :crop[0], :crop[1]])

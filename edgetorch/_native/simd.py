@@ -169,6 +169,20 @@ def _storer(dtype, vt, lty):
     return store
 
 
+@intrinsic
+def vfload_s2(typingctx, a, i):
+    """The 8 float32 at flat elements i, i + 2, ..., i + 14 of a (one 16-value load and a shuffle;
+    reads element i + 15 too, so the caller keeps i + 15 inside the array): a row's even or odd
+    columns, for splitting stride-2 convolution inputs into column phases."""
+    if not (_array_of(a, types.float32) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        v = b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _VF16), align=4)
+        return b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 8), list(range(0, 16, 2))))
+    return f32x8(a, i), codegen
+
+
 vload = _loader(_byte_array, i32x8, _VI, 1)
 vload4 = _loader(lambda a: _array_of(a, types.int32), i32x8, _VI, 4)
 vfload = _loader(lambda a: _array_of(a, types.float32), f32x8, _VF, 4)

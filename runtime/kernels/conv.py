@@ -9,6 +9,8 @@ from numpy.lib.stride_tricks import as_strided
 
 from edgetorch._native import conv as direct
 from edgetorch._native import simd
+from edgetorch._native.jit import variant
+from edgetorch._native.simd import vfload, vfload_s2, vfstore
 
 from . import conv_panels
 
@@ -17,34 +19,114 @@ from .linalg import apply_activation
 from .registry import kernel
 
 
+def _copy_row_py(of, o, xf, i, n):
+    for q in range(n):
+        of[o + q] = xf[i + q]
+
+
+def _vcopy_row_py(of, o, xf, i, n):
+    # float32: 8-lane copies (LLVM's own vectorization of the loop above cost ~30 ns a row in runtime
+    # alias checks and remainders: a 32 x 16 x 34 x 34 padding took 575 us serial, this 130)
+    n8 = n // 8 * 8
+    for q in range(0, n8, 8):
+        vfstore(of, o + q, vfload(xf, i + q))
+    for q in range(n8, n):
+        of[o + q] = xf[i + q]
+
+
+def _copy_strided_py(of, o, xf, i, n, S):
+    # places o.. of a phase from every S-th value of xf from i
+    for u in range(n):
+        of[o + u] = xf[i + u * S]
+
+
+def _vcopy_strided_py(of, o, xf, i, n, S):
+    # float32 at S = 2: 8 places a step from one 16-value load (its last value may lie in the next
+    # row, unused; never past the array's end)
+    u = 0
+    if S == 2:
+        while u + 8 <= n and i + 2 * u + 16 <= xf.shape[0]:
+            vfstore(of, o + u, vfload_s2(xf, i + 2 * u))
+            u += 8
+    for v in range(u, n):
+        of[o + v] = xf[i + v * S]
+
+
+_copy_row = variant(_copy_row_py, "_copy_row", inline="always")
+_vcopy_row = variant(_vcopy_row_py, "_vcopy_row", inline="always")
+_copy_strided = variant(_copy_strided_py, "_copy_strided", inline="always")
+_vcopy_strided = variant(_vcopy_strided_py, "_vcopy_strided", inline="always")
+
+
 def _pad_planes_py(x, ph, pw, value, out):
     # one pass, a plane a task: each padded element written once (np.full then a slice copy wrote the
-    # interior twice: ResNet-8's padded convolutions spent ~1.2 ms of a batch-32 forward there).
-    # out (n, c, S, Hp, Wh): padded column u at phase u % S, place u // S (S = 1: plain padding)
+    # interior twice).  out (n, c, S, Hp, Wh): padded column u at phase u % S, place u // S (S = 1:
+    # plain padding); COPY_ROW and COPY_STRIDED (bound per variant: vector copies for float32) copy a
+    # row's interior at S = 1 and S > 1
     n, c, h, w = x.shape
     S, Hp, Wh = out.shape[2], out.shape[3], out.shape[4]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
     for t in prange(n * c):
-        i, j = t // c, t % c
         for s in range(S):
+            u0 = min(Wh, (pw - s + S - 1) // S) if pw > s else 0   # places [u0, u1) hold columns of x
+            u1 = max(u0, min(Wh, (w + pw - s + S - 1) // S))
+            q0 = u0 * S + s - pw
             for r in range(Hp):
+                o = ((t * S + s) * Hp + r) * Wh
                 y = r - ph
                 if y < 0 or y >= h:
                     for u in range(Wh):
-                        out[i, j, s, r, u] = value
-                elif S == 1:
-                    for q in range(pw):
-                        out[i, j, 0, r, q] = value
-                    for q in range(pw + w, Wh):
-                        out[i, j, 0, r, q] = value
-                    for q in range(w):
-                        out[i, j, 0, r, pw + q] = x[i, j, y, q]
+                        of[o + u] = value
                 else:
-                    for u in range(Wh):
-                        q = u * S + s - pw
-                        out[i, j, s, r, u] = x[i, j, y, q] if 0 <= q < w else value
+                    for u in range(u0):
+                        of[o + u] = value
+                    for u in range(u1, Wh):
+                        of[o + u] = value
+                    i = (t * h + y) * w + q0
+                    if S == 1:
+                        COPY_ROW(of, o + u0, xf, i, u1 - u0)
+                    else:
+                        COPY_STRIDED(of, o + u0, xf, i, u1 - u0, S)
 
 
-_pad_planes, _pad_planes_par = twins(_pad_planes_py)
+COPY_ROW, COPY_STRIDED = _copy_row, _copy_strided
+_PAD = {False: twins(_pad_planes_py),
+        True: twins(_pad_planes_py, "_f32", {"COPY_ROW": _vcopy_row, "COPY_STRIDED": _vcopy_strided})}
+
+
+def _subsample_py(x, sh, sw, out):
+    # out (n, c, oh, ow) = x[:, :, ::sh, ::sw] (cropped to out): a strided 1x1 convolution's input
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for t in prange(n * c):
+        for y in range(oh):
+            COPY_STRIDED(of, (t * oh + y) * ow, xf, (t * h + y * sh) * w, ow, sw)
+
+
+def _plane_means_py(x, out):
+    # out (P,) = the mean of each row of x (P, HW), summed in float64 (global average pooling)
+    for t in prange(x.shape[0]):
+        acc = 0.0
+        for q in range(x.shape[1]):
+            acc += x[t, q]
+        out[t] = acc / x.shape[1]
+
+
+_SUBSAMPLE = twins(_subsample_py, "_f32", {"COPY_STRIDED": _vcopy_strided})
+_PLANE_MEANS = twins(_plane_means_py)
+
+
+def _subsample(x, stride, oh, ow):
+    """x[:, :, ::sh, ::sw][:, :, :oh, :ow] as a new C-contiguous array (numpy's strided copy of
+    ResNet-8's 32 x 16 x 32 x 32 shortcut input took ~100 us)."""
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        return np.ascontiguousarray(x[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow])
+    out = np.empty(x.shape[:2] + (oh, ow), np.float32)
+    _SUBSAMPLE[out.size >= 1 << 16](x, int(stride[0]), int(stride[1]), out)
+    return out
 
 
 def _pad2(x, p, value=0.0, phases=1):
@@ -58,8 +140,8 @@ def _pad2(x, p, value=0.0, phases=1):
     hp, wp = h + 2 * p[0], w + 2 * p[1]
     out = np.empty((n, c, phases, hp, -(-wp // phases)), dtype=x.dtype)
     if x.dtype in (np.float32, np.int8, np.uint8) and min(p) >= 0:
-        (_pad_planes_par if out.size >= 1 << 16 else _pad_planes)(
-            x, int(p[0]), int(p[1]), x.dtype.type(value), out)
+        _PAD[x.dtype == np.float32][out.size >= 1 << 16](
+            np.ascontiguousarray(x), int(p[0]), int(p[1]), x.dtype.type(value), out)
     else:
         out[...] = value
         for s in range(phases):
@@ -93,7 +175,7 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
         if (kh, kw) == (1, 1) and tuple(padding) == (0, 0):
             # a strided 1x1 convolution reads only every stride-th pixel: those, copied contiguous, at
             # stride 1 (ResNet-8's shortcuts at batch 32: 316 -> 133 us; the phase split copied all)
-            x = np.ascontiguousarray(x[:, :, ::stride[0], ::stride[1]][:, :, :out.shape[2], :out.shape[3]])
+            x = _subsample(x, stride, out.shape[2], out.shape[3])
             stride = (1, 1)
         xs = _pad2(x, padding, phases=stride[1])
         conv_panels.conv2d(out, xs if xs.ndim == 5 else xs.reshape(n, c, 1, *xs.shape[2:]), w, b, stride, relu)
@@ -216,7 +298,10 @@ def k_adaptive_avg_pool2d(out, x, output_size=(1, 1)):
         raise ValueError(f"adaptive_avg_pool2d: output_size {output_size} does not give the planned {out.shape}")
     h, w = x.shape[-2:]
     if (oh, ow) == (1, 1):
-        np.mean(x, axis=(-2, -1), keepdims=True, out=out)
+        if x.dtype == out.dtype == np.float32 and x.flags.c_contiguous and out.flags.c_contiguous and x.size:
+            _PLANE_MEANS[x.size >= 1 << 16](x.reshape(-1, h * w), out.reshape(-1))   # np.mean: ~130 us
+        else:                                                                        # at 32 x 64 x 8 x 8
+            np.mean(x, axis=(-2, -1), keepdims=True, out=out)
         return
     for i in range(oh):
         h0, h1 = i * h // oh, -(-(i + 1) * h // oh)
