@@ -3,6 +3,8 @@
 frontend's training path), 1x1 convolutions as one GEMM per image, im2col (one
 strided copy per kernel tap) and one BLAS matmul per group for the rest;
 pooling over strided windows."""
+import functools
+
 import numpy as np
 from numba import prange
 from numpy.lib.stride_tricks import as_strided
@@ -162,6 +164,33 @@ def _check_window(x, out, k, stride, padding, dilation, what, slack=0):
             raise ValueError(f"{what}: attributes do not give the planned output {out.shape}")
 
 
+@functools.lru_cache(maxsize=1024)
+def _panel_plan(xshape, wshape, oshape, stride, padding, dilation, groups, bias_ok, wide):
+    """How conv_panels.py runs this convolution, or None where it does not apply: (the stride to
+    subsample the input by first or None, the stride then, padding, koff, direct, chunk, parallel).  Shapes and attributes only, so it is worked
+    out once per instruction's geometry (the checks and choices cost ~8 us a call at batch 1)."""
+    n, c, h, wd = xshape
+    o, cg, kh, kw = wshape
+    if groups != 1 or tuple(dilation) != (1, 1) or cg != c or oshape[1] != o or oshape[0] != n or not bias_ok \
+            or oshape[2] * oshape[3] == 0 or c == 0 or ((kh, kw) == (1, 1) and stride == (1, 1)):
+        return None
+    sub = stride if (kh, kw) == (1, 1) and padding == (0, 0) else None
+    if sub:
+        # a strided 1x1 convolution reads only every stride-th pixel: those, copied contiguous, at
+        # stride 1 (ResNet-8's shortcuts at batch 32: 316 -> 133 us; the phase split copied all)
+        h, wd, stride = oshape[2], oshape[3], (1, 1)
+    S = stride[1]
+    hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    pw = 32 if wide else 16
+    koff = conv_panels.tap_offsets(c, kh, kw, S, hp, -(-wp // S))
+    # panels a task: CHUNK, or fewer so that a small batch still makes >= 4 tasks (one image's 16 x 16
+    # output is 8 panels of 32 pixels: with 8 a task it ran on one core)
+    n_panels = -(-(oshape[2] * oshape[3]) // pw)
+    chunk = max(1, min(conv_panels.CHUNK, n * n_panels // 4))
+    par = n * o * oshape[2] * oshape[3] * c * kh * kw >= conv_panels.PAR_MACS
+    return sub, stride, padding, koff, oshape[3] % (pw // 2) == 0, chunk, par
+
+
 def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     """out = conv2d(x, w) + b; returns True when ReLU was applied too (the direct kernel fuses it)."""
     n, c = x.shape[:2]
@@ -170,15 +199,18 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     if groups < 1 or c != cg * groups or o % groups or out.shape[1] != o or out.shape[0] != n:
         raise ValueError(f"conv2d: input {x.shape}, weight {w.shape}, groups {groups} do not fit the planned "
                          f"output {out.shape}")
-    if conv_panels.applies(x, w, out, groups, dilation) and simd.HAVE_FMA and ((kh, kw) != (1, 1) or tuple(stride) != (1, 1)) \
-            and (b is None or b.shape == (o,)):
-        if (kh, kw) == (1, 1) and tuple(padding) == (0, 0):
-            # a strided 1x1 convolution reads only every stride-th pixel: those, copied contiguous, at
-            # stride 1 (ResNet-8's shortcuts at batch 32: 316 -> 133 us; the phase split copied all)
-            x = _subsample(x, stride, out.shape[2], out.shape[3])
-            stride = (1, 1)
+    plan = None
+    if x.dtype == w.dtype == out.dtype == np.float32 and x.ndim == w.ndim == 4 and out.flags.c_contiguous \
+            and simd.HAVE_FMA:
+        plan = _panel_plan(x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups,
+                           b is None or b.shape == (o,), simd.HAVE_AVX512)
+    if plan is not None:
+        sub, stride, padding, koff, direct_, chunk, par = plan
+        if sub:
+            x = _subsample(x, sub, out.shape[2], out.shape[3])
         xs = _pad2(x, padding, phases=stride[1])
-        conv_panels.conv2d(out, xs if xs.ndim == 5 else xs.reshape(n, c, 1, *xs.shape[2:]), w, b, stride, relu)
+        conv_panels.run(out, xs if xs.ndim == 5 else xs.reshape(n, c, 1, *xs.shape[2:]), w, b, relu, koff,
+                        stride[0], direct_, chunk, par)
         return relu
     if direct.applies(x.shape, w.shape, x.dtype, stride, padding, dilation, groups) and w.dtype == out.dtype \
             == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)) \

@@ -160,12 +160,24 @@ _conv_panels, _conv_panels_par = twins(_conv_panels_py, fastmath=True)
 _conv_panels_wide, _conv_panels_wide_par = twins(
     _conv_panels_py, "_wide", {"TILE": itile8x32, "ROW": irow32, "PUT": _wstore, "PW": 32}, fastmath=True)
 PAR_MACS = 1 << 20
+_ZEROS = {}
 
 
-def applies(x, w, out, groups, dilation):
-    return (groups == 1 and tuple(dilation) == (1, 1) and x.ndim == 4 and w.ndim == 4
-            and x.dtype == w.dtype == out.dtype == np.float32 and out.flags.c_contiguous
-            and out.shape[2] * out.shape[3] > 0 and x.shape[1] > 0)
+def run(out, xs, w, b, relu, koff, sh, direct, chunk, par):
+    """out = conv2d(x, w) + b (ReLU fused when asked) from xs, x zero-padded and split into stride_w
+    column phases, (N, C, S, Hp, Wh) (conv.py's _pad2 with phases=stride_w): koff from tap_offsets;
+    direct when OW is a multiple of the half panel (L pixels); conv.py's _panel_plan picks these."""
+    o = w.shape[0]
+    if b is None:
+        b = _ZEROS.get(o)
+        if b is None:
+            b = _ZEROS[o] = np.zeros(o, np.float32)
+    if simd.HAVE_AVX512:
+        kern = _conv_panels_wide_par if par else _conv_panels_wide
+    else:
+        kern = _conv_panels_par if par else _conv_panels
+    kern(np.ascontiguousarray(xs), np.ascontiguousarray(w).reshape(o, -1), b.astype(np.float32, copy=False), relu,
+         koff, sh, direct, chunk, out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -177,27 +189,3 @@ def tap_offsets(C, kh, kw, S, Hp, Wh):
     koff = (((c * S + j % S) * Hp + i) * Wh + j // S).reshape(-1).astype(np.int64)
     koff.flags.writeable = False           # shared by every call with this geometry
     return koff
-
-
-def conv2d(out, xs, w, b, stride, relu):
-    """out = conv2d(x, w) + b (ReLU fused when asked); xs is x zero-padded and split into stride[1]
-    column phases, (N, C, S, Hp, Wh) (conv.py's _pad2 with phases=stride[1]): every block of output
-    pixels inside one row then reads contiguous input at any stride."""
-    o, c, kh, kw = w.shape
-    S, Hp, Wh = xs.shape[2:]
-    if S != stride[1] or xs.shape[1] != c:
-        raise ValueError(f"conv2d: phase-split input {xs.shape} for stride {stride} and weight {w.shape}")
-    bb = np.zeros(o, np.float32) if b is None else b.astype(np.float32, copy=False)
-    macs = out.size * c * kh * kw
-    wide = simd.HAVE_AVX512
-    if wide:
-        kern = _conv_panels_wide_par if macs >= PAR_MACS else _conv_panels_wide
-    else:
-        kern = _conv_panels_par if macs >= PAR_MACS else _conv_panels
-    pw = 32 if wide else 16
-    # panels a task: CHUNK, or fewer so that a small batch still makes >= 4 tasks (one image's 16 x 16
-    # output is 8 panels of 32 pixels: with 8 a task it ran on one core)
-    n_panels = -(-(out.shape[2] * out.shape[3]) // pw)
-    chunk = max(1, min(CHUNK, out.shape[0] * n_panels // 4))
-    kern(np.ascontiguousarray(xs), np.ascontiguousarray(w.reshape(o, -1)), bb, relu,
-         tap_offsets(c, kh, kw, S, Hp, Wh), stride[0], out.shape[3] % (pw // 2) == 0, chunk, out)
