@@ -11,101 +11,13 @@ from numpy.lib.stride_tricks import as_strided
 
 from edgetorch._native import conv as direct
 from edgetorch._native import simd
-from edgetorch._native.jit import variant
-from edgetorch._native.simd import vfload, vfload_s2, vfstore
 
 from . import conv_panels
+from .pad import _pad2, _subsample  # noqa: F401  (_pad2: quant.py and the tests take it here)
 
 from ._jit import twins
 from .linalg import apply_activation
 from .registry import kernel
-
-
-def _copy_row_py(of, o, xf, i, n):
-    for q in range(n):
-        of[o + q] = xf[i + q]
-
-
-def _vcopy_row_py(of, o, xf, i, n):
-    # float32: 8-lane copies (LLVM's own vectorization of the loop above cost ~30 ns a row in runtime
-    # alias checks and remainders: a 32 x 16 x 34 x 34 padding took 575 us serial, this 130)
-    n8 = n // 8 * 8
-    for q in range(0, n8, 8):
-        vfstore(of, o + q, vfload(xf, i + q))
-    for q in range(n8, n):
-        of[o + q] = xf[i + q]
-
-
-def _copy_strided_py(of, o, xf, i, n, S):
-    # places o.. of a phase from every S-th value of xf from i
-    for u in range(n):
-        of[o + u] = xf[i + u * S]
-
-
-def _vcopy_strided_py(of, o, xf, i, n, S):
-    # float32 at S = 2: 8 places a step from one 16-value load (its last value may lie in the next
-    # row, unused; never past the array's end)
-    u = 0
-    if S == 2:
-        while u + 8 <= n and i + 2 * u + 16 <= xf.shape[0]:
-            vfstore(of, o + u, vfload_s2(xf, i + 2 * u))
-            u += 8
-    for v in range(u, n):
-        of[o + v] = xf[i + v * S]
-
-
-_copy_row = variant(_copy_row_py, "_copy_row", inline="always")
-_vcopy_row = variant(_vcopy_row_py, "_vcopy_row", inline="always")
-_copy_strided = variant(_copy_strided_py, "_copy_strided", inline="always")
-_vcopy_strided = variant(_vcopy_strided_py, "_vcopy_strided", inline="always")
-
-
-def _pad_planes_py(x, ph, pw, value, out):
-    # one pass, a plane a task: each padded element written once (np.full then a slice copy wrote the
-    # interior twice).  out (n, c, S, Hp, Wh): padded column u at phase u % S, place u // S (S = 1:
-    # plain padding); COPY_ROW and COPY_STRIDED (bound per variant: vector copies for float32) copy a
-    # row's interior at S = 1 and S > 1
-    n, c, h, w = x.shape
-    S, Hp, Wh = out.shape[2], out.shape[3], out.shape[4]
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    for t in prange(n * c):
-        for s in range(S):
-            u0 = min(Wh, (pw - s + S - 1) // S) if pw > s else 0   # places [u0, u1) hold columns of x
-            u1 = max(u0, min(Wh, (w + pw - s + S - 1) // S))
-            q0 = u0 * S + s - pw
-            for r in range(Hp):
-                o = ((t * S + s) * Hp + r) * Wh
-                y = r - ph
-                if y < 0 or y >= h:
-                    for u in range(Wh):
-                        of[o + u] = value
-                else:
-                    for u in range(u0):
-                        of[o + u] = value
-                    for u in range(u1, Wh):
-                        of[o + u] = value
-                    i = (t * h + y) * w + q0
-                    if S == 1:
-                        COPY_ROW(of, o + u0, xf, i, u1 - u0)
-                    else:
-                        COPY_STRIDED(of, o + u0, xf, i, u1 - u0, S)
-
-
-COPY_ROW, COPY_STRIDED = _copy_row, _copy_strided
-_PAD = {False: twins(_pad_planes_py),
-        True: twins(_pad_planes_py, "_f32", {"COPY_ROW": _vcopy_row, "COPY_STRIDED": _vcopy_strided})}
-
-
-def _subsample_py(x, sh, sw, out):
-    # out (n, c, oh, ow) = x[:, :, ::sh, ::sw] (cropped to out): a strided 1x1 convolution's input
-    n, c, h, w = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    for t in prange(n * c):
-        for y in range(oh):
-            COPY_STRIDED(of, (t * oh + y) * ow, xf, (t * h + y * sh) * w, ow, sw)
 
 
 def _plane_means_py(x, out):
@@ -117,40 +29,7 @@ def _plane_means_py(x, out):
         out[t] = acc / x.shape[1]
 
 
-_SUBSAMPLE = twins(_subsample_py, "_f32", {"COPY_STRIDED": _vcopy_strided})
 _PLANE_MEANS = twins(_plane_means_py)
-
-
-def _subsample(x, stride, oh, ow):
-    """x[:, :, ::sh, ::sw][:, :, :oh, :ow] as a new C-contiguous array (numpy's strided copy of
-    ResNet-8's 32 x 16 x 32 x 32 shortcut input took ~100 us)."""
-    if x.dtype != np.float32 or not x.flags.c_contiguous:
-        return np.ascontiguousarray(x[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow])
-    out = np.empty(x.shape[:2] + (oh, ow), np.float32)
-    _SUBSAMPLE[out.size >= 1 << 16](x, int(stride[0]), int(stride[1]), out)
-    return out
-
-
-def _pad2(x, p, value=0.0, phases=1):
-    """x (N, C, H, W) padded by p on both sides of H and W (np.pad costs ~40 us of Python per call).
-    phases=S > 1 splits the padded columns into S phases, (N, C, S, Hp, ceil(Wp / S)), column u at
-    [..., u % S, :, u // S] (conv_panels.py reads a stride-S convolution's taps contiguously there);
-    the places past a phase's last column hold `value`."""
-    n, c, h, w = x.shape
-    if p[0] == 0 and p[1] == 0 and phases == 1:
-        return x
-    hp, wp = h + 2 * p[0], w + 2 * p[1]
-    out = np.empty((n, c, phases, hp, -(-wp // phases)), dtype=x.dtype)
-    if x.dtype in (np.float32, np.int8, np.uint8) and min(p) >= 0:
-        _PAD[x.dtype == np.float32][out.size >= 1 << 16](
-            np.ascontiguousarray(x), int(p[0]), int(p[1]), x.dtype.type(value), out)
-    else:
-        out[...] = value
-        for s in range(phases):
-            u0 = -(-(p[1] - s) // phases) if p[1] > s else 0         # first place whose column is in x
-            cols = x[:, :, :, u0 * phases + s - p[1]::phases]
-            out[:, :, s, p[0]:p[0] + h, u0:u0 + cols.shape[3]] = cols
-    return out if phases > 1 else out.reshape(n, c, hp, wp)
 
 
 def _check_window(x, out, k, stride, padding, dilation, what, slack=0):
@@ -167,7 +46,8 @@ def _check_window(x, out, k, stride, padding, dilation, what, slack=0):
 @functools.lru_cache(maxsize=1024)
 def _panel_plan(xshape, wshape, oshape, stride, padding, dilation, groups, bias_ok, wide):
     """How conv_panels.py runs this convolution, or None where it does not apply: (the stride to
-    subsample the input by first or None, the stride then, padding, koff, direct, chunk, parallel).  Shapes and attributes only, so it is worked
+    subsample the input by first or None, the stride then, padding, koff, geometry, fused padding,
+    direct, chunk, parallel).  Shapes and attributes only, so it is worked
     out once per instruction's geometry (the checks and choices cost ~8 us a call at batch 1)."""
     n, c, h, wd = xshape
     o, cg, kh, kw = wshape
@@ -181,14 +61,24 @@ def _panel_plan(xshape, wshape, oshape, stride, padding, dilation, groups, bias_
         h, wd, stride = oshape[2], oshape[3], (1, 1)
     S = stride[1]
     hp, wp = h + 2 * padding[0], wd + 2 * padding[1]
+    wh = -(-wp // S)
     pw = 32 if wide else 16
-    koff = conv_panels.tap_offsets(c, kh, kw, S, hp, -(-wp // S))
+    koff = conv_panels.tap_offsets(c, kh, kw, S, hp, wh)
     # panels a task: CHUNK, or fewer so that a small batch still makes >= 4 tasks (one image's 16 x 16
-    # output is 8 panels of 32 pixels: with 8 a task it ran on one core)
+    # output is 8 panels of 32 pixels: with 8 a task it ran on one core).  From 4 images on, a stride-1
+    # task is an image that pads itself into a buffer kept in L2 (fused: ResNet-8's stride-1 layers
+    # 6-17% faster at batch 8 and 32 than a padding pass first; its stride-2 layers 2-6% slower, the
+    # phase split of a whole image then feeding only a quarter as many panels)
     n_panels = -(-(oshape[2] * oshape[3]) // pw)
     chunk = max(1, min(conv_panels.CHUNK, n * n_panels // 4))
+    fused = n >= FUSED_PAD_IMAGES and S == 1 and padding != (0, 0) and c * hp * wh * 4 <= FUSED_PAD_BYTES
     par = n * o * oshape[2] * oshape[3] * c * kh * kw >= conv_panels.PAR_MACS
-    return sub, stride, padding, koff, oshape[3] % (pw // 2) == 0, chunk, par
+    return sub, stride, padding, koff, (S, hp, wh, h, wd, padding[0], padding[1]), fused, \
+        oshape[3] % (pw // 2) == 0, chunk, par
+
+
+FUSED_PAD_IMAGES = 4          # batch from which each image pads itself inside the convolution's task
+FUSED_PAD_BYTES = 1 << 19     # ... when its padded copy fits in half of L2
 
 
 def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
@@ -205,12 +95,12 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
         plan = _panel_plan(x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups,
                            b is None or b.shape == (o,), simd.HAVE_AVX512)
     if plan is not None:
-        sub, stride, padding, koff, direct_, chunk, par = plan
+        sub, stride, padding, koff, geo, fused, direct_, chunk, par = plan
         if sub:
             x = _subsample(x, sub, out.shape[2], out.shape[3])
-        xs = _pad2(x, padding, phases=stride[1])
+        xs = x if fused else _pad2(x, padding, phases=stride[1])
         conv_panels.run(out, xs if xs.ndim == 5 else xs.reshape(n, c, 1, *xs.shape[2:]), w, b, relu, koff,
-                        stride[0], direct_, chunk, par)
+                        stride[0], geo, fused, direct_, chunk, par)
         return relu
     if direct.applies(x.shape, w.shape, x.dtype, stride, padding, dilation, groups) and w.dtype == out.dtype \
             == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)) \

@@ -16,7 +16,10 @@ panel does, and the tiles read the padded input in place through a table of
 tap offsets (no im2col copy at all); otherwise each panel's columns are
 first gathered into a (K, 2 L) buffer, one vector copy per k for each block
 of 8 pixels inside a row.  A strided 1x1 convolution subsamples its input
-first (conv.py).  A task is a chunk of panels of one image.
+first (conv.py).  A task is a chunk of panels of one image; from 4 images on,
+a stride-1 task is a whole image that pads itself into a buffer of its own
+(it stays in L2 for the image's panels instead of a padding pass writing and
+reading it back through L3).
 
 Measured on ResNet-8's layers at batch 32 (in-process A/B against the
 gathering kernel that came before, 16-lane): 16->16 at 32x32 1594 -> 1312
@@ -35,6 +38,7 @@ from edgetorch._native.jit import variant
 from edgetorch._native.simd import vfload, vfstore
 
 from ._jit import twins
+from .pad import pad_plane_f32
 from .sgemm import irow16, irow32, itile8x16, itile8x32
 
 CHUNK = 8           # panels a task, at most: fewer when that leaves fewer than 4 tasks (see conv2d)
@@ -89,24 +93,29 @@ def _gather(xf, panel, off, run8, base, p0, PW, OW, sh, Wh, P, koff):
                     panel[k * PW + q] = xf[off[q] + ko]
 
 
-def _conv_panels_py(xs, w2, b, relu, koff, sh, direct, chunk, out):
-    # xs (N, C, S, Hp, Wh): the zero-padded input split into S = stride_w column phases (see conv2d);
-    # w2 (O, K), K = C * kh * kw; koff (K,): tap k's offset in an image of xs; b (O,); out (N, O, OH,
-    # OW); all C-contiguous.  PW = 2 L pixel panels; TILE, ROW (the offset-table micro-kernels), PUT
-    # and PW: the 8-lane (16-pixel) or 16-lane (32-pixel, AVX-512) kernels, bound per variant below.
-    # direct: every L-pixel half panel lies in one output row (OW % L == 0), so the tiles read the
-    # input in place (step k: L values at half-base + koff[k]); else panels are gathered first.
-    N = xs.shape[0]
-    IS = xs.size // N
-    Wh = xs.shape[4]
+def _conv_panels_py(x, w2, b, relu, koff, sh, geo, fused, direct, chunk, out):
+    # x: the zero-padded input split into S = stride_w column phases (N, C, S, Hp, Wh) (see run); or,
+    # fused, the raw input (N, C, 1, H, W), which each task (an image) pads into its own buffer of
+    # that layout first (kept in L2 for the image's panels; the separate padding pass wrote and read
+    # it back through L3).  geo = (S, Hp, Wh, H, W, ph, pw).  w2 (O, K), K = C * kh * kw; koff (K,):
+    # tap k's offset in a padded image; b (O,); out (N, O, OH, OW); all C-contiguous.  PW = 2 L pixel
+    # panels; TILE, ROW (the offset-table micro-kernels), PUT and PW: the 8-lane (16-pixel) or 16-lane
+    # (32-pixel, AVX-512) kernels, bound per variant below.  direct: every L-pixel half panel lies in
+    # one output row (OW % L == 0), so the tiles read the padded input in place (step k: L values at
+    # half-base + koff[k]); else panels are gathered first.
+    S, Hp, Wh, H, W, ph, pw = geo
+    N, C = x.shape[0], x.shape[1]
+    IS = C * S * Hp * Wh
     O, K = w2.shape
     OH, OW = out.shape[2], out.shape[3]
     P = OH * OW
     NP = (P + PW - 1) // PW
+    if fused:
+        chunk = NP
     NCH = (NP + chunk - 1) // chunk
     OB = O // 8
-    H = PW // 2
-    xf = xs.reshape(-1)
+    H2 = PW // 2
+    xf = x.reshape(-1)
     of = out.reshape(-1)
     kp = np.arange(K) * PW                 # a gathered panel's steps
     for t in prange(N * NCH):
@@ -115,17 +124,24 @@ def _conv_panels_py(xs, w2, b, relu, koff, sh, direct, chunk, out):
         off = np.empty(PW, np.int64)
         run8 = np.empty(PW // 8, np.bool_)
         tmp = np.empty(8 * PW, np.float32)
+        img = np.empty(IS if fused else 0, np.float32)
+        if fused:
+            for c in range(C):
+                PAD_PLANE(xf, (n * C + c) * H * W, H, W, ph, pw, np.float32(0.0), img, c * S * Hp * Wh, S, Hp, Wh)
+            xsrc, base = img, 0
+        else:
+            xsrc, base = xf, n * IS
         for pi in range((t % NCH) * chunk, min(NP, (t % NCH) * chunk + chunk)):
             p0 = pi * PW
             nv = min(PW, P - p0)
             if direct:
-                q1 = p0 + H if nv > H else p0  # a half-empty last panel repeats its first half
-                src, ko = xf, koff
-                b0 = n * IS + (p0 // OW) * sh * Wh + p0 % OW
-                b1 = n * IS + (q1 // OW) * sh * Wh + q1 % OW
+                q1 = p0 + H2 if nv > H2 else p0  # a half-empty last panel repeats its first half
+                src, ko = xsrc, koff
+                b0 = base + (p0 // OW) * sh * Wh + p0 % OW
+                b1 = base + (q1 // OW) * sh * Wh + q1 % OW
             else:
-                _gather(xf, panel, off, run8, n * IS, p0, PW, OW, sh, Wh, P, koff)
-                src, ko, b0, b1 = panel, kp, 0, H
+                _gather(xsrc, panel, off, run8, base, p0, PW, OW, sh, Wh, P, koff)
+                src, ko, b0, b1 = panel, kp, 0, H2
             # a full panel is stored straight into NCHW output; the image's last, partial one into
             # tmp (8 channels x PW), then its valid pixels copied
             full = nv == PW
@@ -153,7 +169,7 @@ def _conv_panels_py(xs, w2, b, relu, koff, sh, direct, chunk, out):
                     _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv)
 
 
-TILE, ROW, PUT, PW = itile8x16, irow16, _store, 16      # the 8-lane variant's bindings
+TILE, ROW, PUT, PW, PAD_PLANE = itile8x16, irow16, _store, 16, pad_plane_f32    # the 8-lane variant's bindings
 
 
 _conv_panels, _conv_panels_par = twins(_conv_panels_py, fastmath=True)
@@ -163,11 +179,18 @@ PAR_MACS = 1 << 20
 _ZEROS = {}
 
 
-def run(out, xs, w, b, relu, koff, sh, direct, chunk, par):
-    """out = conv2d(x, w) + b (ReLU fused when asked) from xs, x zero-padded and split into stride_w
-    column phases, (N, C, S, Hp, Wh) (conv.py's _pad2 with phases=stride_w): koff from tap_offsets;
-    direct when OW is a multiple of the half panel (L pixels); conv.py's _panel_plan picks these."""
+def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par):
+    """out = conv2d(x, w) + b (ReLU fused when asked).  x is the input zero-padded and split into
+    stride_w column phases, (N, C, S, Hp, Wh) (pad.py's _pad2 with phases=stride_w), or, fused, the
+    raw input as (N, C, 1, H, W), padded a task (an image) at a time inside the kernel; geo = (S, Hp,
+    Wh, H, W, ph, pw); koff from tap_offsets; direct when OW is a multiple of the half panel (L
+    pixels).  conv.py's _panel_plan picks these."""
     o = w.shape[0]
+    S, Hp, Wh, H, W = geo[:5]
+    if x.ndim != 5 or x.shape[2:] != ((1, H, W) if fused else (S, Hp, Wh)) or x.shape[:2] != (out.shape[0], w.shape[1]) \
+            or koff.shape != (w.shape[1] * w.shape[2] * w.shape[3],):
+        raise ValueError(f"conv_panels: input {x.shape} does not fit the geometry {geo} (fused {fused}), weight "
+                         f"{w.shape} or output {out.shape}")
     if b is None:
         b = _ZEROS.get(o)
         if b is None:
@@ -176,8 +199,8 @@ def run(out, xs, w, b, relu, koff, sh, direct, chunk, par):
         kern = _conv_panels_wide_par if par else _conv_panels_wide
     else:
         kern = _conv_panels_par if par else _conv_panels
-    kern(np.ascontiguousarray(xs), np.ascontiguousarray(w).reshape(o, -1), b.astype(np.float32, copy=False), relu,
-         koff, sh, direct, chunk, out)
+    kern(np.ascontiguousarray(x), np.ascontiguousarray(w).reshape(o, -1), b.astype(np.float32, copy=False), relu,
+         koff, sh, geo, fused, direct, chunk, out)
 
 
 @functools.lru_cache(maxsize=256)

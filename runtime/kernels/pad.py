@@ -1,0 +1,146 @@
+"""Zero padding (any fill value) and subsampling of NCHW planes, in one pass over the output.
+
+The padded copy can also split its columns into S phases, (N, C, S, Hp, ceil(Wp / S)) with padded
+column u at [..., u % S, :, u // S]: a stride-S convolution then reads each kernel tap's pixels of
+an output row contiguously (conv_panels.py).  Rows are copied with flat offsets and, for float32,
+explicit 8-lane vectors (simd.py): LLVM's own vectorization of the row loop spent ~30 ns a row in
+run-time alias checks and remainders (a 32 x 16 x 34 x 34 padding took 575 us serial, this ~130).
+"""
+import numpy as np
+from numba import prange
+
+from edgetorch._native.jit import variant
+from edgetorch._native.simd import vfload, vfload_s2, vfstore
+
+from ._jit import twins
+
+
+def _copy_row_py(of, o, xf, i, n):
+    for q in range(n):
+        of[o + q] = xf[i + q]
+
+
+def _vcopy_row_py(of, o, xf, i, n):
+    # float32: 8-lane copies (LLVM's own vectorization of the loop above cost ~30 ns a row in runtime
+    # alias checks and remainders: a 32 x 16 x 34 x 34 padding took 575 us serial, this 130)
+    n8 = n // 8 * 8
+    for q in range(0, n8, 8):
+        vfstore(of, o + q, vfload(xf, i + q))
+    for q in range(n8, n):
+        of[o + q] = xf[i + q]
+
+
+def _copy_strided_py(of, o, xf, i, n, S):
+    # places o.. of a phase from every S-th value of xf from i
+    for u in range(n):
+        of[o + u] = xf[i + u * S]
+
+
+def _vcopy_strided_py(of, o, xf, i, n, S):
+    # float32 at S = 2: 8 places a step from one 16-value load (its last value may lie in the next
+    # row, unused; never past the array's end)
+    u = 0
+    if S == 2:
+        while u + 8 <= n and i + 2 * u + 16 <= xf.shape[0]:
+            vfstore(of, o + u, vfload_s2(xf, i + 2 * u))
+            u += 8
+    for v in range(u, n):
+        of[o + v] = xf[i + v * S]
+
+
+_copy_row = variant(_copy_row_py, "_copy_row", inline="always")
+_vcopy_row = variant(_vcopy_row_py, "_vcopy_row", inline="always")
+_copy_strided = variant(_copy_strided_py, "_copy_strided", inline="always")
+_vcopy_strided = variant(_vcopy_strided_py, "_vcopy_strided", inline="always")
+
+
+def _pad_plane_py(xf, xi, h, w, ph, pw, value, of, oi, S, Hp, Wh):
+    # the (h, w) plane at xf[xi:] padded into the (S, Hp, Wh) phase planes at of[oi:]: each padded
+    # element written once; COPY_ROW and COPY_STRIDED (bound per variant: vector copies for float32)
+    # copy a row's interior at S = 1 and S > 1
+    for s in range(S):
+        u0 = min(Wh, (pw - s + S - 1) // S) if pw > s else 0   # places [u0, u1) hold columns of x
+        u1 = max(u0, min(Wh, (w + pw - s + S - 1) // S))
+        q0 = u0 * S + s - pw
+        for r in range(Hp):
+            o = oi + (s * Hp + r) * Wh
+            y = r - ph
+            if y < 0 or y >= h:
+                for u in range(Wh):
+                    of[o + u] = value
+            else:
+                for u in range(u0):
+                    of[o + u] = value
+                for u in range(u1, Wh):
+                    of[o + u] = value
+                i = xi + y * w + q0
+                if S == 1:
+                    COPY_ROW(of, o + u0, xf, i, u1 - u0)
+                else:
+                    COPY_STRIDED(of, o + u0, xf, i, u1 - u0, S)
+
+
+COPY_ROW, COPY_STRIDED = _copy_row, _copy_strided
+_F32_ROWS = {"COPY_ROW": _vcopy_row, "COPY_STRIDED": _vcopy_strided}
+_pad_plane = variant(_pad_plane_py, "_pad_plane", None, inline="always")
+pad_plane_f32 = variant(_pad_plane_py, "pad_plane_f32", _F32_ROWS, inline="always")   # conv_panels.py
+
+
+def _pad_planes_py(x, ph, pw, value, out):
+    # a plane a task; out (n, c, S, Hp, Wh) (S = 1: plain padding); PAD_PLANE bound per variant
+    n, c, h, w = x.shape
+    S, Hp, Wh = out.shape[2], out.shape[3], out.shape[4]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for t in prange(n * c):
+        PAD_PLANE(xf, t * h * w, h, w, ph, pw, value, of, t * S * Hp * Wh, S, Hp, Wh)
+
+
+PAD_PLANE = _pad_plane
+_PAD = {False: twins(_pad_planes_py), True: twins(_pad_planes_py, "_f32", {"PAD_PLANE": pad_plane_f32})}
+
+
+def _subsample_py(x, sh, sw, out):
+    # out (n, c, oh, ow) = x[:, :, ::sh, ::sw] (cropped to out): a strided 1x1 convolution's input
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for t in prange(n * c):
+        for y in range(oh):
+            COPY_STRIDED(of, (t * oh + y) * ow, xf, (t * h + y * sh) * w, ow, sw)
+
+
+_SUBSAMPLE = twins(_subsample_py, "_f32", _F32_ROWS)
+
+
+def _subsample(x, stride, oh, ow):
+    """x[:, :, ::sh, ::sw][:, :, :oh, :ow] as a new C-contiguous array (numpy's strided copy of
+    ResNet-8's 32 x 16 x 32 x 32 shortcut input took ~100 us)."""
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        return np.ascontiguousarray(x[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow])
+    out = np.empty(x.shape[:2] + (oh, ow), np.float32)
+    _SUBSAMPLE[out.size >= 1 << 16](x, int(stride[0]), int(stride[1]), out)
+    return out
+
+
+def _pad2(x, p, value=0.0, phases=1):
+    """x (N, C, H, W) padded by p on both sides of H and W (np.pad costs ~40 us of Python per call).
+    phases=S > 1 splits the padded columns into S phases, (N, C, S, Hp, ceil(Wp / S)), column u at
+    [..., u % S, :, u // S] (conv_panels.py reads a stride-S convolution's taps contiguously there);
+    the places past a phase's last column hold `value`."""
+    n, c, h, w = x.shape
+    if p[0] == 0 and p[1] == 0 and phases == 1:
+        return x
+    hp, wp = h + 2 * p[0], w + 2 * p[1]
+    out = np.empty((n, c, phases, hp, -(-wp // phases)), dtype=x.dtype)
+    if x.dtype in (np.float32, np.int8, np.uint8) and min(p) >= 0:
+        _PAD[x.dtype == np.float32][out.size >= 1 << 16](
+            np.ascontiguousarray(x), int(p[0]), int(p[1]), x.dtype.type(value), out)
+    else:
+        out[...] = value
+        for s in range(phases):
+            u0 = -(-(p[1] - s) // phases) if p[1] > s else 0         # first place whose column is in x
+            cols = x[:, :, :, u0 * phases + s - p[1]::phases]
+            out[:, :, s, p[0]:p[0] + h, u0:u0 + cols.shape[3]] = cols
+    return out if phases > 1 else out.reshape(n, c, hp, wp)
