@@ -3,8 +3,10 @@
 Lifetimes are [defining instruction, last reading instruction]; method
 outputs and values written back to state live to the end.  A reshape's
 output is a view of its input (no slot; the input lives as long as the
-view is read).  Placement is greedy by size (TFLite's arena planner and
-ExecuTorch's greedy algorithm do the same): take values largest first and
+view is read), and so is a getitem whose selection is one contiguous run of
+its input (edgetorch/_views.py: a decode step's q/k/v slices), at an offset.
+Placement is greedy by size (TFLite's arena planner and ExecuTorch's greedy
+algorithm do the same): take values largest first and
 put each at the lowest 64-aligned offset that no value alive at the same
 time occupies.  Largest-first keeps big tensors from fragmenting the space
 small ones leave, which is where most of the saving on these models is.
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgetorch._views import slice_view
 from edgetorch.symbolic import SymInt, bounds
 
 from .graph import Graph, Value
@@ -69,10 +72,19 @@ def plan_memory(g: Graph) -> Plan:
     ranges = {i: (d.min, d.max) for i, d in enumerate(g.dims)}
     in_state = inplace_state_writes(g)
     alias = dict(in_state)
+    delta = {}                 # view -> byte offset inside its owner's slot (a getitem view's start)
     for n in g.nodes:
         x = n.inputs[0] if n.inputs else None
-        if n.op in VIEW_OPS and x is not None and x.kind == "act":
+        if x is None or x.kind != "act":
+            continue
+        if n.op in VIEW_OPS:
             alias[n.output] = alias.get(x, x)
+            delta[n.output] = delta.get(x, 0)
+        elif n.op == "getitem" and len(n.inputs) == 1 and n.output.dtype == x.dtype:
+            view = slice_view(tuple(x.shape), n.attrs.get("index", ()))
+            if view is not None:
+                alias[n.output] = alias.get(x, x)
+                delta[n.output] = delta.get(x, 0) + view[0] * np.dtype(x.dtype).itemsize
 
     def owner(v):
         return alias.get(v, v)
@@ -107,7 +119,7 @@ def plan_memory(g: Graph) -> Plan:
         offsets[v] = off
         placed.append((off, off + sizes[v], lo, hi))
     for v, o in alias.items():
-        offsets[v] = offsets.get(o, 0)
+        offsets[v] = offsets.get(o, 0) + delta.get(v, 0)
     arena = max((b for _, b, _, _ in placed), default=0)
     arena = (arena + ALIGN - 1) // ALIGN * ALIGN
     return Plan(offsets, sizes, alias, {v: (first[v], last[v]) for v in slots}, arena, naive)

@@ -24,7 +24,7 @@ from edgetorch.symbolic import evaluate
 
 from . import threads
 from .kernels import KERNELS
-from .verify import DEFAULT_BUDGET, verify
+from .verify import DEFAULT_BUDGET, _numel_key, planned_view, verify  # noqa: F401 (_numel_key: tests)
 
 # Input casts done silently: same-kind conversions (float64 -> float32,
 # int32 -> int64, ...). Anything else (float -> int, int -> bool) is an InputError.
@@ -70,9 +70,8 @@ class Method:
         for ins in info.instructions:
             o = ins.outputs[0]
             src = ins.inputs[0] if ins.inputs else -1
-            if ins.op == "reshape" and src >= 0 and vals[o].alias == src and vals[src].kind == "activation" \
-                    and vals[src].alias < 0 and _numel_key(vals[o].shape) == _numel_key(vals[src].shape):
-                continue    # a planned view: its arena view already shows the input's bytes in the new shape
+            if planned_view(vals, ins):
+                continue    # a planned view: its arena view already shows the input's bytes
             static = not any(has_dims(a) for a in ins.attrs.values())
             self._steps.append((KERNELS[ins.op], ins.inputs, o, ins.attrs, static, ins))
         self._runner = _straight_line(self._steps)
@@ -184,9 +183,10 @@ class Method:
             for s in shape:
                 n *= s
             slot = vals[v.alias] if v.alias >= 0 else v
-            if n > slot.nbytes:
-                raise ProgramError(f"value {v.name!r} of shape {shape} exceeds its planned slot ({slot.nbytes} B)")
-            env[i] = np.ndarray(shape, self._dtypes[i], buffer=arena, offset=slot.offset)
+            if v.offset < slot.offset or v.offset - slot.offset + n > slot.nbytes:
+                raise ProgramError(f"value {v.name!r} of shape {shape} at {v.offset} exceeds its planned slot "
+                                   f"[{slot.offset}, {slot.offset + slot.nbytes})")
+            env[i] = np.ndarray(shape, self._dtypes[i], buffer=arena, offset=v.offset)
         return env
 
     def _run(self, arena, arrays, dims, timings=None):
@@ -289,17 +289,6 @@ def _straight_line(steps):
            + "\n    except BaseException:\n        where.append(i)\n        raise\n")
     exec(compile(src, "<edgetorch program>", "exec"), ns)
     return ns["run"]
-
-
-def _numel_key(shape):
-    """(product of the static sizes, sorted symbolic factors): equal keys mean equal element counts."""
-    n, sym = 1, []
-    for d in shape:
-        if isinstance(d, DimE):
-            sym.append(repr(d.expr))
-        else:
-            n *= d
-    return n, tuple(sorted(sym))
 
 
 class Profile:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgetorch._errors import ProgramError
+from edgetorch._views import slice_view
 from edgetorch.schemas.format import DimE, np_dtype
 from edgetorch.symbolic import bounds, symbols
 
@@ -125,6 +126,37 @@ def _check_constant_indices(info, ins, m, what):
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise ProgramError(f"{what}: index constant {iv.name!r} holds {int(idx.min())}..{int(idx.max())}, "
                            f"outside [0, {n})")
+
+
+def _numel_key(shape):
+    """(product of the static sizes, sorted symbolic factors): equal keys mean equal element counts."""
+    n, sym = 1, []
+    for d in shape:
+        if isinstance(d, DimE):
+            sym.append(repr(d.expr))
+        else:
+            n *= d
+    return n, tuple(sorted(sym))
+
+
+def planned_view(vals, ins):
+    """True when instruction ins only renames its input's bytes and runs no kernel: a reshape or a
+    contiguous getitem (edgetorch/_views.py) whose output the memory plan placed as a view of the
+    input's slot at the matching offset (the exporter plans these; see exporter/memory_plan.py)."""
+    if ins.op not in ("reshape", "getitem") or len(ins.inputs) != 1 or len(ins.outputs) != 1 or ins.inputs[0] < 0:
+        return False
+    src, o = ins.inputs[0], ins.outputs[0]
+    vs, vo = vals[src], vals[o]
+    if vs.kind != "activation" or vo.kind != "activation" or vo.alias < 0 or vs.dtype != vo.dtype:
+        return False
+    root = vs.alias if vs.alias >= 0 else src
+    if vo.alias != root or vals[root].kind != "activation":
+        return False
+    if ins.op == "reshape":
+        return vo.offset == vs.offset and _numel_key(vo.shape) == _numel_key(vs.shape)
+    view = slice_view(tuple(vs.shape), ins.attrs.get("index", ()))
+    return view is not None and vo.offset == vs.offset + view[0] * np_dtype(vs.dtype).itemsize \
+        and _numel_key(vo.shape) == (view[1], ())
 
 
 def _slot_owner(m, k):
@@ -252,8 +284,10 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
                     if not v.alias < len(m.values) or m.values[v.alias].kind != "activation" \
                             or m.values[v.alias].alias >= 0:
                         raise ProgramError(f"{vw}: alias {v.alias} is not a planned activation")
-                    if need > m.values[v.alias].nbytes:
-                        raise ProgramError(f"{vw}: needs {need} bytes but aliases a {m.values[v.alias].nbytes}-byte slot")
+                    slot = m.values[v.alias]
+                    if v.offset < slot.offset or v.offset - slot.offset + need > slot.nbytes:
+                        raise ProgramError(f"{vw}: needs {need} bytes at {v.offset} but aliases the slot "
+                                           f"[{slot.offset}, {slot.offset + slot.nbytes})")
                 elif need > v.nbytes or v.offset % 64 or v.offset + v.nbytes > m.arena_size:
                     raise ProgramError(f"{vw}: needs {need:,} bytes at the upper bounds; planned slot "
                                        f"[{v.offset:,}, {v.offset + v.nbytes:,}) in a {m.arena_size:,}-byte arena")
@@ -279,6 +313,10 @@ def verify(info, memory_budget=DEFAULT_BUDGET):
             o = ins.outputs[0]
             if m.values[o].kind != "activation" or o in defined:
                 raise ProgramError(f"{iw}: output {o} must be an activation defined once")
+            va = m.values[o].alias
+            if 0 <= va < len(m.values) and m.values[va].kind == "activation" and not planned_view(m.values, ins):
+                raise ProgramError(f"{iw}: output {o} is planned inside value {va}'s slot, but only a reshape or "
+                                   f"a contiguous slice of that value may be")
             defined.add(o)
             _check_attrs(ins, m, iw)
             _check_constant_indices(info, ins, m, iw)

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VERSION = (1, 0)            # major.minor: a reader takes the same major and any older minor
+VERSION = (1, 1)            # major.minor: a reader takes the same major and any older minor
+# 1.1: an alias (view) value's offset may lie inside its owner's slot (a contiguous getitem's start);
+#      a 1.0 reader would place it at the slot's start, so it refuses 1.1 files
 FILE_IDENTIFIER = b"ETP1"
 HEADER_MAGIC = b"ETH1"
 HEADER = struct.Struct("<4sIQQQ")   # magic, header size, flatbuffer size, constant offset, constant size

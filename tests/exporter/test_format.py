@@ -152,7 +152,7 @@ def test_inspect_cli(tmp_path, capsys):
     ep.save(tmp_path / "m.etp")
     assert main(["inspect", str(tmp_path / "m.etp"), "--graph"]) == 0
     out = capsys.readouterr().out
-    for needle in ("format       1.0", "dims       batch in [1, 64]", "x: float32[batch, 20]", "arena",
+    for needle in (f"format       {F.VERSION[0]}.{F.VERSION[1]}", "dims       batch in [1, 64]", "x: float32[batch, 20]", "arena",
                    "op histogram", "fused_linear", "quantization none", "labels=a,b,c,d,e", "float32: 4 tensors"):
         assert needle in out, needle
     (tmp_path / "bad.etp").write_bytes(b"garbage" * 20)

@@ -1,4 +1,5 @@
 """The arena plan: no overlap of values alive together, and real savings."""
+import numpy as np
 import pytest
 
 import edgetorch as et
@@ -37,3 +38,24 @@ def test_overlap_checker_catches_a_bad_plan():
         plan.lifetimes[v] = (0, 10)
     with pytest.raises(AssertionError):
         check_no_overlap(plan)
+
+
+@pytest.mark.parametrize("shape,index,want", [
+    ((1, 1, 2304), (Ellipsis, slice(768, 1536, None)), (768, 768)),      # a decode step's k slice
+    ((1, 1, 12), (Ellipsis, slice(-4, None, None)), (8, 4)),
+    ((1, 3, 4), (0, slice(1, 3, None)), (4, 8)),                           # whole rows of one image
+    ((2, 3, 4), (1,), (12, 12)), ((2, 3, 4), (), (0, 24)), ((5,), (slice(2, 4, 1),), (2, 2)),
+    ((2, 3, 4), (slice(None), 1), None),                                   # strided: a copy
+    ((1, 2, 8), (Ellipsis, slice(0, 4, None)), None),                      # two runs
+    ((1, 1, 10), (Ellipsis, slice(0, 10, 2)), None), ((1, 1, 10), (Ellipsis, slice(5, 5, None)), None),
+    ((1, 4), (None, slice(None)), None), ((1, 4), ("#",), None), ((2, 3), (Ellipsis, Ellipsis), None),
+    ((3, 4), (7,), None), ((1, 4), (True,), None)])
+def test_slice_view_rule(shape, index, want):
+    """edgetorch/_views.py: which getitems are planned as views (offset, count) and which copy."""
+    from edgetorch._views import slice_view
+    assert slice_view(shape, index) == want
+    if want is not None:
+        x = np.arange(int(np.prod(shape))).reshape(shape)
+        sel = x[index]
+        assert sel.size == want[1] and sel.reshape(-1)[0] == want[0] and np.array_equal(
+            sel.reshape(-1), np.arange(want[0], want[0] + want[1]))

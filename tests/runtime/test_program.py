@@ -142,17 +142,24 @@ def test_warmup_and_program_info(mlp):
 
 
 def test_planned_view_reshapes_run_no_kernel():
-    """A reshape planned as a view of its input's slot is dropped from the steps; results still match;
-    the element-count key that guards the skip tells equal from unequal shapes."""
+    """A reshape, or a getitem of one contiguous run (a decode step's q/k/v and gate/up slices of the
+    packed projections), planned as a view of its input's slot is dropped from the steps; results
+    still match; the element-count key that guards the skip tells equal from unequal shapes."""
+    from edgetorch.runtime.verify import planned_view
+    from edgetorch.schemas.format import DimE
     et.manual_seed(0)
     m = Decoder(small_llama()).eval()
     ep = export_llama(m)
     p = load(ep.to_bytes())
     dec = p.method("decode")
     vals = dec.info.values
-    views = sum(1 for i in dec.info.instructions
-                if i.op == "reshape" and vals[i.outputs[0]].alias == i.inputs[0] >= 0)
-    assert views >= 4 and len(dec._steps) == len(dec.info.instructions) - views
+    views = [i.op for i in dec.info.instructions if planned_view(vals, i)]
+    assert views.count("reshape") >= 4 and views.count("getitem") >= 5
+    assert len(dec._steps) == len(dec.info.instructions) - len(views)
+    pv = p.method("prefill").info.values         # prefill's slices of a (1, seq, ...) projection copy
+    dyn = [i for i in p.method("prefill").info.instructions
+           if i.op == "getitem" and any(isinstance(d, DimE) for d in pv[i.inputs[0]].shape)]
+    assert dyn and not any(planned_view(pv, i) for i in dyn)
     ids = np.random.default_rng(0).integers(0, 128, size=(1, 5))
     ref = ep.module()
     np.testing.assert_allclose(p.prefill(ids[:, :4], np.array([0])),
@@ -163,6 +170,5 @@ def test_planned_view_reshapes_run_no_kernel():
     assert len(prof.rows) == len(dec._steps)
     assert sorted(prof.index) == prof.index and max(prof.index) < len(dec.info.instructions)
     from edgetorch.runtime.program import _numel_key
-    from edgetorch.schemas.format import DimE
     s = DimE(("sym", 0))
     assert _numel_key((s, 6, 48)) == _numel_key((s, 288)) != _numel_key((s, 6, 47))

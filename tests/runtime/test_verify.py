@@ -270,3 +270,39 @@ def test_unknown_attribute_fails_at_call_naming_the_op(base):
     prog = load(write(i2))
     with pytest.raises(ProgramError, match=r"failed: TypeError.*frobnicate"):
         prog(np.zeros((2, 8), np.float32))
+
+
+def test_slice_views_are_checked():
+    """A getitem planned as a view of its input's slot (a decode step's q/k/v slices) must select
+    exactly the bytes at its offset; an ordinary op's output may not live in another value's slot; a
+    view's bytes must lie inside the slot it names."""
+    from ..exporter.test_capture import export_llama, small_llama
+    from edgetorch.runtime.verify import planned_view
+    info = lower(export_llama(et.models.Decoder(small_llama()).eval()))
+    m = info.methods[1]
+    views = [ins for ins in m.instructions if ins.op == "getitem" and planned_view(m.values, ins)]
+    assert len(views) >= 3
+    k = m.instructions.index(views[1])          # the k slice: at a non-zero offset of the projection
+    o = views[1].outputs[0]
+    assert m.values[o].offset > m.values[views[1].inputs[0]].offset
+
+    def shifted(i):
+        i.methods[1].values[o].offset -= 4      # one element early: not what the index selects
+    _bad(info, shifted, "only a reshape or a contiguous slice")
+
+    def index(i):
+        ins = i.methods[1].instructions[k]
+        ins.attrs = dict(ins.attrs, index=(Ellipsis, slice(1, 1 + m.values[o].shape[-1], None)))
+    _bad(info, index, "only a reshape or a contiguous slice")
+
+    def outside(i):
+        i.methods[1].values[o].offset += 1 << 20   # past the end of the slot it aliases
+    _bad(info, outside, "aliases the slot")
+
+    def not_a_view(i):
+        mm = i.methods[1]
+        j = next(j for j, ins in enumerate(mm.instructions) if ins.op == "rms_norm")
+        v = mm.values[mm.instructions[j].outputs[0]]
+        v.alias = mm.instructions[j].inputs[0]  # an rms_norm writing into its own input's slot
+        v.offset = mm.values[v.alias].offset
+    _bad(info, not_a_view, "only a reshape or a contiguous slice")
