@@ -38,6 +38,7 @@ from edgetorch._native.jit import variant
 from edgetorch._native.simd import vfload, vfstore
 
 from ._jit import twins
+from ._derived import derived
 from .pad import pad_plane_f32
 from .sgemm import irow16, irow32, itile8x16, itile8x32
 
@@ -93,11 +94,12 @@ def _gather(xf, panel, off, run8, base, p0, PW, OW, sh, Wh, P, koff):
                     panel[k * PW + q] = xf[off[q] + ko]
 
 
-def _conv_panels_py(x, w2, b, relu, koff, sh, geo, fused, direct, chunk, out):
+def _conv_panels_py(x, w2, wp, b, relu, koff, sh, geo, fused, direct, chunk, out):
     # x: the zero-padded input split into S = stride_w column phases (N, C, S, Hp, Wh) (see run); or,
     # fused, the raw input (N, C, 1, H, W), which each task (an image) pads into its own buffer of
     # that layout first (kept in L2 for the image's panels; the separate padding pass wrote and read
-    # it back through L3).  geo = (S, Hp, Wh, H, W, ph, pw).  w2 (O, K), K = C * kh * kw; koff (K,):
+    # it back through L3).  geo = (S, Hp, Wh, H, W, ph, pw).  w2 (O, K), K = C * kh * kw, and wp, its
+    # blocks of 8 rows packed (K, 8) (pack_weight: the tiles' broadcasts); koff (K,):
     # tap k's offset in a padded image; b (O,); out (N, O, OH, OW); all C-contiguous.  PW = 2 L pixel
     # panels; TILE, ROW (the offset-table micro-kernels), PUT and PW: the 8-lane (16-pixel) or 16-lane
     # (32-pixel, AVX-512) kernels, bound per variant below.  direct: every L-pixel half panel lies in
@@ -149,7 +151,7 @@ def _conv_panels_py(x, w2, b, relu, koff, sh, geo, fused, direct, chunk, out):
             for ob in range(OB):
                 o0 = ob * 8
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
-                    TILE(w2, o0, src, b0, b1, ko, K)
+                    TILE(wp, o0, src, b0, b1, ko, K)
                 o = (n * O + o0) * P + p0 if full else 0
                 PUT(dst, o, c00, c01, b[o0], relu)
                 PUT(dst, o + cs, c10, c11, b[o0 + 1], relu)
@@ -199,8 +201,19 @@ def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par):
         kern = _conv_panels_wide_par if par else _conv_panels_wide
     else:
         kern = _conv_panels_par if par else _conv_panels
-    kern(np.ascontiguousarray(x), np.ascontiguousarray(w).reshape(o, -1), b.astype(np.float32, copy=False), relu,
+    w2 = np.ascontiguousarray(w).reshape(o, -1)
+    kern(np.ascontiguousarray(x), w2, derived(w, "conv_pack", pack_weight), b.astype(np.float32, copy=False), relu,
          koff, sh, geo, fused, direct, chunk, out)
+
+
+def pack_weight(w):
+    """The (O, C, kh, kw) float32 weight's blocks of 8 output channels, each as (K, 8) (flat): the
+    tile's 8 broadcasts a step then come from one pointer (row-major, 8 row addresses were
+    recomputed every step for want of registers)."""
+    o = w.shape[0]
+    w2 = w.reshape(o, -1)
+    ob = o // 8
+    return np.ascontiguousarray(w2[:ob * 8].reshape(ob, 8, w2.shape[1]).transpose(0, 2, 1)).reshape(-1)
 
 
 @functools.lru_cache(maxsize=256)

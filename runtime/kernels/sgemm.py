@@ -53,15 +53,17 @@ def pack_wide(w):
 ZERO, LOAD, SPLAT, FMA, ADD, MAX, STORE, L = (simd.F8[k] for k in ("ZERO", "LOAD", "SPLAT", "FMA", "ADD", "MAX",
                                                                       "STORE", "L"))
 KOFF = None               # bound per variant: _kpacked8/16 (packed panels) or _kindex (an offset table)
+AX = None                 # bound per variant: _arow (a row-major) or _apack (a packed in 8-row blocks)
 
 
 def _tile_py(a, r0, b, b0, b1, koff, K):
     """The 8 x 2L micro-kernel: rows r0..r0+7 of a (R, K) against 2L values of b (flat) a step: step k
     loads lanes 0..L-1 at b0 + KOFF(koff, k) and lanes L..2L-1 at b1 + KOFF(koff, k); 16 vector
     accumulators, returned as (row 0 lanes 0..L-1, row 0 lanes L..2L-1, row 1 ...).  A step is 2 loads,
-    8 broadcasts of a and 16 FMAs.  KOFF is bound per variant: 2L k for this GEMM's packed panels
-    (a = the input rows, b = the packed weight, b1 = b0 + L; koff unused), koff[k] for conv_panels.py
-    (a = the weight, b = the padded input read in place, or a gathered panel)."""
+    8 broadcasts of a and 16 FMAs.  KOFF and AX are bound per variant: 2L k and row-major a for this
+    GEMM's packed panels (a = the input rows, b = the packed weight, b1 = b0 + L; koff unused);
+    koff[k] and a packed in (K, 8) blocks for conv_panels.py (a = the weight, b = the padded input
+    read in place, or a gathered panel)."""
     c00 = ZERO()
     c01 = ZERO()
     c10 = ZERO()
@@ -82,28 +84,28 @@ def _tile_py(a, r0, b, b0, b1, koff, K):
         kk = KOFF(koff, k)
         w0 = LOAD(b, b0 + kk)
         w1 = LOAD(b, b1 + kk)
-        x = SPLAT(a[r0, k])
+        x = SPLAT(AX(a, r0, 0, k, K))
         c00 = FMA(x, w0, c00)
         c01 = FMA(x, w1, c01)
-        x = SPLAT(a[r0 + 1, k])
+        x = SPLAT(AX(a, r0, 1, k, K))
         c10 = FMA(x, w0, c10)
         c11 = FMA(x, w1, c11)
-        x = SPLAT(a[r0 + 2, k])
+        x = SPLAT(AX(a, r0, 2, k, K))
         c20 = FMA(x, w0, c20)
         c21 = FMA(x, w1, c21)
-        x = SPLAT(a[r0 + 3, k])
+        x = SPLAT(AX(a, r0, 3, k, K))
         c30 = FMA(x, w0, c30)
         c31 = FMA(x, w1, c31)
-        x = SPLAT(a[r0 + 4, k])
+        x = SPLAT(AX(a, r0, 4, k, K))
         c40 = FMA(x, w0, c40)
         c41 = FMA(x, w1, c41)
-        x = SPLAT(a[r0 + 5, k])
+        x = SPLAT(AX(a, r0, 5, k, K))
         c50 = FMA(x, w0, c50)
         c51 = FMA(x, w1, c51)
-        x = SPLAT(a[r0 + 6, k])
+        x = SPLAT(AX(a, r0, 6, k, K))
         c60 = FMA(x, w0, c60)
         c61 = FMA(x, w1, c61)
-        x = SPLAT(a[r0 + 7, k])
+        x = SPLAT(AX(a, r0, 7, k, K))
         c70 = FMA(x, w0, c70)
         c71 = FMA(x, w1, c71)
     return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
@@ -133,6 +135,15 @@ def _row_py(a, r, b, b0, b1, koff, K):
     return ADD(e0, d0), ADD(e1, d1)
 
 
+def _arow_py(a, r0, i, k, K):
+    return a[r0 + i, k]               # row r0 + i of a row-major (R, K) operand
+
+
+def _apack_py(a, r0, i, k, K):
+    return a[r0 * K + 8 * k + i]      # rows r0..r0+7 (r0 a multiple of 8) packed as (K, 8) blocks: one
+                                      # pointer and immediate offsets for the 8 broadcasts (conv weights)
+
+
 def _kpacked_py(koff, k):
     return k * 2 * L                  # a packed panel: the 2 L values of step k are consecutive
 
@@ -157,16 +168,18 @@ _INLINE = dict(fastmath=True, inline="always")
 _kpacked8 = variant(_kpacked_py, "_kpacked8", simd.F8, **_INLINE)
 _kpacked16 = variant(_kpacked_py, "_kpacked16", simd.F16, **_INLINE)
 _kindex = variant(_kindex_py, "_kindex", None, **_INLINE)
-_P8, _P16 = dict(simd.F8, KOFF=_kpacked8), dict(simd.F16, KOFF=_kpacked16)
-_I8, _I16 = dict(simd.F8, KOFF=_kindex), dict(simd.F16, KOFF=_kindex)
+_arow = variant(_arow_py, "_arow", None, **_INLINE)
+_apack = variant(_apack_py, "_apack", None, **_INLINE)
+_P8, _P16 = dict(simd.F8, KOFF=_kpacked8, AX=_arow), dict(simd.F16, KOFF=_kpacked16, AX=_arow)
+_I8, _I16 = dict(simd.F8, KOFF=_kindex, AX=_apack), dict(simd.F16, KOFF=_kindex, AX=_apack)
 tile8x16 = variant(_tile_py, "tile8x16", _P8, **_INLINE)
 tile8x32 = variant(_tile_py, "tile8x32", _P16, **_INLINE)
 row16 = variant(_row_py, "row16", _P8, **_INLINE)
 row32 = variant(_row_py, "row32", _P16, **_INLINE)
 itile8x16 = variant(_tile_py, "itile8x16", _I8, **_INLINE)      # offset-table operands (conv_panels.py)
 itile8x32 = variant(_tile_py, "itile8x32", _I16, **_INLINE)
-irow16 = variant(_row_py, "irow16", _I8, **_INLINE)
-irow32 = variant(_row_py, "irow32", _I16, **_INLINE)
+irow16 = variant(_row_py, "irow16", dict(_I8, AX=_arow), **_INLINE)     # a row-major: the rows past
+irow32 = variant(_row_py, "irow32", dict(_I16, AX=_arow), **_INLINE)    # the last block of 8
 _put = variant(_put_py, "_put", simd.F8, **_INLINE)
 _put_relu = variant(_put_relu_py, "_put_relu", simd.F8, **_INLINE)
 _wput = variant(_put_py, "_wput", simd.F16, **_INLINE)
