@@ -224,7 +224,7 @@ def test_runtime_transposed_conv_kernel_takes_the_phase_path():
     (1, 4, 10, 32, 32, 3, 2, (1, 1)), (1, 3, 9, 10, 48, 3, 3, (0, 0)),  # strided, read in place (rows of 16)
     (2, 2, 9, 5, 16, 3, 1, (1, 1)), (2, 6, 12, 15, 33, 1, 2, (0, 0)),   # a half-empty last panel; 1x1 strided
     (1, 3, 17, 9, 34, 3, 2, (2, 1)),
-    # from 4 images each stride-1 task pads its own image (in place, gathered, 5x5)
+    # from 4 images each stride-1 task reading in place pads its own image (3x3, 5x5; gathered: not)
     (5, 4, 9, 6, 32, 3, 1, (1, 1)), (4, 2, 8, 7, 9, 3, 1, (1, 1)), (4, 3, 10, 9, 32, 5, 1, (2, 2)),
     (4, 5, 16, 8, 16, 1, 2, (0, 0))])
 @pytest.mark.parametrize("relu", [False, True])
