@@ -5,7 +5,8 @@ on disk."""
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from edgetorch._native import norm as _norm
 from edgetorch._native.simd import vfhmax, vfload, vfma, vfmax, vfmul, vfsplat, vfstore, vfzero
@@ -257,31 +258,57 @@ def k_rotary_embedding(out, x, cos, sin):
 
 
 # ------------------------------------------------------------------ attention
+def _bias_at_py(bias, i, j):
+    pass
+
+
+@overload(_bias_at_py, inline="always")
+def _bias_at(bias, i, j):
+    # an additive float mask as it is, a bool one (True = attend) as 0 / -inf: the decoders' masks go
+    # to the kernel as they are (np.where per layer cost ~2.4 us of a decode step's attention)
+    if bias.dtype == types.boolean:
+        return lambda bias, i, j: np.float32(0.0) if bias[i, j] else np.float32(-np.inf)
+    return lambda bias, i, j: bias[i, j]
+
+
 def _attention_py(q, k, v, bias, scale, out):
     # float32 throughout: a float64 accumulator (acc = 0.0) does not vectorize with the float32 loads
-    # q (B, Hq, L, E); k (B, Hk, S, E); v (B, Hk, S, Ev); bias (L, S) additive; out (B, Hq, L, Ev)
+    # q (B, Hq, L, E); k (B, Hk, S, E); v (B, Hk, S, Ev); bias (L, S) additive float or bool (True =
+    # attend); out (B, Hq, L, Ev).  Keys past the last one any query sees (a KV cache's unused tail)
+    # are never touched; scratch rows are allocated once a call, not once a head.
     B, Hq, L, E = q.shape
     Hk, S = k.shape[1], k.shape[2]
     rep = Hq // Hk
     Ev = v.shape[3]
-    for job in prange(B * Hq):
+    n = 0
+    for i in range(L):
+        for j in range(S):
+            if _bias_at_py(bias, i, j) != -np.inf and j + 1 > n:
+                n = j + 1
+    J = B * Hq
+    ss = np.empty((J, n), dtype=np.float32)
+    ps = np.empty((J, n), dtype=np.float32)
+    bs = np.empty((J, n), dtype=np.int32)
+    accs = np.empty((J, Ev), dtype=np.float32)
+    for job in prange(J):
         b = job // Hq
         h = job % Hq
         kh = h // rep
-        s = np.empty(S, dtype=np.float32)
-        p = np.empty(S, dtype=np.float32)
-        bits = np.empty(S, dtype=np.int32)
-        acc = np.empty(Ev, dtype=np.float32)
+        s = ss[job]
+        p = ps[job]
+        bits = bs[job]
+        acc = accs[job]
         for i in range(L):
             m = np.float32(-np.inf)
-            for j in range(S):
-                if bias[i, j] == -np.inf:          # masked key (the unused tail of a KV cache): skip its dot
+            for j in range(n):
+                bij = _bias_at_py(bias, i, j)
+                if bij == -np.inf:               # masked key: skip its dot
                     s[j] = -np.inf
                     continue
                 a = np.float32(0.0)
                 for e in range(E):
                     a += q[b, h, i, e] * k[b, kh, j, e]
-                val = a * scale + bias[i, j]
+                val = a * scale + bij
                 s[j] = val
                 if val > m:
                     m = val
@@ -292,11 +319,11 @@ def _attention_py(q, k, v, bias, scale, out):
             # the vectorized exp (a libm call per key was most of a decode step's attention)
             exp_shifted(s, m, p, bits)
             tot = np.float32(0.0)
-            for j in range(S):
+            for j in range(n):
                 tot += p[j]
             for e in range(Ev):
                 acc[e] = 0.0
-            for j in range(S):
+            for j in range(n):
                 pj = p[j]
                 if pj != 0.0:
                     for e in range(Ev):
@@ -578,9 +605,15 @@ def _bias(mask, is_causal, L, S, dtype):
 def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=False):
     L, S = q.shape[-2], k.shape[-2]
     sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    bias = _bias(mask, is_causal, L, S, q.dtype)
-    if bias.ndim > 2 and bias.size == L * S:
-        bias = bias.reshape(L, S)       # a (1, 1, L, S) mask, as decoders make: the Numba loop takes it
+    decode = q.ndim == k.ndim == v.ndim == 4 and q.dtype == np.float32 and L <= 8 and k.shape[0] == q.shape[0] \
+        and k.shape[1] == v.shape[1]
+    if decode and mask is not None and mask.dtype == np.bool_ and not is_causal and mask.size == L * S \
+            and mask.ndim >= 2 and mask.shape[-1] == S:
+        bias = mask.reshape(L, S)       # a decoder's (1, 1, L, S) bool mask: the decode kernel reads it as is
+    else:
+        bias = _bias(mask, is_causal, L, S, q.dtype)
+        if bias.ndim > 2 and bias.size == L * S:
+            bias = bias.reshape(L, S)   # a (1, 1, L, S) mask, as decoders make: the Numba loop takes it
     _floats(out, q, k, v)
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] \
             or out.shape != q.shape[:-1] + (v.shape[-1],) or bias.ndim < 2 or bias.shape[-1] != S \
@@ -589,8 +622,7 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}, mask {bias.shape} -> {out.shape}")
     # decode-sized queries: one Numba loop over the KV cache; longer ones (prefill, encoders): the fused
     # vector loop below; other ranks and dtypes: numpy matmuls around a softmax
-    if q.ndim == 4 and q.dtype == np.float32 and bias.shape == (L, S) and k.shape[0] == q.shape[0] \
-            and k.shape[1] == v.shape[1] and L <= 8:
+    if decode and bias.shape == (L, S):
         work = q.shape[0] * q.shape[1] * L * S * (q.shape[-1] + v.shape[-1])
         (_attention_par if work >= DECODE_PAR_WORK else _attention)(
             np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v), bias, np.float32(sc), out)

@@ -86,6 +86,30 @@ def test_attention_kernel_odd_shapes(b, hq, hk, l, s, e, par, monkeypatch):
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("par", [pytest.param(False, id="serial"), pytest.param(True, id="parallel")])
+def test_decode_attention_masks(par, monkeypatch):
+    """The decode kernel (<= 8 queries) with a KV cache's unused tail masked (never read: filled with
+    NaN here), as a bool mask (read as is) and as the same additive float mask, a (1, 1, L, S) shape,
+    and a query row that sees no key (zeros)."""
+    from edgetorch.runtime.kernels import nn as knn
+    monkeypatch.setattr(knn, "DECODE_PAR_WORK", 0 if par else 1 << 62)
+    rng = np.random.default_rng(5)
+    b, h, l, s, e, live = 1, 4, 3, 40, 16, 23
+    q = rng.normal(size=(b, h, l, e)).astype(np.float32)
+    k = rng.normal(size=(b, h, s, e)).astype(np.float32)
+    v = rng.normal(size=(b, h, s, e)).astype(np.float32)
+    mask = np.arange(s)[None, :] <= (np.arange(l)[:, None] + live - l)
+    mask[1] = False                                           # query 1 sees nothing
+    want = REGISTRY["scaled_dot_product_attention"].forward(q, k[:, :, :live], v[:, :, :live], mask[:, :live])
+    want[:, :, 1] = 0.0
+    k[:, :, live:] = np.nan                                   # the cache's tail: must not be read
+    v[:, :, live:] = np.nan
+    for m in (mask, mask[None, None], np.where(mask, np.float32(0), np.float32(-np.inf))):
+        out = np.full((b, h, l, e), np.nan, np.float32)
+        KERNELS["scaled_dot_product_attention"](out, q, k, v, m)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("l,s", [(9, 9), (20, 33), (128, 128), (13, 24)])
 @pytest.mark.parametrize("e,ev", [(16, 8), (24, 24), (5, 13), (32, 48)])
 def test_prefill_attention_with_padding_mask_and_empty_rows(l, s, e, ev):
