@@ -137,7 +137,7 @@ def _gemv_q4_wide_py(x, xs, wp, s, z, sym, n, out):
     M, K = x.shape
     P = wp.shape[0]
     ng = s.shape[1]
-    G = K // ng
+    G = GS if GS > 0 else K // ng         # GS: the group size as a compile-time constant (variant below)
     nq = P // 2
     for t in prange(nq + (P - 2 * nq)):
         p0 = 2 * t if t < nq else P - 1
@@ -276,7 +276,12 @@ def _gemv_dq4_py(xq, sx, xs, wp, s, z, sym, n, out):
 
 
 _gemv_q4, _gemv_q4_par = twins(_gemv_q4_py, fastmath=True)
+GS = 0
+# the default group size compiled as a constant: the group's inner loop then unrolls (2 steps at
+# G = 32), 12-26% faster from DRAM on the 110M shapes (2304x768 29.0 -> 35.2 Gweights/s, LM head
+# 33.4 -> 37.6); other group sizes run the generic copy
 _gemv_q4_wide, _gemv_q4_wide_par = twins(_gemv_q4_wide_py, fastmath=True)
+_gemv_q4_g32, _gemv_q4_g32_par = twins(_gemv_q4_wide_py, "_g32", {"GS": 32}, fastmath=True)
 _gemv_dq4, _gemv_dq4_par = twins(_gemv_dq4_py)
 
 
@@ -333,8 +338,10 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
             _group_sums(x2, ng, K // ng, xs)
             par = wp.size * 2 >= PAR_WEIGHTS
             if simd.HAVE_AVX512 and (K // ng) % 16 == 0:
-                (_gemv_q4_wide_par if par else _gemv_q4_wide)(
-                    np.ascontiguousarray(x2), xs, np.ascontiguousarray(wp), s, z, sym, n, o2)
+                g32 = K == 32 * ng
+                kern = (_gemv_q4_g32_par if par else _gemv_q4_g32) if g32 else \
+                    (_gemv_q4_wide_par if par else _gemv_q4_wide)
+                kern(np.ascontiguousarray(x2), xs, np.ascontiguousarray(wp), s, z, sym, n, o2)
             else:
                 (_gemv_q4_par if par else _gemv_q4)(x2, xs, wp, s, z, sym, n, o2)
     else:

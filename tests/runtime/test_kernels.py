@@ -274,7 +274,7 @@ def test_int4_linear_paths(m, n, k, g, asym, dyn, vnni, monkeypatch):
 @pytest.mark.parametrize("wide", [pytest.param(True, id="zmm"), pytest.param(False, id="portable")])
 def test_int4_float_gemv_paths(m, n, k, g, asym, wide, monkeypatch):
     """int4-weight GEMV with float activations: the 16-lane kernel (two pairs a task, an odd last
-    pair, odd N, zero points) and the portable loop, against the reference."""
+    pair, odd N, zero points; its group-32 variant) and the portable loop, against the reference."""
     from edgetorch._native import simd
     from edgetorch.quant.grids import quantize_groups_int4
     from edgetorch.runtime.kernels import quant4 as quant
@@ -282,7 +282,7 @@ def test_int4_float_gemv_paths(m, n, k, g, asym, wide, monkeypatch):
         pytest.skip("no AVX-512F")
     monkeypatch.setattr(simd, "HAVE_AVX512", wide)
     calls = []
-    for name in ("_gemv_q4_wide", "_gemv_q4_wide_par", "_gemv_q4", "_gemv_q4_par"):
+    for name in ("_gemv_q4_wide", "_gemv_q4_wide_par", "_gemv_q4_g32", "_gemv_q4_g32_par", "_gemv_q4", "_gemv_q4_par"):
         real = getattr(quant, name)
         monkeypatch.setattr(quant, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
     rng = np.random.default_rng(n * k + m)
@@ -292,7 +292,8 @@ def test_int4_float_gemv_paths(m, n, k, g, asym, wide, monkeypatch):
     KERNELS["linear_q4"](out, x, wp, s, z, None, group_size=g)
     want = REGISTRY["linear_q4"].forward(x, wp, s, z, None, group_size=g)
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    assert calls and all(("wide" in c) == wide for c in calls)
+    assert calls and all(("wide" in c or "g32" in c) == wide for c in calls)
+    assert all(("g32" in c) == (g == 32) for c in calls if wide)      # group 32 compiled as a constant
 
 
 def test_int4_embedding_rows():
