@@ -14,8 +14,8 @@ def slice_view(shape, index):
     """(element offset, element count) of x[index] inside x when the selection is a contiguous run of
     x's elements in the same order, else None.  shape: x's dims (ints only: a symbolic dim gives None); index: the
     getitem attribute (slices, ints, Ellipsis; a None or a tensor slot gives None)."""
-    if any(type(d) is not int or d < 0 for d in shape):
-        return None
+    if not isinstance(index, (tuple, list)) or any(type(d) is not int or d < 0 for d in shape):
+        return None                        # (a hostile file's attribute may be anything)
     items = list(index)
     if any(e is None or isinstance(e, (str, bool)) for e in items) or items.count(Ellipsis) > 1:
         return None

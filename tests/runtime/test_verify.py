@@ -295,6 +295,11 @@ def test_slice_views_are_checked():
         ins.attrs = dict(ins.attrs, index=(Ellipsis, slice(1, 1 + m.values[o].shape[-1], None)))
     _bad(info, index, "only a reshape or a contiguous slice")
 
+    def no_index(i):                            # the fuzzer's find: a view whose index is not a tuple
+        ins = i.methods[1].instructions[k]
+        ins.attrs = dict(ins.attrs, index=None)
+    _bad(info, no_index, "only a reshape or a contiguous slice")
+
     def outside(i):
         i.methods[1].values[o].offset += 1 << 20   # past the end of the slot it aliases
     _bad(info, outside, "aliases the slot")
