@@ -76,6 +76,9 @@ def seeds():
     # residual blocks: add_relu, strided convolutions, the one-pass padding
     out.append(et.export(ResNet(num_classes=3, widths=(8, 8, 8), in_channels=1).eval(), (et.randn(2, 1, 8, 8),),
                          dynamic_shapes={"x": {0: Dim("b", max=2)}}).to_bytes())
+    # 4 images of 16 x 16: the convolutions read the input in place and pad it inside each task
+    out.append(et.export(ResNet(num_classes=3, widths=(4, 4, 4), in_channels=1).eval(),
+                         (et.randn(4, 1, 16, 16),)).to_bytes())
     return out
 
 
