@@ -262,12 +262,17 @@ def _bias_at_py(bias, i, j):
     pass
 
 
-@overload(_bias_at_py, inline="always")
+@overload(_bias_at_py)
 def _bias_at(bias, i, j):
     # an additive float mask as it is, a bool one (True = attend) as 0 / -inf: the decoders' masks go
-    # to the kernel as they are (np.where per layer cost ~2.4 us of a decode step's attention)
+    # to the kernel as they are (np.where per layer cost ~2.4 us of a decode step's attention).  Not
+    # IR-inlined (LLVM inlines it): Numba's IR inlining of the branch raised NumbaIRAssumptionWarning
     if bias.dtype == types.boolean:
-        return lambda bias, i, j: np.float32(0.0) if bias[i, j] else np.float32(-np.inf)
+        def impl(bias, i, j):
+            if bias[i, j]:
+                return np.float32(0.0)
+            return np.float32(-np.inf)
+        return impl
     return lambda bias, i, j: bias[i, j]
 
 
