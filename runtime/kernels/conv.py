@@ -47,8 +47,8 @@ def _check_window(x, out, k, stride, padding, dilation, what, slack=0):
 def _panel_plan(xshape, wshape, oshape, stride, padding, dilation, groups, bias_ok, wide):
     """How conv_panels.py runs this convolution, or None where it does not apply: (the stride to
     subsample the input by first or None, the stride then, padding, koff, geometry, fused padding,
-    direct, chunk, parallel).  Shapes and attributes only, so it is worked
-    out once per instruction's geometry (the checks and choices cost ~8 us a call at batch 1)."""
+    direct, chunk, parallel).  Shapes and attributes only, so it is worked out once per
+    instruction's geometry (the checks and choices cost ~8 us a call at batch 1)."""
     n, c, h, wd = xshape
     o, cg, kh, kw = wshape
     if groups != 1 or tuple(dilation) != (1, 1) or cg != c or oshape[1] != o or oshape[0] != n or not bias_ok \

@@ -259,7 +259,11 @@ def k_rotary_embedding(out, x, cos, sin):
 
 # ------------------------------------------------------------------ attention
 def _bias_at_py(bias, i, j):
-    pass
+    """bias[i, j] as an additive float32: a bool mask (True = attend) gives 0 or -inf.  The kernels
+    compile the overload below; this is the same rule in Python."""
+    if bias.dtype == np.bool_:
+        return np.float32(0.0) if bias[i, j] else np.float32(-np.inf)
+    return bias[i, j]
 
 
 @overload(_bias_at_py)
