@@ -13,6 +13,8 @@ from numba import int32, njit, prange
 from edgetorch._native import simd
 from edgetorch._native.simd import vprefetch, wfhsum, wfload, wfma, wfsplat, wfzero, wnib_hi, wnib_lo
 
+from edgetorch._native.jit import variant
+
 from . import vnni
 from ._jit import twins
 from .linalg import apply_activation
@@ -36,10 +38,51 @@ def _group_sums(x, ng, G, xs):
             xs[m, g] = a
 
 
-def _gemv_q4_py(x, xs, wp, s, z, sym, n, out):
-    # x (M, K) f32; xs (M, ng) group sums of x; wp (P, K) row pairs; s, z (N, ng); out (M, N)
-    # int32(...) around each nibble: Numba computes uint8 & 15 in int64, and int64 lanes
-    # (vpmovzxbq, vcvtqq2ps) run at half the rate of int32 ones (6.7 -> 11.4 Gweights/s a thread)
+def _zero_f_py():
+    return np.float32(0.0)
+
+
+def _xat_f_py(x, m, k):
+    return x[m, k]
+
+
+def _mac_f_py(a, xv, nib):
+    # int32(...) around the nibble: Numba computes uint8 & 15 in int64, and int64 lanes (vpmovzxbq,
+    # vcvtqq2ps) run at half the rate of int32 ones (6.7 -> 11.4 Gweights/s a thread)
+    return a + xv * np.float32(int32(nib))
+
+
+def _fin_f_py(a):
+    return a
+
+
+def _zero_i_py():
+    return int32(0)
+
+
+def _xat_i_py(x, m, k):
+    return int32(x[m, k])
+
+
+def _mac_i_py(a, xv, nib):
+    return int32(a + xv * int32(nib))
+
+
+def _fin_i_py(a):
+    return np.float32(a)
+
+
+_FLOAT_X = {k: variant(f, k.lower() + "_f", inline="always")
+            for k, f in (("ZERO", _zero_f_py), ("XAT", _xat_f_py), ("MAC", _mac_f_py), ("FIN", _fin_f_py))}
+_INT8_X = {k: variant(f, k.lower() + "_i", inline="always")
+           for k, f in (("ZERO", _zero_i_py), ("XAT", _xat_i_py), ("MAC", _mac_i_py), ("FIN", _fin_i_py))}
+ZERO, XAT, MAC, FIN = (_FLOAT_X[k] for k in ("ZERO", "XAT", "MAC", "FIN"))
+
+
+def _gemv_q4_py(x, sx, xs, wp, s, z, sym, n, out):
+    # x (M, K): float32 activations, or int8 ones (8da4w) with a scale sx per row (1 for float x); xs
+    # (M, ng) group sums of x; wp (P, K) row pairs; s, z (N, ng); out (M, N).  ZERO, XAT, MAC, FIN are
+    # bound per variant below: float32 sums for float x, int32 sums of int8 products for int8 x.
     M, K = x.shape
     P = wp.shape[0]
     ng = s.shape[1]
@@ -63,36 +106,36 @@ def _gemv_q4_py(x, xs, wp, s, z, sym, n, out):
                 for blk in range(nb):
                     g = blk // bpg
                     k0 = blk * 32
-                    a0 = np.float32(0.0)
-                    a1 = np.float32(0.0)
-                    a2 = np.float32(0.0)
-                    a3 = np.float32(0.0)
-                    a4 = np.float32(0.0)
-                    a5 = np.float32(0.0)
-                    a6 = np.float32(0.0)
-                    a7 = np.float32(0.0)
+                    a0 = ZERO()
+                    a1 = ZERO()
+                    a2 = ZERO()
+                    a3 = ZERO()
+                    a4 = ZERO()
+                    a5 = ZERO()
+                    a6 = ZERO()
+                    a7 = ZERO()
                     for i in range(32):
-                        xv = x[m, k0 + i]
+                        xv = XAT(x, m, k0 + i)
                         b0 = wp[p0, k0 + i]
                         b1 = wp[p0 + 1, k0 + i]
                         b2 = wp[p0 + 2, k0 + i]
                         b3 = wp[p0 + 3, k0 + i]
-                        a0 += xv * np.float32(int32(b0 & 15))
-                        a1 += xv * np.float32(int32(b0 >> 4))
-                        a2 += xv * np.float32(int32(b1 & 15))
-                        a3 += xv * np.float32(int32(b1 >> 4))
-                        a4 += xv * np.float32(int32(b2 & 15))
-                        a5 += xv * np.float32(int32(b2 >> 4))
-                        a6 += xv * np.float32(int32(b3 & 15))
-                        a7 += xv * np.float32(int32(b3 >> 4))
-                    r0 += s[j, g] * a0
-                    r1 += s[j + 1, g] * a1
-                    r2 += s[j + 2, g] * a2
-                    r3 += s[j + 3, g] * a3
-                    r4 += s[j + 4, g] * a4
-                    r5 += s[j + 5, g] * a5
-                    r6 += s[j + 6, g] * a6
-                    r7 += s[j + 7, g] * a7
+                        a0 = MAC(a0, xv, b0 & 15)
+                        a1 = MAC(a1, xv, b0 >> 4)
+                        a2 = MAC(a2, xv, b1 & 15)
+                        a3 = MAC(a3, xv, b1 >> 4)
+                        a4 = MAC(a4, xv, b2 & 15)
+                        a5 = MAC(a5, xv, b2 >> 4)
+                        a6 = MAC(a6, xv, b3 & 15)
+                        a7 = MAC(a7, xv, b3 >> 4)
+                    r0 += s[j, g] * FIN(a0)
+                    r1 += s[j + 1, g] * FIN(a1)
+                    r2 += s[j + 2, g] * FIN(a2)
+                    r3 += s[j + 3, g] * FIN(a3)
+                    r4 += s[j + 4, g] * FIN(a4)
+                    r5 += s[j + 5, g] * FIN(a5)
+                    r6 += s[j + 6, g] * FIN(a6)
+                    r7 += s[j + 7, g] * FIN(a7)
                 out[m, j] = r0
                 out[m, j + 1] = r1
                 out[m, j + 2] = r2
@@ -106,15 +149,15 @@ def _gemv_q4_py(x, xs, wp, s, z, sym, n, out):
                 for blk in range(nb):
                     g = blk // bpg
                     k0 = blk * 32
-                    a0 = np.float32(0.0)
-                    a1 = np.float32(0.0)
+                    a0 = ZERO()
+                    a1 = ZERO()
                     for i in range(32):
-                        xv = x[m, k0 + i]
+                        xv = XAT(x, m, k0 + i)
                         b0 = wp[p0, k0 + i]
-                        a0 += xv * np.float32(int32(b0 & 15))
-                        a1 += xv * np.float32(int32(b0 >> 4))
-                    r0 += s[j, g] * a0
-                    r1 += s[jn, g] * a1
+                        a0 = MAC(a0, xv, b0 & 15)
+                        a1 = MAC(a1, xv, b0 >> 4)
+                    r0 += s[j, g] * FIN(a0)
+                    r1 += s[jn, g] * FIN(a1)
                 out[m, j] = r0
                 if j + 1 < n:
                     out[m, j + 1] = r1
@@ -124,7 +167,7 @@ def _gemv_q4_py(x, xs, wp, s, z, sym, n, out):
                 for g in range(ng):
                     zz = np.float32(8.0) if sym else np.float32(z[jj, g])
                     c += s[jj, g] * zz * xs[m, g]
-                out[m, jj] -= c
+                out[m, jj] = (out[m, jj] - c) * sx[m]
 
 
 def _gemv_q4_wide_py(x, xs, wp, s, z, sym, n, out):
@@ -187,102 +230,14 @@ def _gemv_q4_wide_py(x, xs, wp, s, z, sym, n, out):
                     out[m, j2 + 1] = v3
 
 
-def _gemv_dq4_py(xq, sx, xs, wp, s, z, sym, n, out):
-    # 8da4w: int8 rows xq (scale sx per row), int32 products per block of 32; xs = group sums of xq
-    M, K = xq.shape
-    P = wp.shape[0]
-    ng = s.shape[1]
-    bpg = (K // ng) // 32
-    nb = K // 32
-    nq = n // 8          # blocks of 4 pairs whose 8 rows all exist; the rest pair by pair
-    for t in prange(nq + (P - nq * 4)):
-        p0 = t * 4 if t < nq else nq * 4 + (t - nq)
-        width = 4 if t < nq else 1
-        j = 2 * p0
-        for m in range(M):
-            r0 = np.float32(0.0)
-            r1 = np.float32(0.0)
-            r2 = np.float32(0.0)
-            r3 = np.float32(0.0)
-            r4 = np.float32(0.0)
-            r5 = np.float32(0.0)
-            r6 = np.float32(0.0)
-            r7 = np.float32(0.0)
-            if width == 4:
-                for blk in range(nb):
-                    g = blk // bpg
-                    k0 = blk * 32
-                    a0 = int32(0)
-                    a1 = int32(0)
-                    a2 = int32(0)
-                    a3 = int32(0)
-                    a4 = int32(0)
-                    a5 = int32(0)
-                    a6 = int32(0)
-                    a7 = int32(0)
-                    for i in range(32):
-                        xv = int32(xq[m, k0 + i])
-                        b0 = int32(wp[p0, k0 + i])
-                        b1 = int32(wp[p0 + 1, k0 + i])
-                        b2 = int32(wp[p0 + 2, k0 + i])
-                        b3 = int32(wp[p0 + 3, k0 + i])
-                        a0 = int32(a0 + xv * int32(b0 & 15))
-                        a1 = int32(a1 + xv * int32(b0 >> 4))
-                        a2 = int32(a2 + xv * int32(b1 & 15))
-                        a3 = int32(a3 + xv * int32(b1 >> 4))
-                        a4 = int32(a4 + xv * int32(b2 & 15))
-                        a5 = int32(a5 + xv * int32(b2 >> 4))
-                        a6 = int32(a6 + xv * int32(b3 & 15))
-                        a7 = int32(a7 + xv * int32(b3 >> 4))
-                    r0 += s[j, g] * np.float32(a0)
-                    r1 += s[j + 1, g] * np.float32(a1)
-                    r2 += s[j + 2, g] * np.float32(a2)
-                    r3 += s[j + 3, g] * np.float32(a3)
-                    r4 += s[j + 4, g] * np.float32(a4)
-                    r5 += s[j + 5, g] * np.float32(a5)
-                    r6 += s[j + 6, g] * np.float32(a6)
-                    r7 += s[j + 7, g] * np.float32(a7)
-                out[m, j] = r0
-                out[m, j + 1] = r1
-                out[m, j + 2] = r2
-                out[m, j + 3] = r3
-                out[m, j + 4] = r4
-                out[m, j + 5] = r5
-                out[m, j + 6] = r6
-                out[m, j + 7] = r7
-            else:
-                jn = min(j + 1, n - 1)
-                for blk in range(nb):
-                    g = blk // bpg
-                    k0 = blk * 32
-                    a0 = int32(0)
-                    a1 = int32(0)
-                    for i in range(32):
-                        xv = int32(xq[m, k0 + i])
-                        b0 = int32(wp[p0, k0 + i])
-                        a0 = int32(a0 + xv * int32(b0 & 15))
-                        a1 = int32(a1 + xv * int32(b0 >> 4))
-                    r0 += s[j, g] * np.float32(a0)
-                    r1 += s[jn, g] * np.float32(a1)
-                out[m, j] = r0
-                if j + 1 < n:
-                    out[m, j + 1] = r1
-            for jj in range(j, min(j + 2 * width, n)):
-                c = np.float32(0.0)
-                for g in range(ng):
-                    zz = np.float32(8.0) if sym else np.float32(z[jj, g])
-                    c += s[jj, g] * zz * xs[m, g]
-                out[m, jj] = (out[m, jj] - c) * sx[m]
-
-
-_gemv_q4, _gemv_q4_par = twins(_gemv_q4_py, fastmath=True)
+_gemv_q4, _gemv_q4_par = twins(_gemv_q4_py, fastmath=True)         # float32 x (int8 x: below)
+_gemv_dq4, _gemv_dq4_par = twins(_gemv_q4_py, "_dq", _INT8_X)
 GS = 0
 # the default group size compiled as a constant: the group's inner loop then unrolls (2 steps at
 # G = 32), 12-26% faster from DRAM on the 110M shapes (2304x768 29.0 -> 35.2 Gweights/s, LM head
 # 33.4 -> 37.6); other group sizes run the generic copy
 _gemv_q4_wide, _gemv_q4_wide_par = twins(_gemv_q4_wide_py, fastmath=True)
 _gemv_q4_g32, _gemv_q4_g32_par = twins(_gemv_q4_wide_py, "_g32", {"GS": 32}, fastmath=True)
-_gemv_dq4, _gemv_dq4_par = twins(_gemv_dq4_py)
 
 
 @njit(cache=True, parallel=True)
@@ -310,6 +265,18 @@ def _q4_args(what, wp, scale, zero, group_size):
     sym = zero is None
     z = np.zeros((1, 1), np.uint8) if sym else zero
     return n, f32(scale), z, sym
+
+
+_ONES = {}
+
+
+def _ones(m):
+    """A read-only float32 row of m ones: the row scales of float activations (_gemv_q4)."""
+    a = _ONES.get(m)
+    if a is None:
+        a = _ONES[m] = np.ones(m, np.float32)
+        a.flags.writeable = False
+    return a
 
 
 @kernel("linear_q4")
@@ -343,7 +310,7 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
                     (_gemv_q4_wide_par if par else _gemv_q4_wide)
                 kern(np.ascontiguousarray(x2), xs, np.ascontiguousarray(wp), s, z, sym, n, o2)
             else:
-                (_gemv_q4_par if par else _gemv_q4)(x2, xs, wp, s, z, sym, n, o2)
+                (_gemv_q4_par if par else _gemv_q4)(x2, _ones(M), xs, wp, s, z, sym, n, o2)
     else:
         if dynamic:
             xq = np.empty(x2.shape, np.int8)
