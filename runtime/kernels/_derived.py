@@ -3,6 +3,8 @@ widened float16 scales, weight row sums for zero-point corrections, weights repa
 layout a kernel wants (runtime/kernels/vnni.py, sgemm.py), as ONNX Runtime prepacks weights."""
 import weakref
 
+import numpy as np
+
 _DERIVED = {}
 
 
@@ -23,3 +25,17 @@ def derived(a, tag, fn):
         return val
     _DERIVED[key] = (ref, val)
     return val
+
+
+_FILLED = {}
+
+
+def filled(n, value):
+    """A read-only float32 row of n copies of value, made once per (n, value): the zero bias of a
+    linear or convolution without one, the unit row scales of float activations."""
+    key = (n, float(value))
+    a = _FILLED.get(key)
+    if a is None:
+        a = _FILLED[key] = np.full(n, value, np.float32)
+        a.flags.writeable = False
+    return a

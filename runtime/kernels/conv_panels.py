@@ -39,7 +39,7 @@ from edgetorch._native.jit import variant
 from edgetorch._native.simd import vfload, vfstore
 
 from ._jit import twins
-from ._derived import derived
+from ._derived import derived, filled
 from .pad import pad_plane_f32
 from .sgemm import irow16, irow32, itile8x16, itile8x32
 
@@ -179,7 +179,6 @@ _conv_panels, _conv_panels_par = twins(_conv_panels_py, fastmath=True)
 _conv_panels_wide, _conv_panels_wide_par = twins(
     _conv_panels_py, "_wide", {"TILE": itile8x32, "ROW": irow32, "PUT": _wstore, "PW": 32}, fastmath=True)
 PAR_MACS = 1 << 20
-_ZEROS = {}
 
 
 def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par):
@@ -195,9 +194,7 @@ def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par):
         raise ValueError(f"conv_panels: input {x.shape} does not fit the geometry {geo} (fused {fused}), weight "
                          f"{w.shape} or output {out.shape}")
     if b is None:
-        b = _ZEROS.get(o)
-        if b is None:
-            b = _ZEROS[o] = np.zeros(o, np.float32)
+        b = filled(o, 0.0)
     if simd.HAVE_AVX512:
         kern = _conv_panels_wide_par if par else _conv_panels_wide
     else:

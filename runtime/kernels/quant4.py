@@ -16,6 +16,7 @@ from edgetorch._native.simd import vprefetch, wfhsum, wfload, wfma, wfsplat, wfz
 from edgetorch._native.jit import variant
 
 from . import vnni
+from ._derived import filled
 from ._jit import twins
 from .linalg import apply_activation
 from .index import check_index
@@ -267,18 +268,6 @@ def _q4_args(what, wp, scale, zero, group_size):
     return n, f32(scale), z, sym
 
 
-_ONES = {}
-
-
-def _ones(m):
-    """A read-only float32 row of m ones: the row scales of float activations (_gemv_q4)."""
-    a = _ONES.get(m)
-    if a is None:
-        a = _ONES[m] = np.ones(m, np.float32)
-        a.flags.writeable = False
-    return a
-
-
 @kernel("linear_q4")
 def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=None, dynamic=False):
     n, s, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size)
@@ -310,7 +299,7 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
                     (_gemv_q4_wide_par if par else _gemv_q4_wide)
                 kern(np.ascontiguousarray(x2), xs, np.ascontiguousarray(wp), s, z, sym, n, o2)
             else:
-                (_gemv_q4_par if par else _gemv_q4)(x2, _ones(M), xs, wp, s, z, sym, n, o2)
+                (_gemv_q4_par if par else _gemv_q4)(x2, filled(M, 1.0), xs, wp, s, z, sym, n, o2)
     else:
         if dynamic:
             xq = np.empty(x2.shape, np.int8)

@@ -27,6 +27,7 @@ from numba import prange
 from edgetorch._native import simd
 from edgetorch._native.jit import variant
 
+from ._derived import filled
 from ._jit import twins
 
 NR = 16
@@ -241,17 +242,6 @@ for _name, _bind in _VARIANTS.items():
     for _par, _k in zip((False, True), twins(_sgemm_py, _name, _bind, fastmath=True)):
         _KERNELS["wide" in _name, "relu" in _name, _par] = _k
 PAR_FLOPS = 1 << 20        # multiply-adds from which the parallel copy pays
-_ZEROS = {}
-
-
-def _zero_bias(n):
-    z = _ZEROS.get(n)
-    if z is None:
-        z = _ZEROS[n] = np.zeros(n, np.float32)
-        z.flags.writeable = False
-    return z
-
-
 def pad_bias(b):
     """The float32 bias (N,) padded with zeros to a multiple of 32 (either panel width)."""
     n = b.shape[0]
@@ -272,6 +262,6 @@ def sgemm_into(out, x, packed, bias=None, relu=False):
         raise ValueError(f"sgemm: packed weight of {wp.shape[0]} values ({nr}-column panels) for {N} x {x.shape[1]}")
     c = out if Np == N else np.empty((M, Np), np.float32)
     kern = _KERNELS[nr == 2 * NR, bool(relu), M * Np * x.shape[1] >= PAR_FLOPS]
-    kern(x, wp, _zero_bias(Np) if bias is None else bias, c)
+    kern(x, wp, filled(Np, 0.0) if bias is None else bias, c)
     if c is not out:
         out[...] = c[:, :N]
