@@ -22,13 +22,12 @@ ran next).  OpenBLAS keeps the shapes where its cache blocking wins (many
 rows and a large K: runtime/kernels/linalg.py decides).
 """
 import numpy as np
-from numba import prange
 
 from edgetorch._native import simd
 from edgetorch._native.jit import variant
 
 from ._derived import filled
-from ._jit import twins
+from ._jit import chunked
 
 NR = 16
 MR = 8
@@ -187,18 +186,20 @@ _wput = variant(_put_py, "_wput", simd.F16, **_INLINE)
 _wput_relu = variant(_put_relu_py, "_wput_relu", simd.F16, **_INLINE)
 
 
-def _sgemm_py(x, wp, bias, c):
+def _sgemm_py(t_lo, t_hi, x, wp, bias, c):
     # x (M, K) float32 C-contiguous; wp packed in PW-column panels; bias (>= Np,) float32 padded with
     # zeros; c (M, Np) float32.  The bias (and ReLU, in the _relu variants) are applied as the tiles
     # are stored.  TILE, ROW, PUT and PW: the 8- or 16-lane kernels (bound per variant below).
+    # Tasks t_lo .. t_hi - 1 of `tasks(M, Np, PW)`: the MR x PW tiles, panel-major (consecutive tasks
+    # reuse the panel from L1/L2), then a panel each for the rows past the last tile.
     M, K = x.shape
     Np = c.shape[1]
     NB = Np // PW
     MB = M // MR
     H = PW // 2
     koff = np.empty(0, np.int64)          # unused: KOFF steps through the packed panel
-    for t in prange(NB * MB):
-        nb = t // MB                      # panel-major: consecutive tasks reuse the panel from L1/L2
+    for t in range(t_lo, min(t_hi, NB * MB)):
+        nb = t // MB
         m0 = (t % MB) * MR
         c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
             TILE(x, m0, wp, nb * K * PW, nb * K * PW + H, koff, K)
@@ -221,26 +222,32 @@ def _sgemm_py(x, wp, bias, c):
         PUT(c, o + 7 * Np, c70, bias, bo)
         PUT(c, o + 7 * Np + H, c71, bias, bo + H)
     # rows past the last micro-tile: a panel a task
-    R = M - MB * MR
-    for t in prange(NB * (R > 0)):
+    for t in range(max(t_lo, NB * MB), t_hi):
+        p = t - NB * MB
         for m in range(MB * MR, M):
-            lo, hi = ROW(x, m, wp, t * K * PW, t * K * PW + H, koff, K)
-            PUT(c, m * Np + t * PW, lo, bias, t * PW)
-            PUT(c, m * Np + t * PW + H, hi, bias, t * PW + H)
+            lo, hi = ROW(x, m, wp, p * K * PW, p * K * PW + H, koff, K)
+            PUT(c, m * Np + p * PW, lo, bias, p * PW)
+            PUT(c, m * Np + p * PW + H, hi, bias, p * PW + H)
+
+
+def tasks(M, Np, pw):
+    """_sgemm_py's task count: M // MR row tiles per pw-column panel, and a task per panel for the
+    rows past the last tile."""
+    return (Np // pw) * (M // MR + (M % MR > 0))
 
 
 TILE, ROW, PUT, PW = tile8x16, row16, _put, NR      # the 8-lane variant's bindings
 
 
 # one body, four compiled variants: the tile, single-row kernel, store and panel width (PW) are
-# globals that twins(..., bind=...) rebinds (Numba takes globals as compile-time constants)
+# globals that chunked(..., bind=...) rebinds (Numba takes globals as compile-time constants); each
+# variant compiles once for serial and parallel runs (the parallel twin of the 16-lane one alone took
+# 3.1-3.2 s of the encoder's cold start)
 _VARIANTS = {"": {}, "_relu": {"PUT": _put_relu},
              "_wide": {"TILE": tile8x32, "ROW": row32, "PUT": _wput, "PW": 32},
              "_wide_relu": {"TILE": tile8x32, "ROW": row32, "PUT": _wput_relu, "PW": 32}}
-_KERNELS = {}
-for _name, _bind in _VARIANTS.items():
-    for _par, _k in zip((False, True), twins(_sgemm_py, _name, _bind, fastmath=True)):
-        _KERNELS["wide" in _name, "relu" in _name, _par] = _k
+_KERNELS = {("wide" in _name, "relu" in _name): chunked(_sgemm_py, _name, _bind, fastmath=True)
+            for _name, _bind in _VARIANTS.items()}
 PAR_FLOPS = 1 << 20        # multiply-adds from which the parallel copy pays
 def pad_bias(b):
     """The float32 bias (N,) padded with zeros to a multiple of 32 (either panel width)."""
@@ -261,7 +268,8 @@ def sgemm_into(out, x, packed, bias=None, relu=False):
     if wp.shape[0] != Np * x.shape[1] or Np % nr or nr not in (NR, 2 * NR) or not N <= Np < N + nr:
         raise ValueError(f"sgemm: packed weight of {wp.shape[0]} values ({nr}-column panels) for {N} x {x.shape[1]}")
     c = out if Np == N else np.empty((M, Np), np.float32)
-    kern = _KERNELS[nr == 2 * NR, bool(relu), M * Np * x.shape[1] >= PAR_FLOPS]
-    kern(x, wp, filled(Np, 0.0) if bias is None else bias, c)
+    kern = _KERNELS[nr == 2 * NR, bool(relu)]
+    (kern.parallel if M * Np * x.shape[1] >= PAR_FLOPS else kern.serial)(
+        tasks(M, Np, nr), x, wp, filled(Np, 0.0) if bias is None else bias, c)
     if c is not out:
         out[...] = c[:, :N]
