@@ -32,13 +32,13 @@ channels past the last block of 8 run one at a time.
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from edgetorch._native import simd
 from edgetorch._native.jit import variant
 from edgetorch._native.simd import vfload, vfstore
 
-from ._jit import twins
+from ._jit import chunked
 from ._derived import derived, filled
 from .pad import pad_plane_f32
 from .sgemm import irow16, irow32, itile8x16, itile8x32
@@ -95,7 +95,7 @@ def _gather(xf, panel, off, run8, base, p0, PW, OW, sh, Wh, P, koff):
                     panel[k * PW + q] = xf[off[q] + ko]
 
 
-def _conv_panels_py(x, w2, wp, b, relu, koff, sh, geo, fused, direct, chunk, out):
+def _conv_panels_py(t_lo, t_hi, x, w2, wp, b, relu, koff, sh, geo, fused, direct, chunk, out):
     # x: the zero-padded input split into S = stride_w column phases (N, C, S, Hp, Wh) (see run); or,
     # fused, the raw input (N, C, 1, H, W), which each task (an image) pads into its own buffer of
     # that layout first (kept in L2 for the image's panels; the separate padding pass wrote and read
@@ -105,8 +105,9 @@ def _conv_panels_py(x, w2, wp, b, relu, koff, sh, geo, fused, direct, chunk, out
     # panels; TILE, ROW (the offset-table micro-kernels), PUT and PW: the 8-lane (16-pixel) or 16-lane
     # (32-pixel, AVX-512) kernels, bound per variant below.  direct: every L-pixel half panel lies in
     # one output row (OW % L == 0), so the tiles read the padded input in place (step k: L values at
-    # half-base + koff[k]); else panels are gathered first.
-    S, Hp, Wh, H, W, ph, pw = geo
+    # half-base + koff[k]); else panels are gathered first.  Tasks t_lo .. t_hi - 1 of `tasks(...)`
+    # (jit.chunked: one compile for serial and parallel runs): an image's chunks of `chunk` panels.
+    S, Hp, Wh, H, W, ph, pw = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5], geo[6]
     N, C = x.shape[0], x.shape[1]
     IS = C * S * Hp * Wh
     O, K = w2.shape
@@ -121,13 +122,13 @@ def _conv_panels_py(x, w2, wp, b, relu, koff, sh, geo, fused, direct, chunk, out
     xf = x.reshape(-1)
     of = out.reshape(-1)
     kp = np.arange(K) * PW                 # a gathered panel's steps
-    for t in prange(N * NCH):
+    panel = np.empty(0 if direct else K * PW, np.float32)      # scratch, once a range of tasks
+    off = np.empty(PW, np.int64)
+    run8 = np.empty(PW // 8, np.bool_)
+    tmp = np.empty(8 * PW, np.float32)
+    img = np.empty(IS if fused else 0, np.float32)
+    for t in range(t_lo, t_hi):
         n = t // NCH
-        panel = np.empty(0 if direct else K * PW, np.float32)
-        off = np.empty(PW, np.int64)
-        run8 = np.empty(PW // 8, np.bool_)
-        tmp = np.empty(8 * PW, np.float32)
-        img = np.empty(IS if fused else 0, np.float32)
         if fused:
             for c in range(C):
                 PAD_PLANE(xf, (n * C + c) * H * W, H, W, ph, pw, np.float32(0.0), img, c * S * Hp * Wh, S, Hp, Wh)
@@ -175,10 +176,26 @@ def _conv_panels_py(x, w2, wp, b, relu, koff, sh, geo, fused, direct, chunk, out
 TILE, ROW, PUT, PW, PAD_PLANE = itile8x16, irow16, _store, 16, pad_plane_f32    # the 8-lane variant's bindings
 
 
-_conv_panels, _conv_panels_par = twins(_conv_panels_py, fastmath=True)
-_conv_panels_wide, _conv_panels_wide_par = twins(
+# one compile each for serial and parallel runs (jit.chunked): the 16-lane parallel twin alone took
+# 16.5 s of ResNet-8's cold start
+_conv_panels = chunked(_conv_panels_py, fastmath=True)
+_conv_panels_wide = chunked(
     _conv_panels_py, "_wide", {"TILE": itile8x32, "ROW": irow32, "PUT": _wstore, "PW": 32}, fastmath=True)
 PAR_MACS = 1 << 20
+
+
+def tasks(N, P, pw, chunk, fused):
+    """_conv_panels_py's task count: N images of P output pixels in pw-pixel panels, `chunk` panels
+    a task (an image's all when fused)."""
+    np_ = -(-P // pw)
+    return N * -(-np_ // (np_ if fused else chunk)) if np_ else 0
+
+
+@functools.lru_cache(maxsize=256)
+def _geo_array(geo):
+    a = np.array(geo, np.int64)           # a parallel run takes arrays, not tuples
+    a.flags.writeable = False
+    return a
 
 
 def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par):
@@ -195,13 +212,12 @@ def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par):
                          f"{w.shape} or output {out.shape}")
     if b is None:
         b = filled(o, 0.0)
-    if simd.HAVE_AVX512:
-        kern = _conv_panels_wide_par if par else _conv_panels_wide
-    else:
-        kern = _conv_panels_par if par else _conv_panels
+    kern, pw_ = (_conv_panels_wide, 32) if simd.HAVE_AVX512 else (_conv_panels, 16)
     w2 = np.ascontiguousarray(w).reshape(o, -1)
-    kern(np.ascontiguousarray(x), w2, derived(w, "conv_pack", pack_weight), b.astype(np.float32, copy=False), relu,
-         koff, sh, geo, fused, direct, chunk, out)
+    (kern.parallel if par else kern.serial)(
+        tasks(out.shape[0], out.shape[2] * out.shape[3], pw_, chunk, fused), np.ascontiguousarray(x), w2,
+        derived(w, "conv_pack", pack_weight), b.astype(np.float32, copy=False), relu, koff, sh, _geo_array(geo),
+        fused, direct, chunk, out)
 
 
 def pack_weight(w):

@@ -280,11 +280,12 @@ def _bias_at(bias, i, j):
     return lambda bias, i, j: bias[i, j]
 
 
-def _attention_py(q, k, v, bias, scale, out):
+def _attention_py(j_lo, j_hi, q, k, v, bias, scale, out):
     # float32 throughout: a float64 accumulator (acc = 0.0) does not vectorize with the float32 loads
     # q (B, Hq, L, E); k (B, Hk, S, E); v (B, Hk, S, Ev); bias (L, S) additive float or bool (True =
-    # attend); out (B, Hq, L, Ev).  Keys past the last one any query sees (a KV cache's unused tail)
-    # are never touched; scratch rows are allocated once a call, not once a head.
+    # attend); out (B, Hq, L, Ev).  Jobs (batch, head) j_lo .. j_hi - 1 of B Hq (jit.chunked).  Keys
+    # past the last one any query sees (a KV cache's unused tail) are never touched; scratch rows
+    # are allocated once a range of jobs, not once a head.
     B, Hq, L, E = q.shape
     Hk, S = k.shape[1], k.shape[2]
     rep = Hq // Hk
@@ -294,19 +295,14 @@ def _attention_py(q, k, v, bias, scale, out):
         for j in range(S):
             if _bias_at_py(bias, i, j) != -np.inf and j + 1 > n:
                 n = j + 1
-    J = B * Hq
-    ss = np.empty((J, n), dtype=np.float32)
-    ps = np.empty((J, n), dtype=np.float32)
-    bs = np.empty((J, n), dtype=np.int32)
-    accs = np.empty((J, Ev), dtype=np.float32)
-    for job in prange(J):
+    s = np.empty(n, dtype=np.float32)
+    p = np.empty(n, dtype=np.float32)
+    bits = np.empty(n, dtype=np.int32)
+    acc = np.empty(Ev, dtype=np.float32)
+    for job in range(j_lo, j_hi):
         b = job // Hq
         h = job % Hq
         kh = h // rep
-        s = ss[job]
-        p = ps[job]
-        bits = bs[job]
-        acc = accs[job]
         for i in range(L):
             m = np.float32(-np.inf)
             for j in range(n):
@@ -345,7 +341,7 @@ def _attention_py(q, k, v, bias, scale, out):
 # fast-math without `ninf`: these loops compare with -inf (masked keys, fully masked rows), which
 # LLVM may fold away under the full set
 _NO_INF_MATH = {"nnan", "nsz", "arcp", "contract", "reassoc", "afn"}
-_attention, _attention_par = twins(_attention_py, fastmath=_NO_INF_MATH)
+_attention = chunked(_attention_py, fastmath=_NO_INF_MATH)     # its parallel twin compiled in 3.7 s
 ATTN_PAR_WORK = 1 << 21          # multiply-adds from which the parallel copy pays for waking threads
 # decode (<= 8 queries over a KV cache): a head a task from far less work, since a step's caches come
 # from L3, not L2: the two cores' caches and load ports halve that (15M Llama, 6 heads x 256 slots:
@@ -644,8 +640,9 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     # vector loop below; other ranks and dtypes: numpy matmuls around a softmax
     if decode and bias.shape == (L, S):
         work = q.shape[0] * q.shape[1] * L * S * (q.shape[-1] + v.shape[-1])
-        (_attention_par if work >= DECODE_PAR_WORK else _attention)(
-            np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v), bias, np.float32(sc), out)
+        (_attention.parallel if work >= DECODE_PAR_WORK else _attention.serial)(
+            q.shape[0] * q.shape[1], np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v),
+            bias, np.float32(sc), out)
         return
     # keys masked for every query (a KV cache's unused tail: a 64-token prefill into a 256-slot
     # cache attends over 64) add exp(-inf) = 0: drop them before the matmuls

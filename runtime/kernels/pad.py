@@ -7,12 +7,11 @@ explicit 8-lane vectors (simd.py): LLVM's own vectorization of the row loop spen
 run-time alias checks and remainders (a 32 x 16 x 34 x 34 padding took 575 us serial, this ~130).
 """
 import numpy as np
-from numba import prange
 
 from edgetorch._native.jit import variant
 from edgetorch._native.simd import vfload, vfload_s2, vfstore
 
-from ._jit import twins
+from ._jit import chunked
 
 
 def _copy_row_py(of, o, xf, i, n):
@@ -86,32 +85,34 @@ _pad_plane = variant(_pad_plane_py, "_pad_plane", None, inline="always")
 pad_plane_f32 = variant(_pad_plane_py, "pad_plane_f32", _F32_ROWS, inline="always")   # conv_panels.py
 
 
-def _pad_planes_py(x, ph, pw, value, out):
-    # a plane a task; out (n, c, S, Hp, Wh) (S = 1: plain padding); PAD_PLANE bound per variant
+def _pad_planes_py(t_lo, t_hi, x, ph, pw, value, out):
+    # planes t_lo .. t_hi - 1 of the n c (jit.chunked); out (n, c, S, Hp, Wh) (S = 1: plain padding);
+    # PAD_PLANE bound per variant
     n, c, h, w = x.shape
     S, Hp, Wh = out.shape[2], out.shape[3], out.shape[4]
     xf = x.reshape(-1)
     of = out.reshape(-1)
-    for t in prange(n * c):
+    for t in range(t_lo, t_hi):
         PAD_PLANE(xf, t * h * w, h, w, ph, pw, value, of, t * S * Hp * Wh, S, Hp, Wh)
 
 
 PAD_PLANE = _pad_plane
-_PAD = {False: twins(_pad_planes_py), True: twins(_pad_planes_py, "_f32", {"PAD_PLANE": pad_plane_f32})}
+_PAD = {False: chunked(_pad_planes_py), True: chunked(_pad_planes_py, "_f32", {"PAD_PLANE": pad_plane_f32})}
 
 
-def _subsample_py(x, sh, sw, out):
-    # out (n, c, oh, ow) = x[:, :, ::sh, ::sw] (cropped to out): a strided 1x1 convolution's input
+def _subsample_py(t_lo, t_hi, x, sh, sw, out):
+    # out (n, c, oh, ow) = x[:, :, ::sh, ::sw] (cropped to out): a strided 1x1 convolution's input;
+    # planes t_lo .. t_hi - 1 of the n c (jit.chunked)
     n, c, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     xf = x.reshape(-1)
     of = out.reshape(-1)
-    for t in prange(n * c):
+    for t in range(t_lo, t_hi):
         for y in range(oh):
             COPY_STRIDED(of, (t * oh + y) * ow, xf, (t * h + y * sh) * w, ow, sw)
 
 
-_SUBSAMPLE = twins(_subsample_py, "_f32", _F32_ROWS)
+_SUBSAMPLE = chunked(_subsample_py, "_f32", _F32_ROWS)
 
 
 def _subsample(x, stride, oh, ow):
@@ -120,7 +121,8 @@ def _subsample(x, stride, oh, ow):
     if x.dtype != np.float32 or not x.flags.c_contiguous:
         return np.ascontiguousarray(x[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow])
     out = np.empty(x.shape[:2] + (oh, ow), np.float32)
-    _SUBSAMPLE[out.size >= 1 << 16](x, int(stride[0]), int(stride[1]), out)
+    (_SUBSAMPLE.parallel if out.size >= 1 << 16 else _SUBSAMPLE.serial)(
+        x.shape[0] * x.shape[1], x, int(stride[0]), int(stride[1]), out)
     return out
 
 
@@ -135,8 +137,9 @@ def _pad2(x, p, value=0.0, phases=1):
     hp, wp = h + 2 * p[0], w + 2 * p[1]
     out = np.empty((n, c, phases, hp, -(-wp // phases)), dtype=x.dtype)
     if x.dtype in (np.float32, np.int8, np.uint8) and min(p) >= 0:
-        _PAD[x.dtype == np.float32][out.size >= 1 << 16](
-            np.ascontiguousarray(x), int(p[0]), int(p[1]), x.dtype.type(value), out)
+        k = _PAD[x.dtype == np.float32]
+        (k.parallel if out.size >= 1 << 16 else k.serial)(
+            n * c, np.ascontiguousarray(x), int(p[0]), int(p[1]), x.dtype.type(value), out)
     else:
         out[...] = value
         for s in range(phases):
