@@ -23,7 +23,7 @@ from edgetorch.schemas.reader import read
 from edgetorch.symbolic import evaluate
 
 from . import threads
-from .kernels import KERNELS
+from .kernels import KERNELS, PREPARE
 from .verify import DEFAULT_BUDGET, _numel_key, planned_view, verify  # noqa: F401 (_numel_key: tests)
 
 # Input casts done silently: same-kind conversions (float64 -> float32,
@@ -55,6 +55,8 @@ class Method:
         self._lock = threading.Lock()
         self._arena = self._new_arena()
         self._cache_key = self._cache_env = None
+        self._cache_runs = 0
+        self._prepared = None       # the runner with prepared kernels for _cache_key's dims
         vals = info.values
         self._dtypes = [np_dtype(v.dtype) for v in vals]
         self._shape_static = [all(not isinstance(d, DimE) for d in v.shape) for v in vals]
@@ -213,15 +215,27 @@ class Method:
             if self._cache_key != key:
                 self._cache_env = self._template(arena, dims) + [None]     # env[-1] is None: omitted inputs
                 self._cache_key = key
+                self._cache_runs = 0
+                self._prepared = None
             env = list(self._cache_env)
         else:
             env = self._template(arena, dims) + [None]
         for k, a in zip(self.info.inputs, arrays):
             env[k] = a
         if timings is None:
+            runner = self._runner
+            if arena is self._arena:
+                # the second call with the same dims (a decode loop, a serving batch size): prepare
+                # the kernels for these shapes once; a first call of a size does not pay for it
+                if self._prepared is None:
+                    self._cache_runs += 1
+                    if self._cache_runs == 2:
+                        self._prepared = self._prepare(env, dims)
+                if self._prepared is not None:
+                    runner = self._prepared
             where = []
             try:
-                self._runner(env, dims, where)
+                runner(env, dims, where)
             except (InputError, ProgramError):
                 raise
             except (ValueError, IndexError, TypeError, KeyError, AttributeError, NumbaError) as e:
@@ -240,6 +254,27 @@ class Method:
         for name, vi in self._writes:
             np.copyto(self._p.state[name], env[vi])
         return tuple([env[k].copy() for k in self.info.outputs])    # copies: the arena is reused
+
+    def _prepare(self, env, dims):
+        """The step list with each kernel that has a preparer replaced by its prepared run for the
+        arrays in env (registry.py); the same steps, so failures report the same instruction."""
+        steps, n = [], 0
+        for step in self._steps:
+            fn, ins, out, attrs, static, info = step
+            prep = PREPARE.get(info.op)
+            run = None
+            if prep is not None:
+                try:
+                    a = attrs if static else {k: eval_attr(v, dims) for k, v in attrs.items()}
+                    run = prep(env[out], *[env[k] for k in ins], **a)
+                except Exception:       # the kernel itself reports what does not fit, when it runs
+                    run = None
+            if run is None:
+                steps.append(step)
+            else:
+                steps.append((run, ins, out, {}, True, info))
+                n += 1
+        return _straight_line(steps) if n else self._runner
 
     def _fail(self, info, e):
         where = f" ({info.source}:{info.line})" if info.source else ""

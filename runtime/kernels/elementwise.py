@@ -7,7 +7,7 @@ from numba import njit, prange
 from edgetorch._native.vmath import exp_shifted
 
 from ._jit import twins
-from .registry import kernel
+from .registry import kernel, preparer
 
 
 def _binary(name, uf):
@@ -170,6 +170,15 @@ def k_swiglu(out, g, u):
         return
     k_silu(out, g)
     out *= u
+
+
+@preparer("swiglu")
+def p_swiglu(out, g, u):
+    if not (g.shape == u.shape == out.shape and g.dtype == u.dtype == out.dtype == np.float32
+            and g.flags.c_contiguous and u.flags.c_contiguous and out.flags.c_contiguous):
+        return None
+    kern = _silu32_par if g.size >= SILU_PAR else _silu32
+    return lambda out, g, u: kern(g.reshape(-1), u.reshape(-1), True, out.reshape(-1))
 
 
 @kernel("silu")

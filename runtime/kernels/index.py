@@ -4,7 +4,7 @@ import numpy as np
 
 from edgetorch._errors import InputError
 
-from .registry import kernel
+from .registry import kernel, preparer
 
 SLOT = "#"
 
@@ -138,6 +138,33 @@ def k_index_put(out, base, values, *idx, index=(), accumulate=False):
         np.add.at(target, key, values)
     else:
         target[key] = values
+
+
+@preparer("index_put")
+def p_index_put(out, base, values, *idx, index=(), accumulate=False):
+    """A KV-cache write planned in place (out is the state buffer): one one-element position among
+    slices, as _split takes it, with the parse and the shape checks made once; the position is
+    range-checked every call."""
+    if accumulate or not _same_view(out, base) or len(idx) != 1 or idx[0].size != 1 or idx[0].ndim != 1 \
+            or idx[0].dtype.kind not in "iu":
+        return None
+    dims = _slot_dims(index, out.ndim)
+    if dims is None or len(dims) != 1 or dims[0] >= out.ndim:
+        return None
+    d = dims[0]
+    key = _split(index, (np.zeros(1, idx[0].dtype),), out)[0]
+    at = next(i for i, e in enumerate(index) if isinstance(e, str))
+    if np.broadcast_shapes(out[key].shape, values.shape) != out[key].shape:
+        return None
+    pre, post = key[:at], key[at + 1:]
+    n = out.shape[d]
+
+    def run(out, base, values, i):
+        p = int(i[0])
+        if not 0 <= p < n:
+            raise InputError(f"index: index {p} is out of range for a dim of size {n}")
+        out[pre + (slice(p, p + 1),) + post] = values
+    return run
 
 
 @kernel("gather")

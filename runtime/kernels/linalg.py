@@ -9,7 +9,7 @@ from . import sgemm
 from ._derived import derived
 from ._jit import twins
 from .elementwise import gelu_into, sigmoid_into
-from .registry import kernel
+from .registry import kernel, preparer
 
 
 @kernel("matmul")
@@ -259,6 +259,45 @@ def apply_activation(out, activation):
 def k_fused_linear(out, x, w, b=None, activation=None):
     if not _linear(out, x, w, b, activation):
         apply_activation(out, activation)
+
+
+def _prep_linear(out, x, w, b, activation):
+    """The GEMV case of _linear (<= GEMV_ROWS rows: decode steps, batch-1 MLPs), its checks made
+    once: the run is the Numba call and an activation other than ReLU."""
+    xs, ws = x.shape, w.shape
+    n2, n3 = len(xs) == 2, len(xs) == 3
+    if not ((n2 or n3) and len(ws) == 2 and 0 < (xs[0] if n2 else xs[0] * xs[1]) <= GEMV_ROWS
+            and xs[-1] == ws[1] and xs[-1] and x.dtype is _F32 and w.dtype is _F32 and out.dtype is _F32
+            and out.shape == xs[:-1] + (ws[0],) and (b is None or (b.dtype is _F32 and b.shape == (ws[0],)))
+            and x.flags.c_contiguous and w.flags.c_contiguous and out.flags.c_contiguous):
+        return None
+    if activation is not None and activation not in ACTS:
+        return None
+    relu = activation == "relu"
+    act = None if activation is None or relu else ACTS[activation]
+    kern = _gemv_par if ws[0] * ws[1] >= GEMV_PAR else _gemv
+    nob = b is None
+    N, K = ws
+    if n2 and act is None:
+        if nob:
+            return lambda out, x, w, b=None: kern(x, w, _NOBIAS, relu, out)
+        return lambda out, x, w, b: kern(x, w, b, relu, out)
+
+    def run(out, x, w, b=None):
+        kern(x.reshape(-1, K), w, _NOBIAS if nob else b, relu, out.reshape(-1, N))
+        if act is not None:
+            act(out)
+    return run
+
+
+@preparer("linear")
+def p_linear(out, x, w, b=None):
+    return _prep_linear(out, x, w, b, None)
+
+
+@preparer("fused_linear")
+def p_fused_linear(out, x, w, b=None, activation=None):
+    return _prep_linear(out, x, w, b, activation)
 
 
 @kernel("einsum")

@@ -13,7 +13,7 @@ from edgetorch._native.simd import vfhmax, vfload, vfma, vfmax, vfmul, vfsplat, 
 from edgetorch._native.vmath import exp_shifted
 
 from ._jit import chunked, twins
-from .registry import kernel
+from .registry import kernel, preparer
 
 PAR_ROWS = 512    # below this many rows a serial loop beats a (passive-wait) parallel region
 
@@ -60,16 +60,35 @@ def _rows(x, n):
     return x.reshape(-1, n) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1, n)
 
 
-@kernel("rms_norm")
-def k_rms_norm(out, x, w=None, normalized_shape=(), eps=None):
+def _rms_checks(out, x, w, normalized_shape):
     _floats(out, x, w)
     n = math.prod(normalized_shape)
     if n <= 0 or x.size % n or out.shape != x.shape or (w is not None and w.size != n):
         raise ValueError(f"rms_norm: normalized_shape {normalized_shape} does not fit input {x.shape}")
+
+
+@kernel("rms_norm")
+def k_rms_norm(out, x, w=None, normalized_shape=(), eps=None):
+    _rms_checks(out, x, w, normalized_shape)
+    n = math.prod(normalized_shape)
     e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
     x2, o2 = _rows(x, n), out.reshape(-1, n)
     ww = _EMPTIES.get(x.dtype, _EMPTY) if w is None else w.reshape(-1)
     (_rms_rows_par if x2.shape[0] >= PAR_ROWS else _rms_rows)(x2, ww, e, o2)
+
+
+@preparer("rms_norm")
+def p_rms_norm(out, x, w=None, normalized_shape=(), eps=None):
+    _rms_checks(out, x, w, normalized_shape)
+    if not (x.flags.c_contiguous and out.flags.c_contiguous):
+        return None
+    n = math.prod(normalized_shape)
+    e = float(np.finfo(x.dtype).eps) if eps is None else float(eps)
+    kern = _rms_rows_par if x.size // n >= PAR_ROWS else _rms_rows
+    if w is None:
+        ww = _EMPTIES.get(x.dtype, _EMPTY)
+        return lambda out, x, w=None: kern(x.reshape(-1, n), ww, e, out.reshape(-1, n))
+    return lambda out, x, w: kern(x.reshape(-1, n), w.reshape(-1), e, out.reshape(-1, n))
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -249,12 +268,22 @@ def k_rotary_embedding(out, x, cos, sin):
     _floats(out, x, cos, sin)
     if out.shape != x.shape or x.ndim == 0 or x.shape[-1] % 2:
         raise ValueError(f"rotary_embedding: bad shapes {x.shape} -> {out.shape}")
-    if x.ndim == 4 and cos.ndim == 2 and cos.shape[0] == x.shape[2] and sin.shape == cos.shape:
+    if x.ndim == 4 and cos.ndim == 2 and cos.shape == x.shape[2:] and sin.shape == cos.shape:
         _rope(x, np.ascontiguousarray(cos), np.ascontiguousarray(sin), out)
         return
     h = x.shape[-1] // 2
     rot = np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
     out[...] = x * cos + rot * sin
+
+
+@preparer("rotary_embedding")
+def p_rotary_embedding(out, x, cos, sin):
+    _floats(out, x, cos, sin)
+    if out.shape == x.shape and x.ndim == 4 and x.shape[-1] % 2 == 0 and cos.ndim == 2 \
+            and cos.shape == x.shape[2:] and sin.shape == cos.shape and cos.flags.c_contiguous \
+            and sin.flags.c_contiguous:
+        return lambda out, x, cos, sin: _rope(x, cos, sin, out)
+    return None
 
 
 # ------------------------------------------------------------------ attention
@@ -683,6 +712,26 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
         den[den == 0] = 1
         s /= den
     np.matmul(s, v, out=out)
+
+
+@preparer("scaled_dot_product_attention")
+def p_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """The decode case (a few queries over a KV cache, a bool mask): the checks and the choice of
+    serial or parallel made once."""
+    if not (q.ndim == k.ndim == v.ndim == 4 and q.dtype == k.dtype == v.dtype == out.dtype == np.float32):
+        return None
+    B, H, L, E = q.shape
+    S = k.shape[2]
+    if not (L <= 8 and k.shape[0] == B and v.shape[:3] == k.shape[:3] and k.shape[3] == E and k.shape[1] > 0
+            and H % k.shape[1] == 0 and out.shape == (B, H, L, v.shape[3]) and mask is not None
+            and mask.dtype == np.bool_ and not is_causal and mask.size == L * S and mask.ndim >= 2
+            and mask.shape[-1] == S and mask.flags.c_contiguous and q.flags.c_contiguous and k.flags.c_contiguous
+            and v.flags.c_contiguous and out.flags.c_contiguous):
+        return None
+    sc = np.float32(1.0 / math.sqrt(E) if scale is None else float(scale))
+    run = _attention.parallel if B * H * L * S * (E + v.shape[3]) >= DECODE_PAR_WORK else _attention.serial
+    n = B * H
+    return lambda out, q, k, v, mask: run(n, q, k, v, mask.reshape(L, S), sc, out)
 
 
 @kernel("packed_attention")

@@ -37,7 +37,7 @@ from ._jit import twins
 from .conv import _check_window, _pad2
 from .index import check_index
 from .linalg import apply_activation
-from .registry import kernel
+from .registry import kernel, preparer
 
 PAR_WEIGHTS = 1 << 16     # weights from which a GEMV pays for a parallel region (measured, 15M Llama decode)
 
@@ -316,6 +316,26 @@ def k_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
     if b is not None:
         out += b
     apply_activation(out, activation)
+
+
+@preparer("linear_q8")
+def p_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
+    """Weight-only int8 GEMV (decode): the Numba call with its checks made once."""
+    if dynamic or activation is not None or wq.dtype != np.int8 or wq.ndim != 2 or scale.dtype != np.float32 \
+            or scale.shape != (wq.shape[0],) or not (x.flags.c_contiguous and out.flags.c_contiguous):
+        return None
+    N, K = wq.shape
+    _check("linear_q8", out, x, N, K, b)
+    if x.size // K > 4:
+        return None
+    kern = _gemv_q8_par if wq.size >= PAR_WEIGHTS else _gemv_q8
+    if b is None:
+        return lambda out, x, wq, scale, b=None: kern(x.reshape(-1, K), wq, scale, out.reshape(-1, N))
+
+    def run(out, x, wq, scale, b):
+        kern(x.reshape(-1, K), wq, scale, out.reshape(-1, N))
+        out += b
+    return run
 
 
 @kernel("embedding_q8")

@@ -21,7 +21,7 @@ from ._jit import twins
 from .linalg import apply_activation
 from .index import check_index
 from .quant import PAR_WEIGHTS, _check, _quant_rows, _rows, f32
-from .registry import kernel
+from .registry import kernel, preparer
 
 PF_BYTES = vnni.PF_BYTES  # how far ahead the int4 GEMVs hint their weight streams into cache
 Q4_TILE = 256             # rows dequantized per BLAS call in the int4 prefill path
@@ -321,6 +321,44 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
     if b is not None:
         out += b
     apply_activation(out, activation)
+
+
+@preparer("linear_q4")
+def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=None, dynamic=False):
+    """The decode GEMVs (<= 4 rows, no activation) with the argument checks and the kernel choice
+    made once; the per-call work (x's group sums or its int8 rows) stays in the run."""
+    n, s, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size)
+    K = wp.shape[1]
+    _check("linear_q4", out, x, n, K, b)
+    M, ng = x.size // K, s.shape[1]
+    if activation is not None or s is not scale or M > 4 or not (x.flags.c_contiguous and out.flags.c_contiguous
+                                                               and wp.flags.c_contiguous):
+        return None
+    if dynamic and sym and simd.HAVE_VNNI:
+        def run(out, x, wp, scale, zero=None, b=None):
+            x2 = x.reshape(M, K)
+            xq = np.empty((M, K), np.int8)
+            sx = np.empty(M, np.float32)
+            _quant_rows(x2, xq, sx)
+            vnni.gemv_q4_sym(xq, sx, wp, scale, n, out.reshape(M, n))
+            if b is not None:
+                out += b
+        return run
+    if dynamic or not (simd.HAVE_AVX512 and (K // ng) % 16 == 0):
+        return None
+    par = wp.size * 2 >= PAR_WEIGHTS
+    kern = (_gemv_q4_g32_par if par else _gemv_q4_g32) if K == 32 * ng else \
+        (_gemv_q4_wide_par if par else _gemv_q4_wide)
+    G = K // ng
+
+    def run(out, x, wp, scale, zero=None, b=None):
+        x2 = x.reshape(M, K)
+        xs = np.empty((M, ng), np.float32)
+        _group_sums(x2, ng, G, xs)
+        kern(x2, xs, wp, scale, z if zero is None else zero, sym, n, out.reshape(M, n))
+        if b is not None:
+            out += b
+    return run
 
 
 @njit(cache=True)

@@ -1,0 +1,169 @@
+"""Prepared kernels (registry.py's preparers): the same results as the kernels, for fresh arrays of
+the prepared shapes, and programs that prepare on their second call of a size."""
+import numpy as np
+import pytest
+
+import edgetorch as et
+from edgetorch._native import simd
+from edgetorch.exporter import quantize
+from edgetorch.models import MLP, Decoder
+from edgetorch.runtime import InputError, load
+from edgetorch.runtime.kernels import KERNELS, PREPARE
+
+from ..exporter.test_capture import export_llama, small_llama
+
+RNG = np.random.default_rng(0)
+
+
+def _f32(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _q4(n, k):
+    return RNG.integers(0, 256, ((n + 1) // 2, k), dtype=np.uint8), (RNG.random((n, k // 32)) * 0.1).astype(np.float32)
+
+
+def _cases():
+    """(op, out shape, out dtype, make_inputs() -> list of arrays or None, attrs); make_inputs is
+    called twice: once to prepare, once for the arrays both paths then run on."""
+    w8 = RNG.integers(-127, 128, (37, 29), dtype=np.int8)
+    w8big = RNG.integers(-127, 128, (301, 263), dtype=np.int8)     # past PAR_WEIGHTS: the parallel copy
+    s8, s8big = _f32(37), _f32(301)
+    wp, s4 = _q4(37, 64)
+    wpbig, s4big = _q4(300, 256)
+    zero = RNG.integers(0, 16, (37, 2), dtype=np.uint8)
+    w, wbig, b = _f32(13, 7), _f32(300, 250), _f32(13)
+    mask = np.zeros((1, 1, 1, 11), bool)
+    mask[..., :7] = True
+    cache = _f32(1, 2, 11, 8)
+    yield "linear", (1, 13), lambda: [_f32(1, 7), w, b], {}
+    yield "linear", (1, 1, 13), lambda: [_f32(1, 1, 7), w, None], {}
+    yield "linear", (3, 300), lambda: [_f32(3, 250), wbig, None], {}
+    yield "fused_linear", (2, 13), lambda: [_f32(2, 7), w, b], {"activation": "relu"}
+    yield "fused_linear", (1, 1, 13), lambda: [_f32(1, 1, 7), w, b], {"activation": "gelu"}
+    yield "linear_q8", (1, 1, 37), lambda: [_f32(1, 1, 29), w8, s8, None], {}
+    yield "linear_q8", (4, 37), lambda: [_f32(4, 29), w8, s8, _f32(37)], {}
+    yield "linear_q8", (1, 1, 301), lambda: [_f32(1, 1, 263), w8big, s8big, None], {}
+    yield "linear_q4", (1, 1, 37), lambda: [_f32(1, 1, 64), wp, s4, None, None], {}
+    yield "linear_q4", (3, 37), lambda: [_f32(3, 64), wp, s4, zero, _f32(37)], {}
+    yield "linear_q4", (1, 300), lambda: [_f32(1, 256), wpbig, s4big, None, None], {}
+    yield "linear_q4", (1, 300), lambda: [_f32(1, 256), wpbig, s4big, None, None], {"dynamic": True}
+    yield "rms_norm", (1, 3, 17), lambda: [_f32(1, 3, 17), _f32(17)], {"normalized_shape": (17,), "eps": 1e-5}
+    yield "rms_norm", (5, 9), lambda: [_f32(5, 9), None], {"normalized_shape": (9,)}
+    yield "rotary_embedding", (1, 3, 2, 10), lambda: [_f32(1, 3, 2, 10), _f32(2, 10), _f32(2, 10)], {}
+    yield "swiglu", (1, 1, 23), lambda: [_f32(1, 1, 23), _f32(1, 1, 23)], {}
+    yield "scaled_dot_product_attention", (1, 4, 1, 8), \
+        lambda: [_f32(1, 4, 1, 8), _f32(1, 2, 11, 8), _f32(1, 2, 11, 8), mask], {}
+    yield "scaled_dot_product_attention", (1, 2, 3, 8), \
+        lambda: [_f32(1, 2, 3, 8), _f32(1, 2, 11, 8), _f32(1, 2, 11, 8), np.ones((1, 1, 3, 11), bool)], \
+        {"scale": 0.3}
+    yield "index_put", cache.shape, lambda: [cache, _f32(1, 2, 1, 8), np.array([5])], \
+        {"index": (slice(None, 1), slice(None), "#")}
+
+
+@pytest.mark.parametrize("case", list(_cases()), ids=lambda c: c[0])
+def test_prepared_run_matches_kernel(case):
+    op, shape, make, attrs = case
+    assert op in PREPARE
+    prep_args = make()
+    out = np.empty(shape, np.float32)
+    if op == "index_put":
+        out = prep_args[0]                   # a write planned in place: out is the state buffer
+    run = PREPARE[op](out, *prep_args, **attrs)
+    if run is None:
+        # only where the kernel's fast path needs instructions this CPU lacks
+        assert op == "linear_q4" and not (simd.HAVE_AVX512 if not attrs.get("dynamic") else simd.HAVE_VNNI)
+        return
+    args = make()                           # fresh arrays: a run must not keep the prepared ones
+    if op == "index_put":
+        want = args[0].copy()
+        KERNELS[op](want, want, *args[1:], **attrs)
+        run(args[0], *args)
+        np.testing.assert_array_equal(args[0], want)
+        return
+    want = np.empty(shape, np.float32)
+    KERNELS[op](want, *args, **attrs)
+    got = np.full(shape, np.nan, np.float32)
+    run(got, *args)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_preparers_decline_what_they_do_not_cover():
+    x, w = _f32(40, 7), _f32(13, 7)
+    assert PREPARE["linear"](np.empty((40, 13), np.float32), x, w) is None           # a GEMM, not a GEMV
+    mask = np.ones((1, 1, 1, 11), np.float32)                                         # a float mask
+    assert PREPARE["scaled_dot_product_attention"](np.empty((1, 2, 1, 8), np.float32), _f32(1, 2, 1, 8),
+                                                   _f32(1, 2, 11, 8), _f32(1, 2, 11, 8), mask) is None
+    c = _f32(1, 2, 11, 8)
+    assert PREPARE["index_put"](c, c, _f32(1, 2, 1, 8), np.array([1]), index=(slice(None), slice(None), "#"),
+                                accumulate=True) is None
+
+
+def test_prepared_index_put_still_checks_the_position():
+    c = _f32(1, 2, 11, 8)
+    run = PREPARE["index_put"](c, c, _f32(1, 2, 1, 8), np.array([0]), index=(slice(None, 1), slice(None), "#"))
+    with pytest.raises(InputError, match="index 11 is out of range"):
+        run(c, c, _f32(1, 2, 1, 8), np.array([11]))
+    with pytest.raises(InputError, match="out of range"):
+        run(c, c, _f32(1, 2, 1, 8), np.array([-1]))
+
+
+def test_rotary_with_a_broadcast_table_takes_the_numpy_path():
+    # cos / sin of shape (T, 1) broadcast over the head dim: the Numba loop reads (T, D) tables and
+    # must not be given these
+    x, cos, sin = _f32(1, 2, 3, 6), _f32(3, 1), _f32(3, 1)
+    out = np.empty_like(x)
+    KERNELS["rotary_embedding"](out, x, cos, sin)
+    rot = np.concatenate([-x[..., 3:], x[..., :3]], axis=-1)
+    np.testing.assert_allclose(out, x * cos + rot * sin, rtol=1e-6)
+    assert PREPARE["rotary_embedding"](out, x, cos, sin) is None
+
+
+def _never_prepared(prog, name):
+    m = prog.method(name)
+    m._prepare = lambda env, dims: m._runner
+    return m
+
+
+@pytest.mark.parametrize("preset", ["float32", "int8-weight", "int4-weight", "8da4w"])
+def test_decode_is_the_same_prepared_or_not(preset):
+    et.manual_seed(0)
+    ep = export_llama(Decoder(small_llama()).eval())
+    data = (ep if preset == "float32" else quantize(ep, preset)).to_bytes()
+    plain, prepared = load(data), load(data)
+    dec_plain = _never_prepared(plain, "decode")
+    ids = np.random.default_rng(1).integers(0, 128, size=(1, 5))
+    for p in (plain, prepared):
+        p.prefill(ids, np.array([0]))
+    dec = prepared.method("decode")
+    tok = np.array([[3]])
+    for i in range(5, 12):
+        a = dec_plain(tok, np.array([i]))
+        b = dec(tok, np.array([i]))
+        np.testing.assert_array_equal(a, b)
+        tok = np.array([[int(np.argmax(b[0, -1]))]])
+    assert dec._prepared is not None and dec._prepared is not dec._runner
+    for name in plain.state:
+        np.testing.assert_array_equal(plain.state[name], prepared.state[name])
+    # past the cache: an InputError from the prepared KV write, and the program still works after it
+    with pytest.raises(InputError, match="out of range"):
+        dec(tok, np.array([small_llama().max_position_embeddings]))
+    np.testing.assert_array_equal(dec(tok, np.array([12])), dec_plain(tok, np.array([12])))
+
+
+def test_mlp_prepares_on_its_second_call_of_a_size():
+    et.manual_seed(0)
+    m = MLP((20, 32, 32, 5)).eval()
+    p = load(et.export(m, (et.randn(3, 20),), dynamic_shapes={"x": {0: et.exporter.Dim("batch", max=64)}})
+             .to_bytes())
+    f = p.method("forward")
+    x1, x2 = _f32(1, 20), _f32(1, 20)
+    with et.no_grad():
+        want1, want2 = m(et.tensor(x1)).numpy(), m(et.tensor(x2)).numpy()
+    np.testing.assert_allclose(p(x1), want1, atol=1e-5)
+    assert f._prepared is None                              # one call of this size: nothing prepared
+    np.testing.assert_allclose(p(x2), want2, atol=1e-5)
+    assert f._prepared is not None and f._prepared is not f._runner
+    np.testing.assert_allclose(p(x1), want1, atol=1e-5)     # prepared, new data
+    np.testing.assert_allclose(p(_f32(7, 20)).shape, (7, 5))  # another size: its own (unprepared) run
+    assert f._prepared is None
