@@ -226,7 +226,9 @@ def test_runtime_transposed_conv_kernel_takes_the_phase_path():
     (1, 3, 17, 9, 34, 3, 2, (2, 1)),
     # from 4 images each stride-1 task reading in place pads its own image (3x3, 5x5; gathered: not)
     (5, 4, 9, 6, 32, 3, 1, (1, 1)), (4, 2, 8, 7, 9, 3, 1, (1, 1)), (4, 3, 10, 9, 32, 5, 1, (2, 2)),
-    (4, 5, 16, 8, 16, 1, 2, (0, 0))])
+    (4, 5, 16, 8, 16, 1, 2, (0, 0)),
+    # ... and each stride-2 task too, phase-splitting its own image (rows of 16 and of 32 outputs)
+    (4, 3, 10, 32, 32, 3, 2, (1, 1)), (6, 2, 9, 12, 64, 3, 2, (2, 1))])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("wide", [pytest.param(True, id="zmm"), pytest.param(False, id="ymm")])
 def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, padding, relu, wide, monkeypatch):
@@ -302,3 +304,15 @@ def test_subsample_kernel(shape, stride, crop):
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     got = _subsample(x, stride, *crop)
     np.testing.assert_array_equal(got, x[:, :, ::stride[0], ::stride[1]][:, :, :crop[0], :crop[1]])
+
+
+def test_stride_two_convolutions_pad_inside_their_tasks_from_four_images():
+    """conv.py's plan: from 4 images a 3x3 stride-2 convolution reading in place splits each image
+    into column phases inside its task (no padding pass); fewer images, or gathered rows, do not."""
+    from edgetorch.runtime.kernels import conv as cv_
+    plan = cv_._panel_plan.__wrapped__
+    fused = lambda n, ow_in: plan((n, 16, 32, ow_in), (32, 16, 3, 3), (n, 32, 16, ow_in // 2), (2, 2), (1, 1),
+                                  (1, 1), 1, True, True)[5]
+    assert fused(4, 32) and fused(32, 32)
+    assert not fused(3, 32)                  # below FUSED_PAD_IMAGES
+    assert not fused(8, 16)                  # 8 outputs a row at 16 lanes: gathered, not read in place
