@@ -224,11 +224,13 @@ def test_runtime_transposed_conv_kernel_takes_the_phase_path():
     (1, 4, 10, 32, 32, 3, 2, (1, 1)), (1, 3, 9, 10, 48, 3, 3, (0, 0)),  # strided, read in place (rows of 16)
     (2, 2, 9, 5, 16, 3, 1, (1, 1)), (2, 6, 12, 15, 33, 1, 2, (0, 0)),   # a half-empty last panel; 1x1 strided
     (1, 3, 17, 9, 34, 3, 2, (2, 1)),
-    # from 4 images each stride-1 task reading in place pads its own image (3x3, 5x5; gathered: not)
+    # from 4 images each task pads its own image (3x3, 5x5; read in place or gathered)
     (5, 4, 9, 6, 32, 3, 1, (1, 1)), (4, 2, 8, 7, 9, 3, 1, (1, 1)), (4, 3, 10, 9, 32, 5, 1, (2, 2)),
     (4, 5, 16, 8, 16, 1, 2, (0, 0)),
-    # ... and each stride-2 task too, phase-splitting its own image (rows of 16 and of 32 outputs)
-    (4, 3, 10, 32, 32, 3, 2, (1, 1)), (6, 2, 9, 12, 64, 3, 2, (2, 1))])
+    # ... and each stride-2 task too, phase-splitting its own image (rows of 16 and of 32 outputs),
+    # and gathered panels (rows of 8, 5 and 9 outputs)
+    (4, 3, 10, 32, 32, 3, 2, (1, 1)), (6, 2, 9, 12, 64, 3, 2, (2, 1)), (4, 6, 16, 8, 8, 3, 1, (1, 1)),
+    (5, 3, 11, 9, 9, 3, 2, (1, 1)), (4, 2, 9, 7, 18, 3, 2, (1, 1))])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("wide", [pytest.param(True, id="zmm"), pytest.param(False, id="ymm")])
 def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, padding, relu, wide, monkeypatch):
@@ -307,12 +309,12 @@ def test_subsample_kernel(shape, stride, crop):
 
 
 def test_stride_two_convolutions_pad_inside_their_tasks_from_four_images():
-    """conv.py's plan: from 4 images a 3x3 stride-2 convolution reading in place splits each image
-    into column phases inside its task (no padding pass); fewer images, or gathered rows, do not."""
+    """conv.py's plan: from 4 images a padded convolution (stride 2 included, panels read in place
+    or gathered) pads and phase-splits each image inside its task (no padding pass); fewer do not."""
     from edgetorch.runtime.kernels import conv as cv_
     plan = cv_._panel_plan.__wrapped__
     fused = lambda n, ow_in: plan((n, 16, 32, ow_in), (32, 16, 3, 3), (n, 32, 16, ow_in // 2), (2, 2), (1, 1),
                                   (1, 1), 1, True, True)[5]
     assert fused(4, 32) and fused(32, 32)
     assert not fused(3, 32)                  # below FUSED_PAD_IMAGES
-    assert not fused(8, 16)                  # 8 outputs a row at 16 lanes: gathered, not read in place
+    assert fused(8, 16)                      # 8 outputs a row at 16 lanes: gathered from the image

@@ -66,16 +66,17 @@ def _panel_plan(xshape, wshape, oshape, stride, padding, dilation, groups, bias_
     koff = conv_panels.tap_offsets(c, kh, kw, S, hp, wh)
     # panels a task: CHUNK, or fewer so that a small batch still makes >= 4 tasks (one image's 16 x 16
     # output is 8 panels of 32 pixels: with 8 a task it ran on one core).  From 4 images on, a task
-    # that reads in place is an image that pads (and phase-splits) itself into a buffer kept in L2
-    # (fused: ResNet-8's 16-channel 32x32 layers 6-17% faster at batch 8 and 32 than a padding pass
-    # first, 32x32 at 16x16 even).  Its stride-2 16->32 layer measured 2-13% slower fused in session
-    # 6 and 6% faster now (587 -> 551 us alone, the whole b32 forward 5565 -> 5436 us, in-process
-    # A/Bs, after the chunked kernels): the separate phase split writes and reads 2.4 MB through L3
+    # is an image that pads (and phase-splits) itself into a buffer kept in L2 (fused: ResNet-8's
+    # 16-channel 32x32 layers 6-17% faster at batch 8 and 32 than a padding pass first, 32x32 at
+    # 16x16 even).  Stride-2 and gathered layers measured 2-13% slower so in session 6; after the
+    # chunked kernels they are faster fused (in-process A/Bs at batch 32: 16->32 stride 2 605 -> 565
+    # us, 32->64 stride 2 895 -> 820, 64->64 at 8x8 1373 -> 1329; the b32 forward 5565 -> 5436 us
+    # with the first, 6254 -> 6112 with all, b8 1852 -> 1756): a padding pass writes and reads the
+    # whole batch through L3 (230-240 us for these layers' inputs here)
     n_panels = -(-(oshape[2] * oshape[3]) // pw)
     chunk = max(1, min(conv_panels.CHUNK, n * n_panels // 4))
     direct = oshape[3] % (pw // 2) == 0
-    fused = direct and n >= FUSED_PAD_IMAGES and S <= 2 and padding != (0, 0) \
-        and c * S * hp * wh * 4 <= FUSED_PAD_BYTES
+    fused = n >= FUSED_PAD_IMAGES and padding != (0, 0) and c * S * hp * wh * 4 <= FUSED_PAD_BYTES
     par = n * o * oshape[2] * oshape[3] * c * kh * kw >= conv_panels.PAR_MACS
     return sub, stride, padding, koff, (S, hp, wh, h, wd, padding[0], padding[1]), fused, direct, chunk, par
 

@@ -17,9 +17,9 @@ tap offsets (no im2col copy at all); otherwise each panel's columns are
 first gathered into a (K, 2 L) buffer, one vector copy per k for each block
 of 8 pixels inside a row.  A strided 1x1 convolution subsamples its input
 first (conv.py).  A task is a chunk of panels of one image; from 4 images on,
-a stride-1 task that reads in place is a whole image that pads itself into a
-buffer of its own (it stays in L2 for the image's panels instead of a
-padding pass writing and reading it back through L3).  The tiles broadcast
+a task is a whole image that pads (and phase-splits) itself into a buffer of
+its own (it stays in L2 for the image's panels instead of a padding pass
+writing and reading the batch back through L3).  The tiles broadcast
 the weight from blocks of 8 output channels packed (K, 8) (pack_weight).
 
 Measured on ResNet-8's layers at batch 32 (in-process A/B against the
