@@ -119,6 +119,7 @@ def run_one(data, check_crc=True):
         for name in prog.methods:
             m = prog.method(name)
             m(*random_inputs(m, "min"))
+            m(*random_inputs(m, "min", seed=1))     # the second call of a size runs the prepared kernels
         return "ok"
     except (ProgramError, InputError):
         return "rejected"
