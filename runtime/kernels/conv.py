@@ -17,7 +17,8 @@ from .pad import _pad2, _subsample  # noqa: F401  (_pad2: quant.py and the tests
 
 from ._jit import twins
 from .linalg import apply_activation
-from .registry import kernel
+from ._derived import derived, filled
+from .registry import kernel, preparer
 
 
 def _plane_means_py(x, out):
@@ -143,6 +144,51 @@ def k_conv2d(out, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), 
 def k_fused_conv2d(out, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, activation=None):
     if not conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=activation == "relu"):
         apply_activation(out, activation)
+
+
+def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
+    """The panel path of conv2d_into (float32, groups 1) for these shapes: the checks, the plan, the
+    packed weight and the task count once; a run pads (or subsamples) and calls the kernel.  Only
+    for constant (read-only) weights and biases, whose packed copies the run keeps."""
+    if activation not in (None, "relu") or not (x.dtype == w.dtype == out.dtype == np.float32 and x.ndim == w.ndim
+                                                 == 4 and out.flags.c_contiguous and x.flags.c_contiguous
+                                                 and w.flags.c_contiguous and simd.HAVE_FMA):
+        return None
+    if w.flags.writeable or (b is not None and (b.flags.writeable or b.dtype != np.float32)):
+        return None
+    n, c = x.shape[:2]
+    o, cg, kh, kw = w.shape
+    _check_window(x, out, (kh, kw), stride, padding, dilation, "conv2d")
+    if groups != 1 or c != cg or out.shape[1] != o or out.shape[0] != n or (b is not None and b.shape != (o,)):
+        return None
+    plan = _panel_plan(x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups, True,
+                       simd.HAVE_AVX512)
+    if plan is None:
+        return None
+    sub, st, pad, koff, geo, fused, direct_, chunk, par = plan
+    oh, ow = out.shape[2:]
+    relu = activation == "relu"
+    kern, pw = (conv_panels._conv_panels_wide, 32) if simd.HAVE_AVX512 else (conv_panels._conv_panels, 16)
+    go = kern.parallel if par else kern.serial
+    args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
+            relu, koff, st[0], conv_panels._geo_array(geo), fused, direct_, chunk)
+    nt = conv_panels.tasks(n, oh * ow, pw, chunk, fused)
+
+    def run(out, x, w, b=None):
+        xs = _subsample(x, sub, oh, ow) if sub else x
+        xs = xs if fused else _pad2(xs, pad, phases=st[1])
+        go(nt, xs if xs.ndim == 5 else xs.reshape(n, c, 1, xs.shape[2], xs.shape[3]), *args, out)
+    return run
+
+
+@preparer("conv2d")
+def p_conv2d(out, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    return _prep_conv(out, x, w, b, stride, padding, dilation, groups, None)
+
+
+@preparer("fused_conv2d")
+def p_fused_conv2d(out, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, activation=None):
+    return _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation)
 
 
 @kernel("conv_transpose2d")

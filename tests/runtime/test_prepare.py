@@ -59,6 +59,17 @@ def _cases():
         {"scale": 0.3}
     yield "index_put", cache.shape, lambda: [cache, _f32(1, 2, 1, 8), np.array([5])], \
         {"index": (slice(None, 1), slice(None), "#")}
+    # convolutions: constant (read-only) weights; padding passes, in-task padding (>= 4 images),
+    # strided and gathered panels, a subsampled 1x1, ReLU fused or not
+    for n, c, o, h, k, st, pad, act in ((1, 3, 16, 9, 3, 1, 1, None), (5, 4, 9, 8, 3, 2, 1, "relu"),
+                                        (2, 6, 11, 10, 1, 2, 0, None), (4, 2, 8, 16, 3, 1, 1, "relu")):
+        wc, bc = _f32(o, c, k, k), _f32(o)
+        wc.flags.writeable = bc.flags.writeable = False
+        oh = (h + 2 * pad - k) // st + 1
+        attrs = {"stride": (st, st), "padding": (pad, pad)}
+        yield ("fused_conv2d", (n, o, oh, oh), (lambda n=n, c=c, h=h, wc=wc, bc=bc: [_f32(n, c, h, h), wc, bc]),
+               dict(attrs, activation=act)) if act else \
+            ("conv2d", (n, o, oh, oh), (lambda n=n, c=c, h=h, wc=wc: [_f32(n, c, h, h), wc, None]), attrs)
 
 
 @pytest.mark.parametrize("case", list(_cases()), ids=lambda c: c[0])
@@ -72,7 +83,8 @@ def test_prepared_run_matches_kernel(case):
     run = PREPARE[op](out, *prep_args, **attrs)
     if run is None:
         # only where the kernel's fast path needs instructions this CPU lacks
-        assert op == "linear_q4" and not (simd.HAVE_AVX512 if not attrs.get("dynamic") else simd.HAVE_VNNI)
+        assert (op == "linear_q4" and not (simd.HAVE_AVX512 if not attrs.get("dynamic") else simd.HAVE_VNNI)) \
+            or (op.endswith("conv2d") and not simd.HAVE_FMA)
         return
     args = make()                           # fresh arrays: a run must not keep the prepared ones
     if op == "index_put":
@@ -97,6 +109,8 @@ def test_preparers_decline_what_they_do_not_cover():
     c = _f32(1, 2, 11, 8)
     assert PREPARE["index_put"](c, c, _f32(1, 2, 1, 8), np.array([1]), index=(slice(None), slice(None), "#"),
                                 accumulate=True) is None
+    # a convolution's weight that is not a constant (writeable: computed, or a caller's) is not packed once
+    assert PREPARE["conv2d"](np.empty((1, 4, 6, 6), np.float32), _f32(1, 3, 8, 8), _f32(4, 3, 3, 3)) is None
 
 
 def test_prepared_index_put_still_checks_the_position():
