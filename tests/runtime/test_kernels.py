@@ -502,3 +502,55 @@ def test_add_relu_kernel_paths(shape):
         want = np.maximum(x + y, 0)
         np.testing.assert_array_equal(out, want)
         assert not np.signbit(out[~np.isnan(out)]).any()
+
+
+def _pool_reference(x, k, s, p, d, oh, ow, low):
+    """numpy max over strided windows of the padded input (the kernel's earlier implementation)."""
+    from edgetorch.runtime.kernels.conv import _windows
+    return _windows(x, k, s, p, d, oh, ow, low).max(axis=(4, 5))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.uint8])
+@pytest.mark.parametrize("n,c,h,w,k,s,p,d,ceil", [
+    (1, 32, 8, 8, (2, 2), (2, 2), (0, 0), (1, 1), False), (2, 3, 7, 9, (3, 3), (2, 2), (1, 1), (1, 1), False),
+    (1, 5, 11, 6, (3, 2), (1, 2), (1, 0), (2, 1), False), (3, 2, 7, 7, (2, 2), (2, 2), (0, 0), (1, 1), True),
+    (1, 1, 5, 5, (3, 3), (2, 2), (1, 1), (1, 1), True), (64, 64, 16, 16, (3, 3), (2, 2), (1, 1), (1, 1), False)])
+def test_max_pool_kernel_matches_numpy_windows(dtype, n, c, h, w, k, s, p, d, ceil):
+    """runtime/kernels/conv.py's Numba max pooling (serial and, for the last case, parallel) against
+    numpy's max over the padded strided windows: padding, dilation, ceil_mode's overhanging windows."""
+    import math
+    rng = np.random.default_rng(h * w + c)
+    x = (rng.standard_normal((n, c, h, w)) * 50).astype(dtype) if np.dtype(dtype).kind == "f" else \
+        rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, (n, c, h, w), dtype=dtype)
+    rnd = math.ceil if ceil else math.floor
+    oh, ow = (rnd((size + 2 * p[i] - d[i] * (k[i] - 1) - 1) / s[i]) + 1 for i, size in enumerate((h, w)))
+    out = np.empty((n, c, oh, ow), dtype)
+    KERNELS["max_pool2d"](out, x, kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+    low = -np.inf if np.dtype(dtype).kind == "f" else np.iinfo(dtype).min
+    np.testing.assert_array_equal(out, _pool_reference(x, k, s, p, d, oh, ow, low))
+
+
+def test_max_pool_kernel_propagates_nan():
+    x = np.arange(2 * 4 * 4, dtype=np.float32).reshape(1, 2, 4, 4)
+    x[0, 0, 1, 1] = np.nan
+    out = np.empty((1, 2, 2, 2), np.float32)
+    KERNELS["max_pool2d"](out, x, kernel_size=(2, 2), stride=(2, 2))
+    assert np.isnan(out[0, 0, 0, 0]) and not np.isnan(out[0, 0]).ravel()[1:].any()
+    np.testing.assert_array_equal(out[0, 1], [[21, 23], [29, 31]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,osz", [((1, 32, 4, 4), (2, 2)), ((2, 3, 7, 5), (3, 2)), ((1, 2, 5, 9), (4, 7)),
+                                       ((3, 4, 6, 6), (6, 6)), ((8, 64, 17, 19), (5, 3))])
+def test_adaptive_avg_pool_kernel_matches_numpy_bins(dtype, shape, osz):
+    x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype)
+    out = np.empty(shape[:2] + osz, dtype)
+    KERNELS["adaptive_avg_pool2d"](out, x, output_size=osz)
+    h, w = shape[2:]
+    want = np.empty_like(out)
+    for i in range(osz[0]):
+        for j in range(osz[1]):
+            want[..., i, j] = x[..., i * h // osz[0]:-(-(i + 1) * h // osz[0]),
+                                j * w // osz[1]:-(-(j + 1) * w // osz[1])].mean(axis=(-2, -1))
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
