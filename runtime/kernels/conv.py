@@ -13,7 +13,7 @@ from edgetorch._native import conv as direct
 from edgetorch._native import simd
 
 from . import conv_panels
-from .pad import _pad2, _subsample  # noqa: F401  (_pad2: quant.py and the tests take it here)
+from .pad import _pad2, _subsample  # noqa: F401  (_pad2: the tests take it here)
 
 from ._jit import chunked, twins
 from .linalg import apply_activation

@@ -554,3 +554,20 @@ def test_adaptive_avg_pool_kernel_matches_numpy_bins(dtype, shape, osz):
                                 j * w // osz[1]:-(-(j + 1) * w // osz[1])].mean(axis=(-2, -1))
     tol = 1e-6 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("shape,k,stride,padding,dilation", [
+    ((1, 3, 9, 7), 3, (1, 2), (0, 2), (2, 1)), ((2, 4, 6, 11), 2, (2, 1), (1, 0), (1, 3)),
+    ((8, 32, 16, 16), 3, (1, 1), (1, 1), (1, 1))])     # the last: im2col in parallel
+def test_static_int8_conv_im2col_windows(shape, k, stride, padding, dilation):
+    """conv2d_qs8's one-pass int8 im2col (padding filled with the input zero point) at dilations,
+    asymmetric padding and strides, bit-exact against the op's numpy forward."""
+    rng = np.random.default_rng(sum(shape))
+    xq = rng.integers(-128, 128, size=shape).astype(np.int8)
+    wq = rng.integers(-127, 128, size=(6, shape[1], k, k)).astype(np.int8)
+    ws = rng.uniform(1e-3, 1e-2, 6).astype(np.float32)
+    attrs = dict(stride=stride, padding=padding, dilation=dilation, in_scale=0.05, in_zp=-9, out_scale=0.3, out_zp=2)
+    want = REGISTRY["conv2d_qs8"].forward(xq, wq, ws, None, **attrs)
+    out = np.empty(want.shape, np.int8)
+    KERNELS["conv2d_qs8"](out, xq, wq, ws, None, **attrs)
+    np.testing.assert_array_equal(out, want)
