@@ -558,6 +558,7 @@ def test_adaptive_avg_pool_kernel_matches_numpy_bins(dtype, shape, osz):
 
 @pytest.mark.parametrize("shape,k,stride,padding,dilation", [
     ((1, 3, 9, 7), 3, (1, 2), (0, 2), (2, 1)), ((2, 4, 6, 11), 2, (2, 1), (1, 0), (1, 3)),
+    ((1, 2, 5, 3), 3, (1, 1), (1, 3), (1, 4)),         # a tap column wholly in the padding
     ((8, 32, 16, 16), 3, (1, 1), (1, 1), (1, 1))])     # the last: im2col in parallel
 def test_static_int8_conv_im2col_windows(shape, k, stride, padding, dilation):
     """conv2d_qs8's one-pass int8 im2col (padding filled with the input zero point) at dilations,
