@@ -572,3 +572,22 @@ def test_static_int8_conv_im2col_windows(shape, k, stride, padding, dilation):
     out = np.empty(want.shape, np.int8)
     KERNELS["conv2d_qs8"](out, xq, wq, ws, None, **attrs)
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_quantize_and_dequantize_per_tensor_match_the_numpy_formula(dtype):
+    """The one-pass Numba quantize / dequantize: numpy's rint(x / float32(scale)) + zp, clipped (half-way
+    values round to even, both ends saturate), and (q - zp) * scale, bit for bit."""
+    rng = np.random.default_rng(7)
+    for shape in [(1, 1, 8, 8), (3, 7, 5), (0,)]:
+        for scale, zp in ((0.0123, -128), (0.05, 4), (1e-3, 0)):
+            x = (rng.standard_normal(shape) * 3).astype(dtype)
+            if x.size >= 4:
+                x.flat[:4] = np.array([0.5, 1.5, -2.5, 1e9], dtype) * dtype(np.float32(scale))   # ties, overflow
+            q = np.empty(shape, np.int8)
+            KERNELS["quantize_per_tensor"](q, x, scale=scale, zero_point=zp)
+            want = np.clip(np.rint(x / np.float32(scale)) + zp, -128, 127).astype(np.int8)
+            np.testing.assert_array_equal(q, want)
+            f = np.empty(shape, np.float32)
+            KERNELS["dequantize_per_tensor"](f, q, scale=scale, zero_point=zp)
+            np.testing.assert_array_equal(f, (q.astype(np.int32) - np.int32(zp)).astype(np.float32) * np.float32(scale))
