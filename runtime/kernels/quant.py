@@ -409,14 +409,9 @@ def _wsum(wq):
 def _requant(acc, wq2, in_zp, in_scale, wscale, b, out_scale, out_zp, activation, out2):
     # acc: gemm_i8_biased's (c, off); (a + off) . w - (in_zp + off) * rowsum(w) = (a - in_zp) . w
     acc, off = acc
-    in_zp = int(in_zp) + off
-    if activation not in (None, "relu"):
-        raise ValueError(f"static int8 ops fuse relu only, got activation {activation!r}")
-    zsum = derived(wq2, "rowsum", _wsum)
-    ms = np.float64(in_scale) * wscale.astype(np.float64)
-    bb = np.zeros(acc.shape[1]) if b is None else b.astype(np.float64)
-    lo = float(max(out_zp, -128)) if activation == "relu" else -128.0
-    _requant_rows(acc, zsum, int(in_zp), ms, bb, float(out_scale), float(out_zp), lo, out2)
+    ms, bb, lo = _requant_consts(acc.shape[1], in_scale, wscale, b, out_zp, activation)
+    _requant_rows(acc, derived(wq2, "rowsum", _wsum), int(in_zp) + off, ms, bb, float(out_scale), float(out_zp), lo,
+                  out2)
 
 
 def _im2col_i8_py(t_lo, t_hi, x, geo, fill, cols):
@@ -496,6 +491,72 @@ def k_linear_qs8(out, xq, wq, wscale, b=None, in_scale=1.0, in_zp=0, out_scale=1
     x2 = np.ascontiguousarray(xq).reshape(-1, wq.shape[1])
     o2 = out.reshape(-1, wq.shape[0])
     _requant(gemm_i8_biased(x2, wq), wq, in_zp, in_scale, wscale, b, out_scale, out_zp, activation, o2)
+
+
+def _requant_consts(o, in_scale, wscale, b, out_zp, activation):
+    """_requant's float64 multipliers, bias and lower clamp for these (constant) attributes."""
+    if activation not in (None, "relu"):
+        raise ValueError(f"static int8 ops fuse relu only, got activation {activation!r}")
+    bb = np.zeros(o) if b is None else b.astype(np.float64)
+    return np.float64(in_scale) * wscale.astype(np.float64), bb, float(max(out_zp, -128)) if activation == "relu" \
+        else -128.0
+
+
+def _constant(*arrays):
+    return all(a is None or not a.flags.writeable for a in arrays)
+
+
+@preparer("conv2d_qs8")
+def p_conv2d_qs8(out, xq, wq, wscale, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                 in_scale=1.0, in_zp=0, out_scale=1.0, out_zp=0, activation=None):
+    """One group, constant weight, scales and bias: the checks, the weight's row sums and the
+    requantization's float64 constants once; a run is im2col, the int8 GEMM and the requantization."""
+    if groups != 1 or not _constant(wq, wscale, b) or not (xq.flags.c_contiguous and out.flags.c_contiguous) \
+            or wq.ndim != 4 or xq.ndim != 4 or out.dtype != np.int8:
+        return None
+    _qs8_inputs("conv2d_qs8", xq, wq, wscale)
+    n, c = xq.shape[:2]
+    o, cg, kh, kw = wq.shape
+    _check_window(xq, out, (kh, kw), stride, padding, dilation, "conv2d_qs8")
+    if c != cg or out.shape[1] != o or not -128 <= in_zp <= 127 or (b is not None and b.shape != (o,)):
+        return None
+    oh, ow = out.shape[2:]
+    P, K = n * oh * ow, c * kh * kw
+    w2 = derived(wq, ("g", 0, 1), lambda w: np.ascontiguousarray(w.reshape(o, K)))     # the kernel's key
+    zsum = derived(w2, "rowsum", _wsum)
+    ms, bb, lo = _requant_consts(o, in_scale, wscale, b, out_zp, activation)
+    geo = _geo_array(tuple(int(v) for v in (kh, kw, *stride, *padding, *dilation, oh, ow)))
+    im2col = _IM2COL_I8.parallel if P * K >= 1 << 18 else _IM2COL_I8.serial
+    fill, zp, osc, ozp = np.int8(in_zp), int(in_zp), float(out_scale), float(out_zp)
+
+    def run(out, xq, wq, wscale, b=None):
+        cols = np.empty((P, K), np.int8)
+        im2col(n * oh, xq, geo, fill, cols)
+        acc, off = gemm_i8_biased(cols, w2)
+        res = np.empty((P, o), np.int8)
+        _requant_rows(acc, zsum, zp + off, ms, bb, osc, ozp, lo, res)
+        out[...] = res.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+    return run
+
+
+@preparer("linear_qs8")
+def p_linear_qs8(out, xq, wq, wscale, b=None, in_scale=1.0, in_zp=0, out_scale=1.0, out_zp=0, activation=None):
+    if not _constant(wq, wscale, b) or not (xq.flags.c_contiguous and out.flags.c_contiguous) \
+            or out.dtype != np.int8:
+        return None
+    _qs8_inputs("linear_qs8", xq, wq, wscale)
+    if wq.ndim != 2 or xq.shape[-1] != wq.shape[1] or out.shape != xq.shape[:-1] + (wq.shape[0],) \
+            or (b is not None and b.shape != (wq.shape[0],)):
+        return None
+    N, K = wq.shape
+    zsum = derived(wq, "rowsum", _wsum)
+    ms, bb, lo = _requant_consts(N, in_scale, wscale, b, out_zp, activation)
+    zp, osc, ozp = int(in_zp), float(out_scale), float(out_zp)
+
+    def run(out, xq, wq, wscale, b=None):
+        acc, off = gemm_i8_biased(xq.reshape(-1, K), wq)
+        _requant_rows(acc, zsum, zp + off, ms, bb, osc, ozp, lo, out.reshape(-1, N))
+    return run
 
 
 @kernel("add_qs8")

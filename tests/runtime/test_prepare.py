@@ -70,6 +70,22 @@ def _cases():
         yield ("fused_conv2d", (n, o, oh, oh), (lambda n=n, c=c, h=h, wc=wc, bc=bc: [_f32(n, c, h, h), wc, bc]),
                dict(attrs, activation=act)) if act else \
             ("conv2d", (n, o, oh, oh), (lambda n=n, c=c, h=h, wc=wc: [_f32(n, c, h, h), wc, None]), attrs)
+    # static int8: constant weights, scales and biases
+    for n, c, o, h, st, pad, act in ((1, 3, 7, 9, 1, 1, "relu"), (3, 8, 16, 10, 2, 0, None)):
+        wq, ws, bq = RNG.integers(-127, 128, (o, c, 3, 3), dtype=np.int8), (RNG.random(o) * 0.01).astype(np.float32), \
+            _f32(o)
+        for a in (wq, ws, bq):
+            a.flags.writeable = False
+        oh = (h + 2 * pad - 3) // st + 1
+        yield "conv2d_qs8", (n, o, oh, oh), \
+            (lambda n=n, c=c, h=h, wq=wq, ws=ws, bq=bq: [RNG.integers(-128, 128, (n, c, h, h), dtype=np.int8), wq, ws,
+                                                          bq]), \
+            {"stride": (st, st), "padding": (pad, pad), "in_scale": 0.05, "in_zp": -9, "out_scale": 0.4, "out_zp": 3,
+             "activation": act}
+    wl, sl = RNG.integers(-127, 128, (11, 37), dtype=np.int8), (RNG.random(11) * 0.01).astype(np.float32)
+    wl.flags.writeable = sl.flags.writeable = False
+    yield "linear_qs8", (2, 3, 11), lambda: [RNG.integers(-128, 128, (2, 3, 37), dtype=np.int8), wl, sl, None], \
+        {"in_scale": 0.1, "in_zp": 5, "out_scale": 0.3, "out_zp": -2, "activation": "relu"}
 
 
 @pytest.mark.parametrize("case", list(_cases()), ids=lambda c: c[0])
@@ -77,7 +93,8 @@ def test_prepared_run_matches_kernel(case):
     op, shape, make, attrs = case
     assert op in PREPARE
     prep_args = make()
-    out = np.empty(shape, np.float32)
+    dtype = np.int8 if op.endswith("_qs8") else np.float32
+    out = np.empty(shape, dtype)
     if op == "index_put":
         out = prep_args[0]                   # a write planned in place: out is the state buffer
     run = PREPARE[op](out, *prep_args, **attrs)
@@ -93,9 +110,9 @@ def test_prepared_run_matches_kernel(case):
         run(args[0], *args)
         np.testing.assert_array_equal(args[0], want)
         return
-    want = np.empty(shape, np.float32)
+    want = np.empty(shape, dtype)
     KERNELS[op](want, *args, **attrs)
-    got = np.full(shape, np.nan, np.float32)
+    got = np.full(shape, np.nan if dtype == np.float32 else 99, dtype)
     run(got, *args)
     np.testing.assert_array_equal(got, want)
 
@@ -111,6 +128,8 @@ def test_preparers_decline_what_they_do_not_cover():
                                 accumulate=True) is None
     # a convolution's weight that is not a constant (writeable: computed, or a caller's) is not packed once
     assert PREPARE["conv2d"](np.empty((1, 4, 6, 6), np.float32), _f32(1, 3, 8, 8), _f32(4, 3, 3, 3)) is None
+    assert PREPARE["linear_qs8"](np.empty((1, 4), np.int8), np.zeros((1, 5), np.int8), np.ones((4, 5), np.int8),
+                                 np.ones(4, np.float32)) is None
 
 
 def test_prepared_index_put_still_checks_the_position():
