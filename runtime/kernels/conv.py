@@ -86,14 +86,20 @@ FUSED_PAD_IMAGES = 4          # batch from which each image pads itself inside t
 FUSED_PAD_BYTES = 1 << 19     # ... when its padded copy fits in half of L2
 
 
-def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
-    """out = conv2d(x, w) + b; returns True when ReLU was applied too (the direct kernel fuses it)."""
+def _conv_checks(out, x, w, stride, padding, dilation, groups):
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
     _check_window(x, out, (kh, kw), stride, padding, dilation, "conv2d")
     if groups < 1 or c != cg * groups or o % groups or out.shape[1] != o or out.shape[0] != n:
         raise ValueError(f"conv2d: input {x.shape}, weight {w.shape}, groups {groups} do not fit the planned "
                          f"output {out.shape}")
+
+
+def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
+    """out = conv2d(x, w) + b; returns True when ReLU was applied too (the direct kernel fuses it)."""
+    _conv_checks(out, x, w, stride, padding, dilation, groups)
+    n, c = x.shape[:2]
+    o, cg, kh, kw = w.shape
     plan = None
     if x.dtype == w.dtype == out.dtype == np.float32 and x.ndim == w.ndim == 4 and out.flags.c_contiguous \
             and simd.HAVE_FMA:
@@ -156,10 +162,10 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
         return None
     if w.flags.writeable or (b is not None and (b.flags.writeable or b.dtype != np.float32)):
         return None
+    _conv_checks(out, x, w, stride, padding, dilation, groups)
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
-    _check_window(x, out, (kh, kw), stride, padding, dilation, "conv2d")
-    if groups != 1 or c != cg or out.shape[1] != o or out.shape[0] != n or (b is not None and b.shape != (o,)):
+    if groups != 1 or (b is not None and b.shape != (o,)):
         return None
     plan = _panel_plan(x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups, True,
                        simd.HAVE_AVX512)

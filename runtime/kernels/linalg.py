@@ -165,17 +165,28 @@ _NOBIAS = np.zeros(0, np.float32)
 _F32 = np.dtype(np.float32)
 
 
-def _linear(out, x, w, b, activation=None):
-    """out = x @ w.T + b; returns True when the activation was applied too (the GEMV fuses ReLU)."""
+def _gemv_case(out, x, w, b):
+    """Whether out = x @ w.T + b is the GEMV case (<= GEMV_ROWS rows of float32, C-contiguous), in as
+    few attribute reads as it takes (a batch-1 MLP's whole forward is ~30 us of GEMVs: the checks of
+    _linear's general path cost ~2 us a linear); builtin dtypes are singletons, so `is` holds for
+    every float32 array.  The input's rank when it is: 2 for (rows, K), 3 for a decoder's (1, 1, K);
+    else 0."""
     xs, ws = x.shape, w.shape
-    # the common small case first, in as few attribute reads as it takes (a batch-1 MLP's whole
-    # forward is ~30 us of GEMVs: the checks of the general path below cost ~2 us a linear);
-    # builtin dtypes are singletons, so `is` holds for every float32 array (else: the general path)
-    n2, n3 = len(xs) == 2, len(xs) == 3            # (rows, K) or a decoder's (1, 1, K)
+    n2, n3 = len(xs) == 2, len(xs) == 3
     if (n2 or n3) and len(ws) == 2 and 0 < (xs[0] if n2 else xs[0] * xs[1]) <= GEMV_ROWS and xs[-1] == ws[1] \
             and xs[-1] and x.dtype is _F32 and w.dtype is _F32 and out.dtype is _F32 \
             and out.shape == xs[:-1] + (ws[0],) and (b is None or (b.dtype is _F32 and b.shape == (ws[0],))) \
             and x.flags.c_contiguous and w.flags.c_contiguous and out.flags.c_contiguous:
+        return len(xs)
+    return 0
+
+
+def _linear(out, x, w, b, activation=None):
+    """out = x @ w.T + b; returns True when the activation was applied too (the GEMV fuses ReLU)."""
+    case = _gemv_case(out, x, w, b)
+    if case:                                      # the common small case first
+        ws = w.shape
+        n2 = case == 2
         relu = activation == "relu"
         (_gemv_par if ws[0] * ws[1] >= GEMV_PAR else _gemv)(
             x if n2 else x.reshape(-1, ws[1]), w, _NOBIAS if b is None else b, relu,
@@ -264,15 +275,11 @@ def k_fused_linear(out, x, w, b=None, activation=None):
 def _prep_linear(out, x, w, b, activation):
     """The GEMV case of _linear (<= GEMV_ROWS rows: decode steps, batch-1 MLPs), its checks made
     once: the run is the Numba call and an activation other than ReLU."""
-    xs, ws = x.shape, w.shape
-    n2, n3 = len(xs) == 2, len(xs) == 3
-    if not ((n2 or n3) and len(ws) == 2 and 0 < (xs[0] if n2 else xs[0] * xs[1]) <= GEMV_ROWS
-            and xs[-1] == ws[1] and xs[-1] and x.dtype is _F32 and w.dtype is _F32 and out.dtype is _F32
-            and out.shape == xs[:-1] + (ws[0],) and (b is None or (b.dtype is _F32 and b.shape == (ws[0],)))
-            and x.flags.c_contiguous and w.flags.c_contiguous and out.flags.c_contiguous):
+    case = _gemv_case(out, x, w, b)
+    if not case or (activation is not None and activation not in ACTS):
         return None
-    if activation is not None and activation not in ACTS:
-        return None
+    ws = w.shape
+    n2 = case == 2
     relu = activation == "relu"
     act = None if activation is None or relu else ACTS[activation]
     kern = _gemv_par if ws[0] * ws[1] >= GEMV_PAR else _gemv

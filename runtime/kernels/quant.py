@@ -276,12 +276,16 @@ def _check(what, out, x, n, k, b):
         raise ValueError(f"{what}: input {x.dtype}{x.shape}, weight ({n}, {k}) -> {out.dtype}{out.shape} do not fit")
 
 
-@kernel("linear_q8")
-def k_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
+def _q8_checks(out, x, wq, scale, b):
     if wq.dtype != np.int8 or wq.ndim != 2 or scale.shape != (wq.shape[0],):
         raise ValueError(f"linear_q8: weight {wq.dtype}{wq.shape} with scale {scale.shape}")
+    _check("linear_q8", out, x, wq.shape[0], wq.shape[1], b)
+
+
+@kernel("linear_q8")
+def k_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
+    _q8_checks(out, x, wq, scale, b)
     N, K = wq.shape
-    _check("linear_q8", out, x, N, K, b)
     x2, o2 = _rows(x, N, out)
     s = f32(scale)
     if dynamic and simd.HAVE_VNNI:
@@ -321,12 +325,10 @@ def k_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
 @preparer("linear_q8")
 def p_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
     """Weight-only int8 GEMV (decode): the Numba call with its checks made once."""
-    if dynamic or activation is not None or wq.dtype != np.int8 or wq.ndim != 2 or scale.dtype != np.float32 \
-            or scale.shape != (wq.shape[0],) or not (x.flags.c_contiguous and out.flags.c_contiguous):
-        return None
+    _q8_checks(out, x, wq, scale, b)
     N, K = wq.shape
-    _check("linear_q8", out, x, N, K, b)
-    if x.size // K > 4:
+    if dynamic or activation is not None or scale.dtype != np.float32 or x.size // K > 4 \
+            or not (x.flags.c_contiguous and out.flags.c_contiguous):
         return None
     kern = _gemv_q8_par if wq.size >= PAR_WEIGHTS else _gemv_q8
     if b is None:
@@ -451,19 +453,24 @@ def _im2col_i8_py(t_lo, t_hi, x, geo, fill, cols):
 _IM2COL_I8 = chunked(_im2col_i8_py)
 
 
+def _qs8_conv_checks(out, xq, wq, wscale, stride, padding, dilation, groups, in_zp):
+    _qs8_inputs("conv2d_qs8", xq, wq, wscale)
+    if wq.ndim != 4 or xq.ndim != 4:
+        raise ValueError(f"conv2d_qs8: input {xq.shape}, weight {wq.shape}")
+    c, (o, cg, kh, kw) = xq.shape[1], wq.shape
+    _check_window(xq, out, (kh, kw), stride, padding, dilation, "conv2d_qs8")
+    if groups < 1 or c != cg * groups or o % groups or out.shape[1] != o or not -128 <= in_zp <= 127:
+        raise ValueError(f"conv2d_qs8: {c} input channels, weight {wq.shape}, groups {groups} do not fit")
+
+
 @kernel("conv2d_qs8")
 def k_conv2d_qs8(out, xq, wq, wscale, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
                  in_scale=1.0, in_zp=0, out_scale=1.0, out_zp=0, activation=None):
     """im2col in int8 (padding = the input zero point), int8 GEMM with int32 accumulation per group,
     zero-point correction and requantization fused in one pass."""
-    _qs8_inputs("conv2d_qs8", xq, wq, wscale)
-    if wq.ndim != 4 or xq.ndim != 4:
-        raise ValueError(f"conv2d_qs8: input {xq.shape}, weight {wq.shape}")
+    _qs8_conv_checks(out, xq, wq, wscale, stride, padding, dilation, groups, in_zp)
     n, c = xq.shape[:2]
     o, cg, kh, kw = wq.shape
-    _check_window(xq, out, (kh, kw), stride, padding, dilation, "conv2d_qs8")
-    if groups < 1 or c != cg * groups or o % groups or out.shape[1] != o or not -128 <= in_zp <= 127:
-        raise ValueError(f"conv2d_qs8: {c} input channels, weight {wq.shape}, groups {groups} do not fit")
     oh, ow = out.shape[2:]
     cols = np.empty((n * oh * ow, c * kh * kw), np.int8)
     geo = _geo_array(tuple(int(v) for v in (kh, kw, *stride, *padding, *dilation, oh, ow)))
@@ -511,14 +518,11 @@ def p_conv2d_qs8(out, xq, wq, wscale, b=None, stride=(1, 1), padding=(0, 0), dil
                  in_scale=1.0, in_zp=0, out_scale=1.0, out_zp=0, activation=None):
     """One group, constant weight, scales and bias: the checks, the weight's row sums and the
     requantization's float64 constants once; a run is im2col, the int8 GEMM and the requantization."""
-    if groups != 1 or not _constant(wq, wscale, b) or not (xq.flags.c_contiguous and out.flags.c_contiguous) \
-            or wq.ndim != 4 or xq.ndim != 4 or out.dtype != np.int8:
-        return None
-    _qs8_inputs("conv2d_qs8", xq, wq, wscale)
+    _qs8_conv_checks(out, xq, wq, wscale, stride, padding, dilation, groups, in_zp)
     n, c = xq.shape[:2]
     o, cg, kh, kw = wq.shape
-    _check_window(xq, out, (kh, kw), stride, padding, dilation, "conv2d_qs8")
-    if c != cg or out.shape[1] != o or not -128 <= in_zp <= 127 or (b is not None and b.shape != (o,)):
+    if groups != 1 or not _constant(wq, wscale, b) or not (xq.flags.c_contiguous and out.flags.c_contiguous) \
+            or out.dtype != np.int8 or (b is not None and b.shape != (o,)):
         return None
     oh, ow = out.shape[2:]
     P, K = n * oh * ow, c * kh * kw
