@@ -25,6 +25,7 @@ as Numba intrinsics that emit the LLVM IR directly:
                                 the same on 16 float32 lanes (zmm: only where HAVE_AVX512)
     w = wnib_lo(a, i), wnib_hi(a, i)
                                 the low / high 4 bits of 16 bytes of a as 16 float32 lanes
+    w = wi8f(a, i)              16 signed bytes of the int8 array a as 16 float32 lanes
     vprefetch(a, i)             hint the cache line of flat element i into L1
 
 The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
@@ -332,6 +333,19 @@ def _nibbles(high):
 
 
 wnib_lo, wnib_hi = _nibbles(False), _nibbles(True)
+
+
+@intrinsic
+def wi8f(typingctx, a, i):
+    """The 16 signed bytes of the int8 array a from flat element i as 16 float32 lanes (sign-extended
+    to int32 lanes, then converted: vpmovsxbd + vcvtdq2ps)."""
+    if not (_array_of(a, types.int8) and isinstance(i, types.Integer)):
+        return None
+    b16, i16 = ir.VectorType(ir.IntType(8), 16), ir.VectorType(_I32, 16)
+
+    def codegen(ctx, b, sig, args):
+        return b.sitofp(b.sext(b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], b16), align=1), i16), _VF16)
+    return f32x16(a, i), codegen
 vfsplat, vfzero, vfma = _splatter(f32x8, _VF), _fzero(f32x8, _VF), _fma(f32x8, _VF)
 wfsplat, wfzero, wfma = _splatter(f32x16, _VF16), _fzero(f32x16, _VF16), _fma(f32x16, _VF16)
 

@@ -246,6 +246,31 @@ def test_int8_linear_paths(m, n, k):
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("k", [1, 15, 16, 63, 64, 80, 100, 257, 768])
+def test_int8_weight_gemv_vector_kernel(m, k):
+    """The 16-lane weight-only GEMV: 64-wide steps with four accumulators, 16-wide steps, a scalar
+    tail; serial and parallel copies; against float64 numpy.  The linear_q8 kernel takes it for
+    contiguous decode rows and keeps the portable loop for strided ones."""
+    from edgetorch._native import simd
+    from edgetorch.runtime.kernels import quant as Q
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F")
+    rng = np.random.default_rng(m * 1000 + k)
+    n = 37
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    wq = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
+    s = rng.uniform(0.001, 0.01, size=n).astype(np.float32)
+    want = (x.astype(np.float64) @ wq.T.astype(np.float64)) * s
+    for fn in (Q._gemv_q8w, Q._gemv_q8w_par):
+        out = np.full((m, n), np.nan, np.float32)
+        fn(x, wq, s, out)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert Q._gemv_q8_kernel(x, wq, out) is Q._gemv_q8w
+    if m > 1:                             # a one-row slice is contiguous to numpy
+        assert Q._gemv_q8_kernel(np.zeros((m, k + 1), np.float32)[:, :k], wq, out) is Q._gemv_q8
+
+
 @pytest.mark.parametrize("m,n,k,g", [(1, 1, 32, 32), (1, 7, 64, 32), (2, 8, 96, 32), (1, 9, 128, 64),
                                      (3, 17, 256, 128), (1, 4099, 256, 256), (4, 33, 64, 64), (6, 19, 96, 32),
                                      (70, 301, 64, 32), (2, 3, 32, 32), (1, 5, 64, 32), (4, 12, 256, 64)])
