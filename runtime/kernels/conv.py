@@ -179,10 +179,17 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
     args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
             relu, koff, st[0], conv_panels._geo_array(geo), fused, direct_, chunk)
     nt = conv_panels.tasks(n, oh * ow, pw, chunk, fused)
+    # the subsampled / padded copies go to scratch kept by the run (prepared runs are only used
+    # under their method's lock, one call at a time): a fresh 512 KB array a call cost ResNet-8's
+    # first shortcut at batch 32 ~150 us of page faults (its copy alone: ~20 us)
+    sub_buf = np.empty((n, c, oh, ow), np.float32) if sub else None
+    h1, w1 = (oh, ow) if sub else x.shape[2:]
+    pad_buf = None if fused or (pad == (0, 0) and st[1] == 1) else \
+        np.empty((n, c, st[1], h1 + 2 * pad[0], -(-(w1 + 2 * pad[1]) // st[1])), np.float32)
 
     def run(out, x, w, b=None):
-        xs = _subsample(x, sub, oh, ow) if sub else x
-        xs = xs if fused else _pad2(xs, pad, phases=st[1])
+        xs = _subsample(x, sub, oh, ow, sub_buf) if sub else x
+        xs = xs if fused else _pad2(xs, pad, phases=st[1], out=pad_buf)
         go(nt, xs if xs.ndim == 5 else xs.reshape(n, c, 1, xs.shape[2], xs.shape[3]), *args, out)
     return run
 

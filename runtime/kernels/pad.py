@@ -115,27 +115,32 @@ def _subsample_py(t_lo, t_hi, x, sh, sw, out):
 _SUBSAMPLE = chunked(_subsample_py, "_f32", _F32_ROWS)
 
 
-def _subsample(x, stride, oh, ow):
-    """x[:, :, ::sh, ::sw][:, :, :oh, :ow] as a new C-contiguous array (numpy's strided copy of
-    ResNet-8's 32 x 16 x 32 x 32 shortcut input took ~100 us)."""
+def _subsample(x, stride, oh, ow, out=None):
+    """x[:, :, ::sh, ::sw][:, :, :oh, :ow] as a C-contiguous array (numpy's strided copy of
+    ResNet-8's 32 x 16 x 32 x 32 shortcut input took ~100 us), written into `out` (a caller's
+    scratch of that shape) when given, else a new array."""
     if x.dtype != np.float32 or not x.flags.c_contiguous:
         return np.ascontiguousarray(x[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow])
-    out = np.empty(x.shape[:2] + (oh, ow), np.float32)
+    if out is None or out.shape != x.shape[:2] + (oh, ow) or out.dtype != np.float32:
+        out = np.empty(x.shape[:2] + (oh, ow), np.float32)
     (_SUBSAMPLE.parallel if out.size >= 1 << 16 else _SUBSAMPLE.serial)(
         x.shape[0] * x.shape[1], x, int(stride[0]), int(stride[1]), out)
     return out
 
 
-def _pad2(x, p, value=0.0, phases=1):
+def _pad2(x, p, value=0.0, phases=1, out=None):
     """x (N, C, H, W) padded by p on both sides of H and W (np.pad costs ~40 us of Python per call).
     phases=S > 1 splits the padded columns into S phases, (N, C, S, Hp, ceil(Wp / S)), column u at
     [..., u % S, :, u // S] (conv_panels.py reads a stride-S convolution's taps contiguously there);
-    the places past a phase's last column hold `value`."""
+    the places past a phase's last column hold `value`.  Written into `out` (a caller's scratch of
+    that 5-d shape and x's dtype) when given, else a new array."""
     n, c, h, w = x.shape
     if p[0] == 0 and p[1] == 0 and phases == 1:
         return x
     hp, wp = h + 2 * p[0], w + 2 * p[1]
-    out = np.empty((n, c, phases, hp, -(-wp // phases)), dtype=x.dtype)
+    shape = (n, c, phases, hp, -(-wp // phases))
+    if out is None or out.shape != shape or out.dtype != x.dtype:
+        out = np.empty(shape, dtype=x.dtype)
     if x.dtype in (np.float32, np.int8, np.uint8) and min(p) >= 0:
         k = _PAD[x.dtype == np.float32]
         (k.parallel if out.size >= 1 << 16 else k.serial)(
