@@ -242,6 +242,7 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
     if not simd.HAVE_FMA or (wide and not simd.HAVE_AVX512):
         pytest.skip("needs AVX2 + FMA (and AVX-512F for the 16-lane panels)")
     monkeypatch.setattr(simd, "HAVE_AVX512", wide)
+    monkeypatch.setattr(conv_panels, "rows_applies", lambda *a: False)    # its own test below
     calls = []
     real = conv_panels.run
     rng = np.random.default_rng(n * c * o + h)
@@ -262,6 +263,52 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
             want = np.maximum(want, 0) if panels else want
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
     assert len(calls) == (2 if panels else 0)
+
+
+@pytest.mark.parametrize("n,c,o,h,w,k", [
+    (1, 3, 16, 32, 32, 3), (2, 16, 16, 32, 32, 3), (3, 64, 64, 8, 8, 3), (1, 5, 13, 7, 16, 3),
+    (2, 7, 9, 5, 4, 5), (1, 2, 3, 3, 2, 3), (2, 4, 11, 9, 48, 5), (3, 3, 8, 1, 1, 3), (1, 3, 9, 2, 16, 3),
+    (1, 2, 5, 4, 8, 7),          # a taller kernel than the image: outputs from the zero rows too
+    # from 4 images each task pads its own image's rows
+    (4, 16, 16, 32, 32, 3), (5, 32, 32, 16, 16, 3), (4, 64, 64, 8, 8, 3), (6, 3, 10, 5, 2, 3), (4, 1, 17, 3, 16, 5)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_row_padded_convolution_matches_the_reference(n, c, o, h, w, k, relu):
+    """conv_panels.py's row-padded kernel (stride 1, the width kept): taps past a row's ends masked
+    off (widths that are multiples of 16, and 8, 4, 2, 1 whose half panels span rows), partial last
+    panels, channels past the last block of 8, ReLU, bias or none; against a float64 reference, and
+    conv2d_into takes it for these shapes."""
+    from edgetorch._native import simd
+    from edgetorch.runtime.kernels import conv_panels
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F (masked loads)")
+    rng = np.random.default_rng(n * c * o + h * w)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    p = k // 2
+    for b in (None, rng.standard_normal(o).astype(np.float32)):
+        want = reference(x, wt, np.zeros(o, np.float32) if b is None else b, 1, (p, p))
+        want = np.maximum(want, 0) if relu else want
+        assert conv_panels.rows_applies(x.shape, wt.shape, want.shape, (1, 1), (p, p), (1, 1), 1)
+        for fused in (False, True):
+            for par in (False, True):
+                out = np.full(want.shape, np.nan, np.float32)
+                conv_panels.run_rows(out, x, wt, b, relu, (p, p), par, fused=fused)
+                np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
+        out = np.full(want.shape, np.nan, np.float32)
+        assert cv.conv2d_into(out, x, wt, b, (1, 1), (p, p), (1, 1), 1, relu=relu) == relu
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
+
+
+def test_row_padded_path_declines_what_it_does_not_cover():
+    from edgetorch.runtime.kernels import conv_panels
+    ok = conv_panels.rows_applies
+    assert not ok((1, 3, 8, 8), (4, 3, 3, 3), (1, 4, 4, 4), (2, 2), (1, 1), (1, 1), 1)        # strided
+    assert not ok((1, 3, 8, 12), (4, 3, 3, 3), (1, 4, 8, 12), (1, 1), (1, 1), (1, 1), 1)      # 12 wide
+    assert not ok((1, 3, 8, 8), (4, 3, 3, 3), (1, 4, 6, 6), (1, 1), (0, 0), (1, 1), 1)        # width not kept
+    assert not ok((1, 4, 8, 8), (4, 2, 3, 3), (1, 4, 8, 8), (1, 1), (1, 1), (1, 1), 2)        # grouped
+    assert not ok((1, 3, 8, 8), (4, 3, 1, 1), (1, 4, 8, 8), (1, 1), (0, 0), (1, 1), 1)        # 1x1: a GEMM
+    assert not ok((1, 3, 8, 8), (4, 3, 3, 3), (1, 4, 4, 8), (1, 1), (1, 1), (2, 2), 1)        # dilated
+    assert not ok((1, 1, 2, 16), (1, 1, 1, 67), (1, 1, 2, 16), (1, 1), (0, 33), (1, 1), 1)    # past the slack
 
 
 @pytest.mark.parametrize("shape,pad,dtype,value", [((1, 1, 1, 1), (1, 1), np.float32, 0.0),

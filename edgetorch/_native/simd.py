@@ -26,6 +26,8 @@ as Numba intrinsics that emit the LLVM IR directly:
     w = wnib_lo(a, i), wnib_hi(a, i)
                                 the low / high 4 bits of 16 bytes of a as 16 float32 lanes
     w = wi8f(a, i)              16 signed bytes of the int8 array a as 16 float32 lanes
+    w = wfload_mask(a, i, m)    the 16 float32 from flat element i in the lanes whose bit of the
+                                integer m is set, 0.0 elsewhere (those lanes are not read)
     vprefetch(a, i)             hint the cache line of flat element i into L1
 
 The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
@@ -191,6 +193,24 @@ vstore = _storer(types.int32, i32x8, _VI)
 vfstore = _storer(types.float32, f32x8, _VF)
 wfload = _loader(lambda a: _array_of(a, types.float32), f32x16, _VF16, 4)
 wfstore = _storer(types.float32, f32x16, _VF16)
+
+
+@intrinsic
+def wfload_mask(typingctx, a, i, m):
+    """The 16 float32 at flat element i of a where bit l of the integer m is set, 0.0 in the other
+    lanes; masked-off lanes are not read (AVX-512 vmovups with a zeroing mask), so they may lie
+    outside the array: a convolution's taps past a row's ends (conv_panels.py)."""
+    if not (_array_of(a, types.float32) and isinstance(i, types.Integer) and isinstance(m, types.Integer)):
+        return None
+    m16 = ir.VectorType(ir.IntType(1), 16)
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(_VF16, [_VF16.as_pointer(), _I32, m16, _VF16]), "llvm.masked.load.v16f32.p0")
+        mask = b.bitcast(b.trunc(args[2], ir.IntType(16)), m16)
+        ptr = _ptr(ctx, b, sig.args[0], args[0], args[1], _VF16)
+        return b.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VF16, None)])
+    return f32x16(a, i, m), codegen
 
 
 @intrinsic

@@ -101,6 +101,11 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
     plan = None
+    if x.dtype == w.dtype == out.dtype == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)) \
+            and conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
+        conv_panels.run_rows(out, x, w, b, relu, tuple(padding), n * o * out.shape[2] * out.shape[3] * c * kh * kw
+                             >= conv_panels.PAR_MACS)
+        return relu
     if x.dtype == w.dtype == out.dtype == np.float32 and x.ndim == w.ndim == 4 and out.flags.c_contiguous \
             and simd.HAVE_FMA:
         plan = _panel_plan(x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups,
@@ -167,13 +172,15 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
     o, cg, kh, kw = w.shape
     if groups != 1 or (b is not None and b.shape != (o,)):
         return None
+    relu = activation == "relu"
+    if conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
+        return _prep_rows(out, x, w, b, tuple(padding), relu)
     plan = _panel_plan(x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups, True,
                        simd.HAVE_AVX512)
     if plan is None:
         return None
     sub, st, pad, koff, geo, fused, direct_, chunk, par = plan
     oh, ow = out.shape[2:]
-    relu = activation == "relu"
     kern, pw = (conv_panels._conv_panels_wide, 32) if simd.HAVE_AVX512 else (conv_panels._conv_panels, 16)
     go = kern.parallel if par else kern.serial
     args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
@@ -191,6 +198,31 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
         xs = _subsample(x, sub, oh, ow, sub_buf) if sub else x
         xs = xs if fused else _pad2(xs, pad, phases=st[1], out=pad_buf)
         go(nt, xs if xs.ndim == 5 else xs.reshape(n, c, 1, xs.shape[2], xs.shape[3]), *args, out)
+    return run
+
+
+def _prep_rows(out, x, w, b, padding, relu):
+    """conv_panels.py's row-padded kernel with its taps, masks, packed weight and task count once;
+    below FUSED_IMAGES images the row-padded copy goes to a buffer the run keeps (its zero rows and
+    slack written once)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    ph, pw = padding
+    Hp = h + 2 * ph
+    fused = n >= conv_panels.FUSED_IMAGES
+    koff, mk = conv_panels.row_taps(c, kh, kw, Hp, wd, pw)
+    P = out.shape[2] * wd
+    np_ = -(-P // 32)
+    chunk = max(1, min(conv_panels.CHUNK, n * np_ // 4))
+    nt = n * (1 if fused else -(-np_ // chunk))
+    go = conv_panels._conv_rows.parallel if n * o * P * c * kh * kw >= conv_panels.PAR_MACS \
+        else conv_panels._conv_rows.serial
+    args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
+            relu, koff, mk, conv_panels._geo_array((Hp, h, wd, ph, int(wd % 16 == 0), c)), fused, chunk)
+    buf = None if fused else conv_panels.pad_rows(x, ph)[0]
+
+    def run(out, x, w, b=None):
+        go(nt, x.reshape(-1) if fused else conv_panels.pad_rows(x, ph, buf)[0], *args, out)
     return run
 
 

@@ -36,7 +36,7 @@ from numba import njit
 
 from edgetorch._native import simd
 from edgetorch._native.jit import variant
-from edgetorch._native.simd import vfload, vfstore
+from edgetorch._native.simd import vfload, vfstore, wfadd, wfload, wfload_mask, wfma, wfsplat, wfstore, wfzero
 
 from ._jit import chunked
 from ._derived import derived, filled
@@ -239,3 +239,253 @@ def tap_offsets(C, kh, kw, S, Hp, Wh):
     koff = (((c * S + j % S) * Hp + i) * Wh + j // S).reshape(-1).astype(np.int64)
     koff.flags.writeable = False           # shared by every call with this geometry
     return koff
+
+
+# ------------------------------------------------------------------ row-padded convolutions (masked taps)
+#
+# A stride-1 convolution whose output keeps the input's width (kw = 2 pw + 1: "same" along W) on
+# AVX-512: the input is padded with ph zero rows above and below each plane only, (C, H + 2 ph, W),
+# and an output pixel's flat index p = y W + x is its place in that layout, so any 32 consecutive
+# output pixels read 32 consecutive input values at every tap: no column padding, no phase split and
+# no gathered panels (an 8-wide output's panels were gathered: 64->64 channels at 8x8, the slowest
+# layer of ResNet-8 at batch 32).  A tap's lanes whose column x + kx - pw falls outside [0, W) are
+# masked off (zero, not read: simd.wfload_mask); the masks depend on the half panel's first column
+# only, one row of K masks per 16-column class (W % 16 == 0), or a single one (16 % W == 0: a half
+# panel is whole rows).  From 4 images on, each task pads its image's rows into a buffer of its own.
+
+def _mtile_py(a, r0, b, b0, b1, koff, mk, m0, m1, K):
+    # sgemm's 8 x 32 tile over packed weight blocks a (a[r0 K + 8 k + i]) and two 16-lane operands
+    # read at b0 + koff[k] and b1 + koff[k] under the masks mk[m0 + k] and mk[m1 + k]
+    c00 = wfzero()
+    c01 = wfzero()
+    c10 = wfzero()
+    c11 = wfzero()
+    c20 = wfzero()
+    c21 = wfzero()
+    c30 = wfzero()
+    c31 = wfzero()
+    c40 = wfzero()
+    c41 = wfzero()
+    c50 = wfzero()
+    c51 = wfzero()
+    c60 = wfzero()
+    c61 = wfzero()
+    c70 = wfzero()
+    c71 = wfzero()
+    ab = r0 * K
+    for k in range(K):
+        kk = koff[k]
+        w0 = wfload_mask(b, b0 + kk, mk[m0 + k])
+        w1 = wfload_mask(b, b1 + kk, mk[m1 + k])
+        q = ab + 8 * k
+        x = wfsplat(a[q])
+        c00 = wfma(x, w0, c00)
+        c01 = wfma(x, w1, c01)
+        x = wfsplat(a[q + 1])
+        c10 = wfma(x, w0, c10)
+        c11 = wfma(x, w1, c11)
+        x = wfsplat(a[q + 2])
+        c20 = wfma(x, w0, c20)
+        c21 = wfma(x, w1, c21)
+        x = wfsplat(a[q + 3])
+        c30 = wfma(x, w0, c30)
+        c31 = wfma(x, w1, c31)
+        x = wfsplat(a[q + 4])
+        c40 = wfma(x, w0, c40)
+        c41 = wfma(x, w1, c41)
+        x = wfsplat(a[q + 5])
+        c50 = wfma(x, w0, c50)
+        c51 = wfma(x, w1, c51)
+        x = wfsplat(a[q + 6])
+        c60 = wfma(x, w0, c60)
+        c61 = wfma(x, w1, c61)
+        x = wfsplat(a[q + 7])
+        c70 = wfma(x, w0, c70)
+        c71 = wfma(x, w1, c71)
+    return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
+
+
+def _mrow_py(w2, r, b, b0, b1, koff, mk, m0, m1, K):
+    # one output channel (row r of the (O, K) weight) against the same operands: two chains a half
+    e0 = wfzero()
+    e1 = wfzero()
+    d0 = wfzero()
+    d1 = wfzero()
+    for k in range(0, K - 1, 2):
+        x = wfsplat(w2[r, k])
+        kk = koff[k]
+        e0 = wfma(x, wfload_mask(b, b0 + kk, mk[m0 + k]), e0)
+        e1 = wfma(x, wfload_mask(b, b1 + kk, mk[m1 + k]), e1)
+        x = wfsplat(w2[r, k + 1])
+        kk = koff[k + 1]
+        d0 = wfma(x, wfload_mask(b, b0 + kk, mk[m0 + k + 1]), d0)
+        d1 = wfma(x, wfload_mask(b, b1 + kk, mk[m1 + k + 1]), d1)
+    if K % 2:
+        x = wfsplat(w2[r, K - 1])
+        kk = koff[K - 1]
+        e0 = wfma(x, wfload_mask(b, b0 + kk, mk[m0 + K - 1]), e0)
+        e1 = wfma(x, wfload_mask(b, b1 + kk, mk[m1 + K - 1]), e1)
+    return wfadd(e0, d0), wfadd(e1, d1)
+
+
+_mtile = variant(_mtile_py, "_mtile", None, fastmath=True, inline="always")
+_mrow = variant(_mrow_py, "_mrow", None, fastmath=True, inline="always")
+# floats past the last row-padded image that a last, partial panel's unmasked lanes may read: lanes of
+# pixels past the end (never stored) read up to 31 + pw past it (rows_applies keeps pw <= 31)
+ROW_SLACK = 64
+
+
+def _pad_rows_into(xf, xi, C, H, W, ph, img, oi):
+    # the C planes (H, W) at xf[xi:] into img[oi:] as (C, H + 2 ph, W): ph zero rows above and below
+    Hp = H + 2 * ph
+    n = H * W
+    n16 = n - n % 16
+    for c in range(C):
+        o = oi + c * Hp * W
+        for q in range(ph * W):
+            img[o + q] = 0.0
+            img[o + (ph + H) * W + q] = 0.0
+        s = xi + c * n
+        d = o + ph * W
+        for q in range(0, n16, 16):
+            wfstore(img, d + q, wfload(xf, s + q))
+        for q in range(n16, n):
+            img[d + q] = xf[s + q]
+
+
+_pad_rows = njit(cache=True, inline="always")(_pad_rows_into)
+
+
+def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, out):
+    # x (flat): the row-padded input (N, C, Hp, W) and ROW_SLACK floats after it; or, fused, the raw
+    # input (N, C, H, W), which each task (an image) pads into a buffer of its own.  geo = (Hp, H, W,
+    # ph, wide, C): wide when W % 16 == 0 (a half panel's mask class is its first column // 16), else
+    # 16 % W == 0 (one class).  w2 (O, K), wp its blocks of 8 rows packed (K, 8); koff (K,): tap (c, ky, kx)
+    # at (c Hp + ky) W + kx - pw; mk (classes, K) the taps' lane masks; b (O,); out (N, O, OH, W).
+    # Tasks as _conv_panels_py's: an image's chunks of `chunk` 32-pixel panels (its all, fused).
+    Hp, H, W, ph, wide, C = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    N = out.shape[0]
+    IS = C * Hp * W
+    O, K = w2.shape
+    OH = out.shape[2]
+    P = OH * W
+    NP = (P + 31) // 32
+    if fused:
+        chunk = NP
+    NCH = (NP + chunk - 1) // chunk
+    OB = O // 8
+    xf = x
+    of = out.reshape(-1)
+    mf = mk.reshape(-1)
+    tmp = np.empty(8 * 32, np.float32)
+    img = np.zeros(IS + ROW_SLACK if fused else 0, np.float32)
+    for t in range(t_lo, t_hi):
+        n = t // NCH
+        if fused:
+            _pad_rows(xf, n * C * H * W, C, H, W, ph, img, 0)
+            src, base = img, 0
+        else:
+            src, base = xf, n * IS
+        for pi in range((t % NCH) * chunk, min(NP, (t % NCH) * chunk + chunk)):
+            p0 = pi * 32
+            nv = min(32, P - p0)
+            m0 = ((p0 % W) // 16) * K if wide else 0
+            m1 = (((p0 + 16) % W) // 16) * K if wide else 0
+            b0 = base + p0
+            b1 = b0 + 16
+            full = nv == 32
+            dst, cs = (of, P) if full else (tmp, 32)
+            for ob in range(OB):
+                o0 = ob * 8
+                c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
+                    _mtile(wp, o0, src, b0, b1, koff, mf, m0, m1, K)
+                o = (n * O + o0) * P + p0 if full else 0
+                _wstore(dst, o, c00, c01, b[o0], relu)
+                _wstore(dst, o + cs, c10, c11, b[o0 + 1], relu)
+                _wstore(dst, o + 2 * cs, c20, c21, b[o0 + 2], relu)
+                _wstore(dst, o + 3 * cs, c30, c31, b[o0 + 3], relu)
+                _wstore(dst, o + 4 * cs, c40, c41, b[o0 + 4], relu)
+                _wstore(dst, o + 5 * cs, c50, c51, b[o0 + 5], relu)
+                _wstore(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu)
+                _wstore(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu)
+                if not full:
+                    _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv)
+            for oc in range(OB * 8, O):
+                lo, hi = _mrow(w2, oc, src, b0, b1, koff, mf, m0, m1, K)
+                o = (n * O + oc) * P + p0 if full else 0
+                _wstore(dst, o, lo, hi, b[oc], relu)
+                if not full:
+                    _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv)
+
+
+_conv_rows = chunked(_conv_rows_py, fastmath=True)
+
+
+def rows_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
+    """Whether the row-padded kernel runs this float32 convolution (AVX-512 only): stride 1, no
+    dilation, groups 1, W kept (kw = 2 pw + 1), and W % 16 == 0 or 16 % W == 0."""
+    n, c, h, w = xshape
+    o, cg, kh, kw = wshape
+    ph, pw = padding
+    return simd.HAVE_FMA and simd.HAVE_AVX512 and groups == 1 and cg == c and tuple(stride) == (1, 1) \
+        and tuple(dilation) == (1, 1) and (kh, kw) != (1, 1) and kw == 2 * pw + 1 and 0 <= pw <= ROW_SLACK - 33 \
+        and ph >= 0 and w > 0 and (w % 16 == 0 or 16 % w == 0) and c > 0 \
+        and tuple(oshape) == (n, o, h + 2 * ph - kh + 1, w) and oshape[2] > 0
+
+
+@functools.lru_cache(maxsize=256)
+def row_taps(C, kh, kw, Hp, W, pw):
+    """(koff (K,), masks (classes, K)) for the row-padded layout (above), read-only."""
+    c, i, j = np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw), indexing="ij")
+    koff = ((c * Hp + i) * W + j - pw).reshape(-1).astype(np.int64)
+    kx = j.reshape(-1)
+    classes = W // 16 if W % 16 == 0 else 1
+    lanes = np.arange(16)
+    mk = np.zeros((classes, koff.size), np.int64)
+    for cl in range(classes):
+        col = (cl * 16 + lanes) % W                          # each lane's output column
+        ok = (col[None, :] + kx[:, None] - pw >= 0) & (col[None, :] + kx[:, None] - pw < W)   # (K, 16)
+        mk[cl] = (ok * (1 << lanes)).sum(axis=1)
+    koff.flags.writeable = False
+    mk.flags.writeable = False
+    return koff, mk
+
+
+def pad_rows(x, ph, out=None):
+    """x (N, C, H, W) float32 with ph zero rows above and below each plane, (N, C, H + 2 ph, W), in a
+    buffer ROW_SLACK floats longer (the kernel's last panel may read past the last image); into
+    `out` (such a buffer, its zero rows and slack already zero) when given."""
+    n, c, h, w = x.shape
+    shape = (n, c, h + 2 * ph, w)
+    size = n * c * (h + 2 * ph) * w
+    if out is None or out.shape != (size + ROW_SLACK,):
+        out = np.zeros(size + ROW_SLACK, np.float32)
+    v = out[:size].reshape(shape)
+    v[:, :, ph:ph + h, :] = x
+    return out, v
+
+
+def run_rows(out, x, w, b, relu, padding, par, xbuf=None, fused=None):
+    """out = conv2d(x, w) + b (ReLU fused when asked) for a convolution rows_applies accepts; xbuf:
+    a reusable row-padded buffer (pad_rows) for batches below FUSED_IMAGES."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    ph, pw = padding
+    Hp = h + 2 * ph
+    if fused is None:
+        fused = n >= FUSED_IMAGES
+    koff, mk = row_taps(c, kh, kw, Hp, wd, pw)
+    xs = np.ascontiguousarray(x).reshape(-1) if fused else pad_rows(x, ph, xbuf)[0]
+    P = out.shape[2] * wd
+    np_ = -(-P // 32)
+    chunk = max(1, min(CHUNK, n * np_ // 4))
+    nt = n * (1 if fused else -(-np_ // chunk))
+    geo = _geo_array((Hp, h, wd, ph, int(wd % 16 == 0), c))
+    if b is None:
+        b = filled(o, 0.0)
+    (_conv_rows.parallel if par else _conv_rows.serial)(
+        nt, xs, np.ascontiguousarray(w).reshape(o, -1), derived(w, "conv_pack", pack_weight),
+        b.astype(np.float32, copy=False), relu, koff, mk, geo, fused, chunk, out)
+
+
+FUSED_IMAGES = 4
