@@ -242,7 +242,8 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
     if not simd.HAVE_FMA or (wide and not simd.HAVE_AVX512):
         pytest.skip("needs AVX2 + FMA (and AVX-512F for the 16-lane panels)")
     monkeypatch.setattr(simd, "HAVE_AVX512", wide)
-    monkeypatch.setattr(conv_panels, "rows_applies", lambda *a: False)    # its own test below
+    monkeypatch.setattr(conv_panels, "rows_applies", lambda *a: False)    # their own tests below
+    monkeypatch.setattr(conv_panels, "rows2_applies", lambda *a: False)
     calls = []
     real = conv_panels.run
     rng = np.random.default_rng(n * c * o + h)
@@ -297,6 +298,78 @@ def test_row_padded_convolution_matches_the_reference(n, c, o, h, w, k, relu):
         out = np.full(want.shape, np.nan, np.float32)
         assert cv.conv2d_into(out, x, wt, b, (1, 1), (p, p), (1, 1), 1, relu=relu) == relu
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
+
+
+@pytest.mark.parametrize("n,c,o,h,w,k,p", [
+    (1, 16, 32, 32, 32, 3, 1), (2, 32, 64, 16, 16, 3, 1), (1, 3, 11, 15, 15, 3, 1), (3, 5, 9, 17, 16, 3, 1),
+    (1, 2, 5, 64, 64, 5, 2), (2, 3, 7, 9, 31, 3, 1), (2, 16, 32, 32, 32, 1, 0), (1, 4, 9, 16, 16, 1, 0),
+    (1, 3, 8, 1, 16, 3, 1),                          # a single output row: the last half without its second
+    (4, 32, 64, 16, 16, 3, 1), (5, 6, 17, 13, 32, 3, 1)])         # row; from 4 images, padding in the tasks
+@pytest.mark.parametrize("relu", [False, True])
+def test_stride2_deinterleaving_convolution_matches_the_reference(n, c, o, h, w, k, p, relu):
+    """conv_panels.py's stride-2 kernel on row-padded input: each half panel the even places of two
+    masked 16-value loads (outputs 8 wide: two input rows; 16, 32 wide: one), columns past the row's
+    ends masked, odd output heights, 1x1 and 5x5, channel tails; fused and copied, serial and
+    parallel; conv2d_into takes it below 4 images for kernels larger than 1x1."""
+    from edgetorch._native import simd
+    from edgetorch.runtime.kernels import conv_panels
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F (masked loads)")
+    rng = np.random.default_rng(n * c * o + h * w + k)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    for b in (None, rng.standard_normal(o).astype(np.float32)):
+        want = reference(x, wt, np.zeros(o, np.float32) if b is None else b, 2, (p, p))
+        want = np.maximum(want, 0) if relu else want
+        assert conv_panels.rows2_applies(x.shape, wt.shape, want.shape, (2, 2), (p, p), (1, 1), 1)
+        for fused in (False, True):
+            for par in (False, True):
+                out = np.full(want.shape, np.nan, np.float32)
+                conv_panels.run_rows2(out, x, wt, b, relu, (p, p), par, fused=fused)
+                np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
+        calls = []
+        real = conv_panels.run_rows2
+        try:
+            conv_panels.run_rows2 = lambda *a: calls.append(1) or real(*a)
+            out = np.full(want.shape, np.nan, np.float32)
+            assert cv.conv2d_into(out, x, wt, b, (2, 2), (p, p), (1, 1), 1, relu=relu) == relu
+        finally:
+            conv_panels.run_rows2 = real
+        assert len(calls) == (n < conv_panels.FUSED_IMAGES and k > 1)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
+
+
+def test_stride2_path_declines_what_it_does_not_cover():
+    from edgetorch.runtime.kernels import conv_panels
+    ok = conv_panels.rows2_applies
+    assert ok((1, 3, 16, 16), (4, 3, 3, 3), (1, 4, 8, 8), (2, 2), (1, 1), (1, 1), 1)
+    assert not ok((1, 3, 24, 24), (4, 3, 3, 3), (1, 4, 12, 12), (2, 2), (1, 1), (1, 1), 1)   # 12 wide
+    assert not ok((1, 3, 16, 16), (4, 3, 3, 3), (1, 4, 6, 6), (3, 3), (1, 1), (1, 1), 1)      # stride 3
+    assert not ok((1, 4, 16, 16), (4, 2, 3, 3), (1, 4, 8, 8), (2, 2), (1, 1), (1, 1), 2)      # grouped
+    assert not ok((1, 3, 16, 16), (4, 3, 3, 3), (1, 4, 9, 9), (2, 2), (1, 1), (1, 1), 1)      # not the plan's
+
+
+@pytest.mark.parametrize("shape,pw", [((3, 16, 32, 32), 1), ((3, 32, 16, 16), 1), ((3, 5, 7, 9), 2), ((3, 5, 40, 37), 0),
+                                      ((2, 3, 33, 35), 3), ((2, 3, 5, 64), 1), ((1, 1, 2, 1), 1), ((2, 2, 3, 33), 0),
+                                      ((1, 1, 1, 17), 1)])
+def test_one_pass_phase_split_matches_the_padding_pass(shape, pw):
+    """pad.py's split2_plane_f32 (16-lane, both column phases of a row in one pass) writes exactly what
+    the two-pass copy writes, at every padding parity and width (vector, 8-lane and scalar tails)."""
+    from edgetorch._native import simd
+    from edgetorch.runtime.kernels import pad
+    from edgetorch.runtime.kernels._jit import chunked
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F")
+    one = chunked(pad._pad_planes_py, "_t_split2", {"PAD_PLANE": pad.split2_plane_f32})
+    two = chunked(pad._pad_planes_py, "_t_twopass", {"PAD_PLANE": pad.pad_plane_f32})
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    n, c, h, w = shape
+    for ph in (0, 1, 2):
+        a = np.full((n, c, 2, h + 2 * ph, -(-(w + 2 * pw) // 2)), np.nan, np.float32)
+        b = a.copy()
+        one.serial(n * c, x, ph, pw, np.float32(0.0), a)
+        two.serial(n * c, x, ph, pw, np.float32(0.0), b)
+        np.testing.assert_array_equal(a, b)
 
 
 def test_row_padded_path_declines_what_it_does_not_cover():

@@ -28,6 +28,8 @@ as Numba intrinsics that emit the LLVM IR directly:
     w = wi8f(a, i)              16 signed bytes of the int8 array a as 16 float32 lanes
     w = wfload_mask(a, i, m)    the 16 float32 from flat element i in the lanes whose bit of the
                                 integer m is set, 0.0 elsewhere (those lanes are not read)
+    w = wfevens(u, v), wfodds(u, v)
+                                the even (odd) lanes of u, then those of v
     vprefetch(a, i)             hint the cache line of flat element i into L1
 
 The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
@@ -211,6 +213,24 @@ def wfload_mask(typingctx, a, i, m):
         ptr = _ptr(ctx, b, sig.args[0], args[0], args[1], _VF16)
         return b.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VF16, None)])
     return f32x16(a, i, m), codegen
+
+
+def _halves(odd):
+    @intrinsic
+    def pick(typingctx, u, v):
+        if not (u is f32x16 and v is f32x16):
+            return None
+
+        def codegen(ctx, b, sig, args):
+            return b.shuffle_vector(args[0], args[1],
+                                    ir.Constant(ir.VectorType(_I32, 16), list(range(int(odd), 32, 2))))
+        return f32x16(u, v), codegen
+    return pick
+
+
+# the even (odd) lanes of u then those of v, 16 lanes (one vpermt2ps): 16 pixels of a stride-2 row
+# from two 16-value loads, or a row split into its column phases
+wfevens, wfodds = _halves(False), _halves(True)
 
 
 @intrinsic

@@ -95,17 +95,29 @@ def _conv_checks(out, x, w, stride, padding, dilation, groups):
                          f"output {out.shape}")
 
 
+def _rows2(xshape, wshape, oshape, stride, padding, dilation, groups):
+    """Stride-2 convolutions of fewer than FUSED_IMAGES images read their input in place (conv_panels.py's
+    deinterleaving kernel: ResNet-8's stride-2 3x3 layers at batch 1 46-52 -> 30-32 us); from there
+    on, and for 1x1 shortcuts, the phase-split panels are as fast or faster (its deinterleaving
+    shuffles cost the tile what the split copy costs a batch)."""
+    return xshape[0] < conv_panels.FUSED_IMAGES and wshape[2] * wshape[3] > 1 and \
+        conv_panels.rows2_applies(xshape, wshape, oshape, stride, padding, dilation, groups)
+
+
 def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     """out = conv2d(x, w) + b; returns True when ReLU was applied too (the direct kernel fuses it)."""
     _conv_checks(out, x, w, stride, padding, dilation, groups)
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
     plan = None
-    if x.dtype == w.dtype == out.dtype == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)) \
-            and conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
-        conv_panels.run_rows(out, x, w, b, relu, tuple(padding), n * o * out.shape[2] * out.shape[3] * c * kh * kw
-                             >= conv_panels.PAR_MACS)
-        return relu
+    if x.dtype == w.dtype == out.dtype == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)):
+        par = n * o * out.shape[2] * out.shape[3] * c * kh * kw >= conv_panels.PAR_MACS
+        if conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
+            conv_panels.run_rows(out, x, w, b, relu, tuple(padding), par)
+            return relu
+        if _rows2(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
+            conv_panels.run_rows2(out, x, w, b, relu, tuple(padding), par)
+            return relu
     if x.dtype == w.dtype == out.dtype == np.float32 and x.ndim == w.ndim == 4 and out.flags.c_contiguous \
             and simd.HAVE_FMA:
         plan = _panel_plan(x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups,
@@ -175,6 +187,8 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
     relu = activation == "relu"
     if conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
         return _prep_rows(out, x, w, b, tuple(padding), relu)
+    if _rows2(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
+        return _prep_rows(out, x, w, b, tuple(padding), relu, stride2=True)
     plan = _panel_plan(x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups, True,
                        simd.HAVE_AVX512)
     if plan is None:
@@ -201,24 +215,29 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
     return run
 
 
-def _prep_rows(out, x, w, b, padding, relu):
-    """conv_panels.py's row-padded kernel with its taps, masks, packed weight and task count once;
-    below FUSED_IMAGES images the row-padded copy goes to a buffer the run keeps (its zero rows and
-    slack written once)."""
+def _prep_rows(out, x, w, b, padding, relu, stride2=False):
+    """conv_panels.py's row-padded kernels (stride 1, or stride 2 deinterleaving) with their taps,
+    masks, packed weight and task count once; below FUSED_IMAGES images the row-padded copy goes to a
+    buffer the run keeps (its zero rows and slack written once)."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     ph, pw = padding
     Hp = h + 2 * ph
     fused = n >= conv_panels.FUSED_IMAGES
-    koff, mk = conv_panels.row_taps(c, kh, kw, Hp, wd, pw)
-    P = out.shape[2] * wd
+    OW = out.shape[3]
+    if stride2:
+        koff, mk = conv_panels.rows2_taps(c, kh, kw, Hp, wd, pw, OW)
+        geo, kern = (Hp, h, wd, ph, c, int(OW == 8)), conv_panels._conv_rows2
+    else:
+        koff, mk = conv_panels.row_taps(c, kh, kw, Hp, wd, pw)
+        geo, kern = (Hp, h, wd, ph, int(wd % 16 == 0), c), conv_panels._conv_rows
+    P = out.shape[2] * OW
     np_ = -(-P // 32)
     chunk = max(1, min(conv_panels.CHUNK, n * np_ // 4))
     nt = n * (1 if fused else -(-np_ // chunk))
-    go = conv_panels._conv_rows.parallel if n * o * P * c * kh * kw >= conv_panels.PAR_MACS \
-        else conv_panels._conv_rows.serial
+    go = kern.parallel if n * o * P * c * kh * kw >= conv_panels.PAR_MACS else kern.serial
     args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
-            relu, koff, mk, conv_panels._geo_array((Hp, h, wd, ph, int(wd % 16 == 0), c)), fused, chunk)
+            relu, koff, mk, conv_panels._geo_array(geo), fused, chunk)
     buf = None if fused else conv_panels.pad_rows(x, ph)[0]
 
     def run(out, x, w, b=None):

@@ -62,10 +62,10 @@ def _cases():
     # convolutions: constant (read-only) weights; padding passes, in-task padding (>= 4 images),
     # strided and gathered panels, a subsampled 1x1, ReLU fused or not
     # (row-padded: 8 and 16 wide at stride 1, two images copied into the run's buffer, four padding
-    # their own rows)
+    # their own rows; stride 2 deinterleaved below 4 images)
     for n, c, o, h, k, st, pad, act in ((1, 3, 16, 9, 3, 1, 1, None), (5, 4, 9, 8, 3, 2, 1, "relu"),
                                         (2, 6, 11, 10, 1, 2, 0, None), (4, 2, 8, 16, 3, 1, 1, "relu"),
-                                        (2, 5, 11, 8, 3, 1, 1, None)):
+                                        (2, 5, 11, 8, 3, 1, 1, None), (2, 3, 10, 16, 3, 2, 1, "relu")):
         wc, bc = _f32(o, c, k, k), _f32(o)
         wc.flags.writeable = bc.flags.writeable = False
         oh = (h + 2 * pad - k) // st + 1
