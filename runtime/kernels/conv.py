@@ -111,12 +111,11 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     o, cg, kh, kw = w.shape
     plan = None
     if x.dtype == w.dtype == out.dtype == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)):
-        par = n * o * out.shape[2] * out.shape[3] * c * kh * kw >= conv_panels.PAR_MACS
         if conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
-            conv_panels.run_rows(out, x, w, b, relu, tuple(padding), par)
+            conv_panels.run_rows(out, x, w, b, relu, tuple(padding))
             return relu
         if _rows2(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
-            conv_panels.run_rows2(out, x, w, b, relu, tuple(padding), par)
+            conv_panels.run_rows2(out, x, w, b, relu, tuple(padding))
             return relu
     if x.dtype == w.dtype == out.dtype == np.float32 and x.ndim == w.ndim == 4 and out.flags.c_contiguous \
             and simd.HAVE_FMA:
@@ -217,27 +216,13 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
 
 def _prep_rows(out, x, w, b, padding, relu, stride2=False):
     """conv_panels.py's row-padded kernels (stride 1, or stride 2 deinterleaving) with their taps,
-    masks, packed weight and task count once; below FUSED_IMAGES images the row-padded copy goes to a
-    buffer the run keeps (its zero rows and slack written once)."""
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    ph, pw = padding
-    Hp = h + 2 * ph
-    fused = n >= conv_panels.FUSED_IMAGES
-    OW = out.shape[3]
-    if stride2:
-        koff, mk = conv_panels.rows2_taps(c, kh, kw, Hp, wd, pw, OW)
-        geo, kern = (Hp, h, wd, ph, c, int(OW == 8)), conv_panels._conv_rows2
-    else:
-        koff, mk = conv_panels.row_taps(c, kh, kw, Hp, wd, pw)
-        geo, kern = (Hp, h, wd, ph, int(wd % 16 == 0), c), conv_panels._conv_rows
-    P = out.shape[2] * OW
-    np_ = -(-P // 32)
-    chunk = max(1, min(conv_panels.CHUNK, n * np_ // 4))
-    nt = n * (1 if fused else -(-np_ // chunk))
-    go = kern.parallel if n * o * P * c * kh * kw >= conv_panels.PAR_MACS else kern.serial
+    masks, packed weight and task count once (rows_plan); below FUSED_IMAGES images the row-padded
+    copy goes to a buffer the run keeps (its zero rows and slack written once)."""
+    go, nt, koff, mk, geo, fused, chunk = conv_panels.rows_plan(x.shape, w.shape, out.shape, padding, stride2)
+    o = w.shape[0]
     args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
-            relu, koff, mk, conv_panels._geo_array(geo), fused, chunk)
+            relu, koff, mk, geo, fused, chunk)
+    ph = padding[0]
     buf = None if fused else conv_panels.pad_rows(x, ph)[0]
 
     def run(out, x, w, b=None):

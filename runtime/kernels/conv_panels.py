@@ -256,10 +256,27 @@ def tap_offsets(C, kh, kw, S, Hp, Wh):
 # masked off (zero, not read: simd.wfload_mask); the masks depend on the half panel's first column
 # only, one row of K masks per 16-column class (W % 16 == 0), or a single one (16 % W == 0: a half
 # panel is whole rows).  From 4 images on, each task pads its image's rows into a buffer of its own.
+#
+# Stride 2 (below 4 images: conv.py's _rows2) on the same row-padded input: the 16 pixels of a half
+# panel at a tap are the even places of 32 consecutive input values (outputs at least 16 wide), or of
+# 16 values in each of two input rows (outputs 8 wide: a half panel is two output rows).  Two masked
+# 16-value loads and one shuffle (simd.wfevens) a half and step; masks: the even places whose column
+# lies in [0, W) (odd places are never read).  At batch 32 the shuffles cost the tile what the
+# phase-split copy of the panels above costs, so larger batches keep that.
 
-def _mtile_py(a, r0, b, b0, b1, koff, mk, m0, m1, K):
+def _opnd1_py(b, i, hoff, m):
+    return wfload_mask(b, i, m)           # stride 1: 16 consecutive values under the mask m
+
+
+def _opnd2_py(b, i, hoff, m):
+    # stride 2: the even places of 16 values at i and 16 at i + hoff, under m's low and high 16 bits
+    return wfevens(wfload_mask(b, i, m & 0xFFFF), wfload_mask(b, i + hoff, m >> 16))
+
+
+def _mtile_py(a, r0, b, b0, b1, hoff, koff, mk, m0, m1, K):
     # sgemm's 8 x 32 tile over packed weight blocks a (a[r0 K + 8 k + i]) and two 16-lane operands
-    # read at b0 + koff[k] and b1 + koff[k] under the masks mk[m0 + k] and mk[m1 + k]
+    # OPND(b, b0 + koff[k], hoff, mk[m0 + k]) and OPND(b, b1 + koff[k], hoff, mk[m1 + k]) (bound per
+    # stride)
     c00 = wfzero()
     c01 = wfzero()
     c10 = wfzero()
@@ -279,8 +296,8 @@ def _mtile_py(a, r0, b, b0, b1, koff, mk, m0, m1, K):
     ab = r0 * K
     for k in range(K):
         kk = koff[k]
-        w0 = wfload_mask(b, b0 + kk, mk[m0 + k])
-        w1 = wfload_mask(b, b1 + kk, mk[m1 + k])
+        w0 = OPND(b, b0 + kk, hoff, mk[m0 + k])
+        w1 = OPND(b, b1 + kk, hoff, mk[m1 + k])
         q = ab + 8 * k
         x = wfsplat(a[q])
         c00 = wfma(x, w0, c00)
@@ -309,7 +326,7 @@ def _mtile_py(a, r0, b, b0, b1, koff, mk, m0, m1, K):
     return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
 
 
-def _mrow_py(w2, r, b, b0, b1, koff, mk, m0, m1, K):
+def _mrow_py(w2, r, b, b0, b1, hoff, koff, mk, m0, m1, K):
     # one output channel (row r of the (O, K) weight) against the same operands: two chains a half
     e0 = wfzero()
     e1 = wfzero()
@@ -318,22 +335,27 @@ def _mrow_py(w2, r, b, b0, b1, koff, mk, m0, m1, K):
     for k in range(0, K - 1, 2):
         x = wfsplat(w2[r, k])
         kk = koff[k]
-        e0 = wfma(x, wfload_mask(b, b0 + kk, mk[m0 + k]), e0)
-        e1 = wfma(x, wfload_mask(b, b1 + kk, mk[m1 + k]), e1)
+        e0 = wfma(x, OPND(b, b0 + kk, hoff, mk[m0 + k]), e0)
+        e1 = wfma(x, OPND(b, b1 + kk, hoff, mk[m1 + k]), e1)
         x = wfsplat(w2[r, k + 1])
         kk = koff[k + 1]
-        d0 = wfma(x, wfload_mask(b, b0 + kk, mk[m0 + k + 1]), d0)
-        d1 = wfma(x, wfload_mask(b, b1 + kk, mk[m1 + k + 1]), d1)
+        d0 = wfma(x, OPND(b, b0 + kk, hoff, mk[m0 + k + 1]), d0)
+        d1 = wfma(x, OPND(b, b1 + kk, hoff, mk[m1 + k + 1]), d1)
     if K % 2:
         x = wfsplat(w2[r, K - 1])
         kk = koff[K - 1]
-        e0 = wfma(x, wfload_mask(b, b0 + kk, mk[m0 + K - 1]), e0)
-        e1 = wfma(x, wfload_mask(b, b1 + kk, mk[m1 + K - 1]), e1)
+        e0 = wfma(x, OPND(b, b0 + kk, hoff, mk[m0 + K - 1]), e0)
+        e1 = wfma(x, OPND(b, b1 + kk, hoff, mk[m1 + K - 1]), e1)
     return wfadd(e0, d0), wfadd(e1, d1)
 
 
-_mtile = variant(_mtile_py, "_mtile", None, fastmath=True, inline="always")
-_mrow = variant(_mrow_py, "_mrow", None, fastmath=True, inline="always")
+_IL = dict(fastmath=True, inline="always")
+_opnd1 = variant(_opnd1_py, "_opnd1", None, **_IL)
+_opnd2 = variant(_opnd2_py, "_opnd2", None, **_IL)
+_mtile1 = variant(_mtile_py, "_mtile1", {"OPND": _opnd1}, **_IL)
+_mrow1 = variant(_mrow_py, "_mrow1", {"OPND": _opnd1}, **_IL)
+_mtile2 = variant(_mtile_py, "_mtile2", {"OPND": _opnd2}, **_IL)
+_mrow2 = variant(_mrow_py, "_mrow2", {"OPND": _opnd2}, **_IL)
 # floats past the last row-padded image that a last, partial panel's unmasked lanes may read: lanes of
 # pixels past the end (never stored) read up to 31 + pw past it (rows_applies keeps pw <= 31)
 ROW_SLACK = 64
@@ -363,21 +385,25 @@ _pad_rows = njit(cache=True, inline="always")(_pad_rows_into)
 def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, out):
     # x (flat): the row-padded input (N, C, Hp, W) and ROW_SLACK floats after it; or, fused, the raw
     # input (N, C, H, W), which each task (an image) pads into a buffer of its own.  geo = (Hp, H, W,
-    # ph, wide, C): wide when W % 16 == 0 (a half panel's mask class is its first column // 16), else
-    # 16 % W == 0 (one class).  w2 (O, K), wp its blocks of 8 rows packed (K, 8); koff (K,): tap (c, ky, kx)
-    # at (c Hp + ky) W + kx - pw; mk (classes, K) the taps' lane masks; b (O,); out (N, O, OH, W).
-    # Tasks as _conv_panels_py's: an image's chunks of `chunk` 32-pixel panels (its all, fused).
-    Hp, H, W, ph, wide, C = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    # ph, C, flag).  STRIDE2 (bound per variant) False: output pixel p at p, flag = W % 16 == 0 (a half
+    # panel's mask class is its first column // 16; else 16 % W == 0, one class).  STRIDE2 True: output
+    # pixel (y, x) at 2 y W + 2 x, flag = the output is 8 wide (a half panel is two output rows; mask
+    # row K: the second row off, for a last half without it), else a multiple of 16 wide.  w2 (O, K),
+    # wp its blocks of 8 rows packed (K, 8); koff (K,): tap (c, ky, kx) at (c Hp + ky) W + kx - pw; mk
+    # (classes, K) the taps' lane masks; b (O,); out (N, O, OH, OW).  Tasks as _conv_panels_py's: an
+    # image's chunks of `chunk` 32-pixel panels (its all, fused).
+    Hp, H, W, ph, C, flag = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
     N = out.shape[0]
     IS = C * Hp * W
     O, K = w2.shape
-    OH = out.shape[2]
-    P = OH * W
+    OH, OW = out.shape[2], out.shape[3]
+    P = OH * OW
     NP = (P + 31) // 32
     if fused:
         chunk = NP
     NCH = (NP + chunk - 1) // chunk
     OB = O // 8
+    hoff = (2 * W if flag else 16) if STRIDE2 else 0
     xf = x
     of = out.reshape(-1)
     mf = mk.reshape(-1)
@@ -393,16 +419,29 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, o
         for pi in range((t % NCH) * chunk, min(NP, (t % NCH) * chunk + chunk)):
             p0 = pi * 32
             nv = min(32, P - p0)
-            m0 = ((p0 % W) // 16) * K if wide else 0
-            m1 = (((p0 + 16) % W) // 16) * K if wide else 0
-            b0 = base + p0
-            b1 = b0 + 16
+            if STRIDE2:
+                q1 = p0 + 16 if nv > 16 else p0      # a half-empty last panel repeats its first half
+                y0, x0 = p0 // OW, p0 % OW
+                y1, x1 = q1 // OW, q1 % OW
+                b0 = base + 2 * y0 * W + 2 * x0
+                b1 = base + 2 * y1 * W + 2 * x1
+                if flag:
+                    m0 = 0 if y0 + 1 < OH else K
+                    m1 = 0 if y1 + 1 < OH else K
+                else:
+                    m0 = (x0 // 16) * K
+                    m1 = (x1 // 16) * K
+            else:
+                b0 = base + p0
+                b1 = b0 + 16
+                m0 = ((p0 % W) // 16) * K if flag else 0
+                m1 = (((p0 + 16) % W) // 16) * K if flag else 0
             full = nv == 32
             dst, cs = (of, P) if full else (tmp, 32)
             for ob in range(OB):
                 o0 = ob * 8
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
-                    _mtile(wp, o0, src, b0, b1, koff, mf, m0, m1, K)
+                    TILE(wp, o0, src, b0, b1, hoff, koff, mf, m0, m1, K)
                 o = (n * O + o0) * P + p0 if full else 0
                 _wstore(dst, o, c00, c01, b[o0], relu)
                 _wstore(dst, o + cs, c10, c11, b[o0 + 1], relu)
@@ -415,14 +454,16 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, o
                 if not full:
                     _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv)
             for oc in range(OB * 8, O):
-                lo, hi = _mrow(w2, oc, src, b0, b1, koff, mf, m0, m1, K)
+                lo, hi = ROW(w2, oc, src, b0, b1, hoff, koff, mf, m0, m1, K)
                 o = (n * O + oc) * P + p0 if full else 0
                 _wstore(dst, o, lo, hi, b[oc], relu)
                 if not full:
                     _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv)
 
 
-_conv_rows = chunked(_conv_rows_py, fastmath=True)
+_conv_rows = chunked(_conv_rows_py, "", {"STRIDE2": False, "TILE": _mtile1, "ROW": _mrow1}, fastmath=True)
+_conv_rows2 = chunked(_conv_rows_py, "_s2", {"STRIDE2": True, "TILE": _mtile2, "ROW": _mrow2}, fastmath=True)
+FUSED_IMAGES = 4
 
 
 def rows_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
@@ -437,19 +478,46 @@ def rows_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
         and tuple(oshape) == (n, o, h + 2 * ph - kh + 1, w) and oshape[2] > 0
 
 
+def rows2_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
+    """Whether the stride-2 row-padded kernel runs this float32 convolution (AVX-512 only): stride 2,
+    no dilation, groups 1, an output 8 wide or a multiple of 16 wide."""
+    n, c, h, w = xshape
+    o, cg, kh, kw = wshape
+    ph, pw = padding
+    if not (simd.HAVE_FMA and simd.HAVE_AVX512 and groups == 1 and cg == c and tuple(stride) == (2, 2)
+            and tuple(dilation) == (1, 1) and ph >= 0 and pw >= 0 and c > 0 and w > 0 and len(oshape) == 4):
+        return False
+    oh, ow = (h + 2 * ph - kh) // 2 + 1, (w + 2 * pw - kw) // 2 + 1
+    return h + 2 * ph >= kh and w + 2 * pw >= kw and tuple(oshape) == (n, o, oh, ow) and (ow == 8 or ow % 16 == 0)
+
+
 @functools.lru_cache(maxsize=256)
-def row_taps(C, kh, kw, Hp, W, pw):
-    """(koff (K,), masks (classes, K)) for the row-padded layout (above), read-only."""
+def row_taps(C, kh, kw, Hp, W, pw, OW=None, stride2=False):
+    """(koff (K,), masks (classes, K)) for _conv_rows_py, read-only.  Stride 1: one mask row per
+    16-column class of a half panel (or one).  Stride 2 (OW: the output width): each mask the first
+    load's 16 bits and the second's above them; one more row repeats the first with its second load
+    off (an 8-wide output's last half panel without its second row, whose input rows may lie past
+    the image)."""
     c, i, j = np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw), indexing="ij")
     koff = ((c * Hp + i) * W + j - pw).reshape(-1).astype(np.int64)
-    kx = j.reshape(-1)
-    classes = W // 16 if W % 16 == 0 else 1
+    kx = j.reshape(-1)[:, None]
     lanes = np.arange(16)
-    mk = np.zeros((classes, koff.size), np.int64)
-    for cl in range(classes):
-        col = (cl * 16 + lanes) % W                          # each lane's output column
-        ok = (col[None, :] + kx[:, None] - pw >= 0) & (col[None, :] + kx[:, None] - pw < W)   # (K, 16)
-        mk[cl] = (ok * (1 << lanes)).sum(axis=1)
+    if not stride2:
+        classes = W // 16 if W % 16 == 0 else 1
+        mk = np.zeros((classes, koff.size), np.int64)
+        for cl in range(classes):
+            col = (cl * 16 + lanes) % W + kx - pw                # each lane's input column at each tap
+            mk[cl] = (((col >= 0) & (col < W)) * (1 << lanes)).sum(axis=1)
+    else:
+        ow8 = OW == 8
+        classes = 1 if ow8 else OW // 16
+        mk = np.zeros((classes + 1, koff.size), np.int64)
+        for cl in range(classes):
+            for sh, first in ((0, 0), (16, 0 if ow8 else 8)):
+                col = 2 * (lanes // 2 + (0 if ow8 else cl * 16) + first) + kx - pw
+                ok = (lanes % 2 == 0) & (col >= 0) & (col < W)
+                mk[cl] |= (ok * (1 << (lanes + sh))).sum(axis=1)
+        mk[classes] = mk[0] & 0xFFFF
     koff.flags.writeable = False
     mk.flags.writeable = False
     return koff, mk
@@ -469,243 +537,37 @@ def pad_rows(x, ph, out=None):
     return out, v
 
 
-def run_rows(out, x, w, b, relu, padding, par, xbuf=None, fused=None):
-    """out = conv2d(x, w) + b (ReLU fused when asked) for a convolution rows_applies accepts; xbuf:
-    a reusable row-padded buffer (pad_rows) for batches below FUSED_IMAGES."""
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
+def rows_plan(xshape, wshape, oshape, padding, stride2=False, par=None, fused=None):
+    """How _conv_rows_py runs a convolution that rows_applies (or, stride2, rows2_applies) accepts:
+    (the serial or parallel call, task count, koff, masks, geo, fused, chunk).  From FUSED_IMAGES
+    images each task pads its own image's rows."""
+    n, c, h, wd = xshape
+    o, _, kh, kw = wshape
     ph, pw = padding
     Hp = h + 2 * ph
-    if fused is None:
-        fused = n >= FUSED_IMAGES
-    koff, mk = row_taps(c, kh, kw, Hp, wd, pw)
-    xs = np.ascontiguousarray(x).reshape(-1) if fused else pad_rows(x, ph, xbuf)[0]
-    P = out.shape[2] * wd
+    OW = oshape[3]
+    fused = n >= FUSED_IMAGES if fused is None else fused
+    koff, mk = row_taps(c, kh, kw, Hp, wd, pw, OW, stride2)
+    kern = _conv_rows2 if stride2 else _conv_rows
+    geo = _geo_array((Hp, h, wd, ph, c, int(OW == 8) if stride2 else int(wd % 16 == 0)))
+    P = oshape[2] * OW
     np_ = -(-P // 32)
     chunk = max(1, min(CHUNK, n * np_ // 4))
     nt = n * (1 if fused else -(-np_ // chunk))
-    geo = _geo_array((Hp, h, wd, ph, int(wd % 16 == 0), c))
-    if b is None:
-        b = filled(o, 0.0)
-    (_conv_rows.parallel if par else _conv_rows.serial)(
-        nt, xs, np.ascontiguousarray(w).reshape(o, -1), derived(w, "conv_pack", pack_weight),
-        b.astype(np.float32, copy=False), relu, koff, mk, geo, fused, chunk, out)
+    par = n * o * P * c * kh * kw >= PAR_MACS if par is None else par
+    return (kern.parallel if par else kern.serial), nt, koff, mk, geo, fused, chunk
 
 
-FUSED_IMAGES = 4
+def run_rows(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None, stride2=False):
+    """out = conv2d(x, w) + b (ReLU fused when asked) through the row-padded kernels (rows_plan); xbuf:
+    a reusable row-padded buffer (pad_rows) for batches that do not pad in their tasks."""
+    go, nt, koff, mk, geo, fused, chunk = rows_plan(x.shape, w.shape, out.shape, padding, stride2, par, fused)
+    xs = np.ascontiguousarray(x).reshape(-1) if fused else pad_rows(x, padding[0], xbuf)[0]
+    o = w.shape[0]
+    go(nt, xs, np.ascontiguousarray(w).reshape(o, -1), derived(w, "conv_pack", pack_weight),
+       filled(o, 0.0) if b is None else b.astype(np.float32, copy=False), relu, koff, mk, geo, fused, chunk, out)
 
 
-# ------------------------------------------------------------------ stride-2 convolutions on row-padded input
-#
-# A stride-2 convolution reads every other column: the 16 pixels of a half panel at tap (ky, kx) are
-# the even places of 32 consecutive input values (output rows at least 16 wide), or of 16 values in
-# each of two input rows (outputs 8 wide: a half panel is two output rows).  Two masked 16-value loads
-# and one shuffle (simd.wfevens) a half and step replace the phase-split copy of the input that the
-# panels above read (at batch 32 the copy took a third of ResNet-8's 16->32 stride-2 layer: 572 us
-# against 357 for the kernel on a pre-split input).  Masks: the even places whose column lies in
-# [0, W) (odd places are never read); zero rows above and below as for the row-padded kernel.  Also
-# strided 1x1 convolutions (ResNet shortcuts): no subsampled copy.
-
-def _dtile_py(a, r0, b, b0, b1, hoff, koff, mk, m0, m1, K):
-    # _mtile_py's tile, each operand the even places of two 16-value masked loads (at b + koff[k] and
-    # b + koff[k] + hoff; mk[m + k] holds the first load's mask in its low 16 bits, the second's above)
-    c00 = wfzero()
-    c01 = wfzero()
-    c10 = wfzero()
-    c11 = wfzero()
-    c20 = wfzero()
-    c21 = wfzero()
-    c30 = wfzero()
-    c31 = wfzero()
-    c40 = wfzero()
-    c41 = wfzero()
-    c50 = wfzero()
-    c51 = wfzero()
-    c60 = wfzero()
-    c61 = wfzero()
-    c70 = wfzero()
-    c71 = wfzero()
-    ab = r0 * K
-    for k in range(K):
-        kk = koff[k]
-        ma = mk[m0 + k]
-        mb = mk[m1 + k]
-        w0 = wfevens(wfload_mask(b, b0 + kk, ma & 0xFFFF), wfload_mask(b, b0 + kk + hoff, ma >> 16))
-        w1 = wfevens(wfload_mask(b, b1 + kk, mb & 0xFFFF), wfload_mask(b, b1 + kk + hoff, mb >> 16))
-        q = ab + 8 * k
-        x = wfsplat(a[q])
-        c00 = wfma(x, w0, c00)
-        c01 = wfma(x, w1, c01)
-        x = wfsplat(a[q + 1])
-        c10 = wfma(x, w0, c10)
-        c11 = wfma(x, w1, c11)
-        x = wfsplat(a[q + 2])
-        c20 = wfma(x, w0, c20)
-        c21 = wfma(x, w1, c21)
-        x = wfsplat(a[q + 3])
-        c30 = wfma(x, w0, c30)
-        c31 = wfma(x, w1, c31)
-        x = wfsplat(a[q + 4])
-        c40 = wfma(x, w0, c40)
-        c41 = wfma(x, w1, c41)
-        x = wfsplat(a[q + 5])
-        c50 = wfma(x, w0, c50)
-        c51 = wfma(x, w1, c51)
-        x = wfsplat(a[q + 6])
-        c60 = wfma(x, w0, c60)
-        c61 = wfma(x, w1, c61)
-        x = wfsplat(a[q + 7])
-        c70 = wfma(x, w0, c70)
-        c71 = wfma(x, w1, c71)
-    return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
-
-
-def _drow_py(w2, r, b, b0, b1, hoff, koff, mk, m0, m1, K):
-    # one output channel against _dtile_py's operands (one chain a half: the shuffles interleave)
-    e0 = wfzero()
-    e1 = wfzero()
-    for k in range(K):
-        x = wfsplat(w2[r, k])
-        kk = koff[k]
-        ma = mk[m0 + k]
-        mb = mk[m1 + k]
-        e0 = wfma(x, wfevens(wfload_mask(b, b0 + kk, ma & 0xFFFF), wfload_mask(b, b0 + kk + hoff, ma >> 16)), e0)
-        e1 = wfma(x, wfevens(wfload_mask(b, b1 + kk, mb & 0xFFFF), wfload_mask(b, b1 + kk + hoff, mb >> 16)), e1)
-    return e0, e1
-
-
-_dtile = variant(_dtile_py, "_dtile", None, fastmath=True, inline="always")
-_drow = variant(_drow_py, "_drow", None, fastmath=True, inline="always")
-
-
-def _conv_rows2_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, out):
-    # x (flat) as _conv_rows_py's (the row-padded input, or fused the raw one); geo = (Hp, H, W, ph, C,
-    # OW8): OW8 when the output is 8 wide (a half panel is two output rows), else OW % 16 == 0 (mask
-    # class: a half's first column // 16).  koff (K,): tap (c, ky, kx) at (c Hp + ky) W + kx - pw;
-    # output pixel (y, x) at 2 y W + 2 x; mk (classes, K) the two loads' masks; out (N, O, OH, OW).
-    Hp, H, W, ph, C, OW8 = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
-    N = out.shape[0]
-    IS = C * Hp * W
-    O, K = w2.shape
-    OH, OW = out.shape[2], out.shape[3]
-    P = OH * OW
-    NP = (P + 31) // 32
-    if fused:
-        chunk = NP
-    NCH = (NP + chunk - 1) // chunk
-    OB = O // 8
-    hoff = 2 * W if OW8 else 16
-    xf = x
-    of = out.reshape(-1)
-    mf = mk.reshape(-1)
-    tmp = np.empty(8 * 32, np.float32)
-    img = np.zeros(IS + ROW_SLACK if fused else 0, np.float32)
-    for t in range(t_lo, t_hi):
-        n = t // NCH
-        if fused:
-            _pad_rows(xf, n * C * H * W, C, H, W, ph, img, 0)
-            src, base = img, 0
-        else:
-            src, base = xf, n * IS
-        for pi in range((t % NCH) * chunk, min(NP, (t % NCH) * chunk + chunk)):
-            p0 = pi * 32
-            nv = min(32, P - p0)
-            q1 = p0 + 16 if nv > 16 else p0      # a half-empty last panel repeats its first half
-            y0, x0 = p0 // OW, p0 % OW
-            y1, x1 = q1 // OW, q1 % OW
-            b0 = base + 2 * y0 * W + 2 * x0
-            b1 = base + 2 * y1 * W + 2 * x1
-            if OW8:
-                # 8 wide: a half is rows y, y + 1; a last half without its second row reads no hi lanes
-                m0 = 0 if y0 + 1 < OH else K
-                m1 = 0 if y1 + 1 < OH else K
-            else:
-                m0 = (x0 // 16) * K
-                m1 = (x1 // 16) * K
-            full = nv == 32
-            dst, cs = (of, P) if full else (tmp, 32)
-            for ob in range(OB):
-                o0 = ob * 8
-                c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
-                    _dtile(wp, o0, src, b0, b1, hoff, koff, mf, m0, m1, K)
-                o = (n * O + o0) * P + p0 if full else 0
-                _wstore(dst, o, c00, c01, b[o0], relu)
-                _wstore(dst, o + cs, c10, c11, b[o0 + 1], relu)
-                _wstore(dst, o + 2 * cs, c20, c21, b[o0 + 2], relu)
-                _wstore(dst, o + 3 * cs, c30, c31, b[o0 + 3], relu)
-                _wstore(dst, o + 4 * cs, c40, c41, b[o0 + 4], relu)
-                _wstore(dst, o + 5 * cs, c50, c51, b[o0 + 5], relu)
-                _wstore(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu)
-                _wstore(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu)
-                if not full:
-                    _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv)
-            for oc in range(OB * 8, O):
-                lo, hi = _drow(w2, oc, src, b0, b1, hoff, koff, mf, m0, m1, K)
-                o = (n * O + oc) * P + p0 if full else 0
-                _wstore(dst, o, lo, hi, b[oc], relu)
-                if not full:
-                    _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv)
-
-
-_conv_rows2 = chunked(_conv_rows2_py, fastmath=True)
-
-
-def rows2_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
-    """Whether the stride-2 row-padded kernel runs this float32 convolution (AVX-512 only): stride 2,
-    no dilation, groups 1, an output 8 wide or a multiple of 16 wide."""
-    n, c, h, w = xshape
-    o, cg, kh, kw = wshape
-    ph, pw = padding
-    if not (simd.HAVE_FMA and simd.HAVE_AVX512 and groups == 1 and cg == c and tuple(stride) == (2, 2)
-            and tuple(dilation) == (1, 1) and ph >= 0 and pw >= 0 and c > 0 and w > 0 and len(oshape) == 4):
-        return False
-    oh, ow = (h + 2 * ph - kh) // 2 + 1, (w + 2 * pw - kw) // 2 + 1
-    return h + 2 * ph >= kh and w + 2 * pw >= kw and tuple(oshape) == (n, o, oh, ow) and (ow == 8 or ow % 16 == 0)
-
-
-@functools.lru_cache(maxsize=256)
-def rows2_taps(C, kh, kw, Hp, W, pw, OW):
-    """(koff (K,), masks (classes + 1, K)) for _conv_rows2_py, read-only; the last class row repeats
-    the first with its second load masked off (an 8-wide output's last half panel without its second
-    row, whose input rows may lie past the image)."""
-    c, i, j = np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw), indexing="ij")
-    koff = ((c * Hp + i) * W + j - pw).reshape(-1).astype(np.int64)
-    kx = j.reshape(-1)[:, None]
-    ow8 = OW == 8
-    classes = 1 if ow8 else OW // 16
-    even = np.arange(16) % 2 == 0
-    mk = np.zeros((classes + 1, koff.size), np.int64)
-    for cl in range(classes):
-        x_lo = (np.arange(16) // 2) + (0 if ow8 else cl * 16)           # the output column at each place
-        x_hi = (np.arange(16) // 2) + (0 if ow8 else cl * 16 + 8)
-        for sh, xs in ((0, x_lo), (16, x_hi)):
-            col = 2 * xs[None, :] + kx - pw
-            ok = even[None, :] & (col >= 0) & (col < W)
-            mk[cl] |= (ok * (1 << (np.arange(16) + sh))).sum(axis=1)
-    mk[classes] = mk[0] & 0xFFFF
-    koff.flags.writeable = False
-    mk.flags.writeable = False
-    return koff, mk
-
-
-def run_rows2(out, x, w, b, relu, padding, par, xbuf=None, fused=None):
-    """out = conv2d(x, w, stride 2) + b (ReLU fused when asked) for what rows2_applies accepts."""
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    ph, pw = padding
-    Hp = h + 2 * ph
-    OW = out.shape[3]
-    if fused is None:
-        fused = n >= FUSED_IMAGES
-    koff, mk = rows2_taps(c, kh, kw, Hp, wd, pw, OW)
-    xs = np.ascontiguousarray(x).reshape(-1) if fused else pad_rows(x, ph, xbuf)[0]
-    P = out.shape[2] * OW
-    np_ = -(-P // 32)
-    chunk = max(1, min(CHUNK, n * np_ // 4))
-    nt = n * (1 if fused else -(-np_ // chunk))
-    geo = _geo_array((Hp, h, wd, ph, c, int(OW == 8)))
-    if b is None:
-        b = filled(o, 0.0)
-    (_conv_rows2.parallel if par else _conv_rows2.serial)(
-        nt, xs, np.ascontiguousarray(w).reshape(o, -1), derived(w, "conv_pack", pack_weight),
-        b.astype(np.float32, copy=False), relu, koff, mk, geo, fused, chunk, out)
+def run_rows2(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None):
+    """run_rows at stride 2 (rows2_applies)."""
+    run_rows(out, x, w, b, relu, padding, par, xbuf, fused, stride2=True)
