@@ -349,9 +349,9 @@ def test_stride2_path_declines_what_it_does_not_cover():
     assert not ok((1, 3, 16, 16), (4, 3, 3, 3), (1, 4, 9, 9), (2, 2), (1, 1), (1, 1), 1)      # not the plan's
 
 
-@pytest.mark.parametrize("shape,pw", [((3, 16, 32, 32), 1), ((3, 32, 16, 16), 1), ((3, 5, 7, 9), 2), ((3, 5, 40, 37), 0),
-                                      ((2, 3, 33, 35), 3), ((2, 3, 5, 64), 1), ((1, 1, 2, 1), 1), ((2, 2, 3, 33), 0),
-                                      ((1, 1, 1, 17), 1)])
+@pytest.mark.parametrize("shape,pw", [((3, 16, 32, 32), 1), ((3, 32, 16, 16), 1), ((3, 5, 7, 9), 2),
+                                      ((3, 5, 40, 37), 0), ((2, 3, 33, 35), 3), ((2, 3, 5, 64), 1), ((1, 1, 2, 1), 1),
+                                      ((2, 2, 3, 33), 0), ((1, 1, 1, 17), 1)])
 def test_one_pass_phase_split_matches_the_padding_pass(shape, pw):
     """pad.py's split2_plane_f32 (16-lane, both column phases of a row in one pass) writes exactly what
     the two-pass copy writes, at every padding parity and width (vector, 8-lane and scalar tails)."""

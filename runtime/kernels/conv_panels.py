@@ -352,6 +352,7 @@ def _mrow_py(w2, r, b, b0, b1, hoff, koff, mk, m0, m1, K):
 _IL = dict(fastmath=True, inline="always")
 _opnd1 = variant(_opnd1_py, "_opnd1", None, **_IL)
 _opnd2 = variant(_opnd2_py, "_opnd2", None, **_IL)
+OPND, STRIDE2 = _opnd1, False         # the stride-1 bindings (each variant below binds its own)
 _mtile1 = variant(_mtile_py, "_mtile1", {"OPND": _opnd1}, **_IL)
 _mrow1 = variant(_mrow_py, "_mrow1", {"OPND": _opnd1}, **_IL)
 _mtile2 = variant(_mtile_py, "_mtile2", {"OPND": _opnd2}, **_IL)
@@ -393,7 +394,6 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, o
     # (classes, K) the taps' lane masks; b (O,); out (N, O, OH, OW).  Tasks as _conv_panels_py's: an
     # image's chunks of `chunk` 32-pixel panels (its all, fused).
     Hp, H, W, ph, C, flag = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
-    N = out.shape[0]
     IS = C * Hp * W
     O, K = w2.shape
     OH, OW = out.shape[2], out.shape[3]

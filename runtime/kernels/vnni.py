@@ -24,8 +24,8 @@ for OpenBLAS sgemm on the same shapes.
 import numpy as np
 from numba import njit, prange
 
-from edgetorch._native.simd import (vadd, vand, vbcast4, vcvt, vdot, vfhsum, vfma, vfsplat, vfzero, vload, vload4,
-                                    vprefetch, vsplat, vsrl4, vstore, vsub, vzero)
+from edgetorch._native.simd import (vadd, vand, vbcast4, vcvt, vdot, vfadd, vfhsum, vfload, vfma, vfmul, vfsplat,
+                                    vfstore, vfzero, vload, vload4, vprefetch, vsplat, vsrl4, vstore, vsub, vzero)
 
 from ._jit import twins
 
@@ -43,8 +43,32 @@ def pack(w):
     return np.ascontiguousarray(wp.reshape(Np // NR, NR, Kp // 4, 4).transpose(0, 2, 1, 3)).reshape(-1), Np, Kp
 
 
-def _gemm_py(a, wp, c):
-    # a (M, Kp) uint8; wp packed for Kp; c (M, Np) int32
+def _put_i32_py(c, m, n0, v0, v1, w128, sx, s, b, out):
+    Np = c.shape[1]
+    vstore(c, m * Np + n0, v0)
+    vstore(c, m * Np + n0 + 8, v1)
+
+
+def _put_dyn_py(c, m, n0, v0, v1, w128, sx, s, b, out):
+    # the int8-dynamic linear's epilogue in registers: out[m, n] = (c - 128 wsum[n]) sx[m] s[n] + b[n]
+    # for the 16 columns n0.. (w128 = 128 x the weight's row sums; every panel column a real one: N %
+    # 16 == 0); the int32 sums never reach memory
+    # (a multiply, then an add: the same roundings as quant._dyn_out_py, so results are bit-identical)
+    N = out.shape[1]
+    xs = vfsplat(sx[m])
+    vfstore(out, m * N + n0, vfadd(vfmul(vcvt(vsub(v0, vload4(w128, n0))), vfmul(xs, vfload(s, n0))), vfload(b, n0)))
+    vfstore(out, m * N + n0 + 8, vfadd(vfmul(vcvt(vsub(v1, vload4(w128, n0 + 8))), vfmul(xs, vfload(s, n0 + 8))),
+                                       vfload(b, n0 + 8)))
+
+
+_put_i32 = njit(cache=True, inline="always")(_put_i32_py)
+_put_dyn = njit(cache=True, inline="always")(_put_dyn_py)
+STORE = _put_i32
+
+
+def _gemm_py(a, wp, c, w128, sx, s, b, out):
+    # a (M, Kp) uint8; wp packed for Kp; c (M, Np) int32.  STORE (bound per variant) puts a row's 16
+    # sums: into c, or (the dynamic linear's epilogue) as floats into out (M, N) (see _put_dyn_py)
     M, Kp = a.shape
     Np = c.shape[1]
     K4 = Kp // 4
@@ -99,23 +123,15 @@ def _gemm_py(a, wp, c):
             x = vbcast4(a, k + 7 * Kp)
             c70 = vdot(c70, x, w0)
             c71 = vdot(c71, x, w1)
-        o = m0 * Np + nb * NR
-        vstore(c, o, c00)
-        vstore(c, o + 8, c01)
-        vstore(c, o + Np, c10)
-        vstore(c, o + Np + 8, c11)
-        vstore(c, o + 2 * Np, c20)
-        vstore(c, o + 2 * Np + 8, c21)
-        vstore(c, o + 3 * Np, c30)
-        vstore(c, o + 3 * Np + 8, c31)
-        vstore(c, o + 4 * Np, c40)
-        vstore(c, o + 4 * Np + 8, c41)
-        vstore(c, o + 5 * Np, c50)
-        vstore(c, o + 5 * Np + 8, c51)
-        vstore(c, o + 6 * Np, c60)
-        vstore(c, o + 6 * Np + 8, c61)
-        vstore(c, o + 7 * Np, c70)
-        vstore(c, o + 7 * Np + 8, c71)
+        n0 = nb * NR
+        STORE(c, m0, n0, c00, c01, w128, sx, s, b, out)
+        STORE(c, m0 + 1, n0, c10, c11, w128, sx, s, b, out)
+        STORE(c, m0 + 2, n0, c20, c21, w128, sx, s, b, out)
+        STORE(c, m0 + 3, n0, c30, c31, w128, sx, s, b, out)
+        STORE(c, m0 + 4, n0, c40, c41, w128, sx, s, b, out)
+        STORE(c, m0 + 5, n0, c50, c51, w128, sx, s, b, out)
+        STORE(c, m0 + 6, n0, c60, c61, w128, sx, s, b, out)
+        STORE(c, m0 + 7, n0, c70, c71, w128, sx, s, b, out)
     # the rows past the last micro-tile (all rows of a decode GEMV): a panel a task
     R = M - MB * MR
     for t in prange(NB * (R > 0)):
@@ -138,12 +154,15 @@ def _gemm_py(a, wp, c):
                 x = vbcast4(a, m * Kp + q * 4)
                 e0 = vdot(e0, x, vload(wp, wb + q * 64))
                 e1 = vdot(e1, x, vload(wp, wb + q * 64 + 32))
-            o = m * Np + t * NR
-            vstore(c, o, vadd(e0, d0))
-            vstore(c, o + 8, vadd(e1, d1))
+            STORE(c, m, t * NR, vadd(e0, d0), vadd(e1, d1), w128, sx, s, b, out)
 
 
 _gemm, _gemm_par = twins(_gemm_py)
+# the int8-dynamic linear with its scaling and bias fused (N a multiple of 16): _put_dyn_py
+_gemm_dyn, _gemm_dyn_par = twins(_gemm_py, "_dyn", {"STORE": _put_dyn})
+_NO_I32 = np.zeros(8, np.int32)
+_NO_F32 = np.zeros(8, np.float32)
+_NO_OUT = np.zeros((1, 1), np.float32)
 
 
 def _to_u8_py(a, au):
@@ -161,7 +180,7 @@ def gemm_biased(au, wp, Np):
     """c (M, Np) int32 = au @ w.T for the uint8 rows au (M, Kp) and w packed by `pack`."""
     M, Kp = au.shape
     c = np.empty((M, Np), np.int32)
-    (_gemm_par if M * Np * Kp >= PAR_OPS else _gemm)(au, wp, c)
+    (_gemm_par if M * Np * Kp >= PAR_OPS else _gemm)(au, wp, c, _NO_I32, _NO_F32, _NO_F32, _NO_F32, _NO_OUT)
     return c
 
 

@@ -44,6 +44,15 @@ def _cases():
     yield "linear_q8", (1, 1, 37), lambda: [_f32(1, 1, 29), w8, s8, None], {}
     yield "linear_q8", (4, 37), lambda: [_f32(4, 29), w8, s8, _f32(37)], {}
     yield "linear_q8", (1, 1, 301), lambda: [_f32(1, 1, 263), w8big, s8big, None], {}
+    # int8-dynamic on VNNI (constant weights): the scaling fused into the GEMM's tiles (48 outputs, a
+    # multiple of 16; 10 rows: a tile of 8 and two single rows) or a second pass (37 outputs)
+    wd16, sd16, wd37 = RNG.integers(-127, 128, (48, 29), dtype=np.int8), _f32(48), w8.copy()
+    for a in (wd16, sd16, wd37):
+        a.flags.writeable = False
+    yield "linear_q8", (2, 5, 48), lambda: [_f32(2, 5, 29), wd16, sd16, _f32(48)], {"dynamic": True,
+                                                                                       "activation": "gelu"}
+    yield "linear_q8", (10, 48), lambda: [_f32(10, 29), wd16, sd16, None], {"dynamic": True, "activation": "relu"}
+    yield "linear_q8", (3, 37), lambda: [_f32(3, 29), wd37, s8, None], {"dynamic": True}
     yield "linear_q4", (1, 1, 37), lambda: [_f32(1, 1, 64), wp, s4, None, None], {}
     yield "linear_q4", (3, 37), lambda: [_f32(3, 64), wp, s4, zero, _f32(37)], {}
     yield "linear_q4", (1, 300), lambda: [_f32(1, 256), wpbig, s4big, None, None], {}
@@ -105,6 +114,7 @@ def test_prepared_run_matches_kernel(case):
     if run is None:
         # only where the kernel's fast path needs instructions this CPU lacks
         assert (op == "linear_q4" and not (simd.HAVE_AVX512 if not attrs.get("dynamic") else simd.HAVE_VNNI)) \
+            or (op == "linear_q8" and attrs.get("dynamic") and not simd.HAVE_VNNI) \
             or (op.endswith("conv2d") and not simd.HAVE_FMA)
         return
     args = make()                           # fresh arrays: a run must not keep the prepared ones
