@@ -25,9 +25,12 @@ the weight from blocks of 8 output channels packed (K, 8) (pack_weight).
 Measured on ResNet-8's layers at batch 32 (in-process A/B against the
 gathering kernel that came before, 16-lane): 16->16 at 32x32 1594 -> 1312
 us, 3->16 409 -> 319, 32->32 at 16x16 1144 -> 1030, the stride-2 3x3 layers
-1436 -> 881 and 873 -> 680 (their gathers had been scalar); the 8x8 layer
-keeps its gather (read in place in 8-lane vectors it was slower).  Output
+1436 -> 881 and 873 -> 680 (their gathers had been scalar).  Output
 channels past the last block of 8 run one at a time.
+
+With AVX-512, stride-1 convolutions that keep the width (the 8x8 layer
+included, which gathered here) and small-batch stride-2 ones run the
+row-padded kernels at the end of this file instead (conv.py chooses).
 """
 import functools
 
