@@ -386,6 +386,8 @@ def wi8f(typingctx, a, i):
     def codegen(ctx, b, sig, args):
         return b.sitofp(b.sext(b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], b16), align=1), i16), _VF16)
     return f32x16(a, i), codegen
+
+
 vfsplat, vfzero, vfma = _splatter(f32x8, _VF), _fzero(f32x8, _VF), _fma(f32x8, _VF)
 wfsplat, wfzero, wfma = _splatter(f32x16, _VF16), _fzero(f32x16, _VF16), _fma(f32x16, _VF16)
 

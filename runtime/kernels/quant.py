@@ -380,7 +380,6 @@ def _prep_dynamic_q8(out, x, wq, scale, b, activation):
     wp, Np, Kp = _packed(wq)
     xu = np.zeros((M, Kp), np.uint8)          # columns past K meet zero weights
     sx = np.empty(M, np.float32)
-    ws = derived(wq, "rowsum", _wsum)
     act = None if activation is None else ACTS[activation]
     xk = xu[:, :K]
     par = M * Np * Kp >= vnni.PAR_OPS
@@ -400,6 +399,7 @@ def _prep_dynamic_q8(out, x, wq, scale, b, activation):
                 act(out)
         return run
     c = np.empty((M, Np), np.int32)
+    ws = derived(wq, "rowsum", _wsum)
     gemm = vnni._gemm_par if par else vnni._gemm
     epi = _dyn_out_p if M * N >= 1 << 15 else _dyn_out_s
     no = (vnni._NO_I32, vnni._NO_F32, vnni._NO_F32, vnni._NO_F32, vnni._NO_OUT)
