@@ -266,6 +266,16 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
     assert len(calls) == (2 if panels else 0)
 
 
+def _check_rows_kernel(run, x, wt, b, relu, p, want):
+    """A row-padded kernel (run_rows / run_rows2) against the reference: fused and copied, serial and
+    parallel."""
+    for fused in (False, True):
+        for par in (False, True):
+            out = np.full(want.shape, np.nan, np.float32)
+            run(out, x, wt, b, relu, (p, p), par, fused=fused)
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(x.shape[1] * wt.shape[2] ** 2))
+
+
 @pytest.mark.parametrize("n,c,o,h,w,k", [
     (1, 3, 16, 32, 32, 3), (2, 16, 16, 32, 32, 3), (3, 64, 64, 8, 8, 3), (1, 5, 13, 7, 16, 3),
     (2, 7, 9, 5, 4, 5), (1, 2, 3, 3, 2, 3), (2, 4, 11, 9, 48, 5), (3, 3, 8, 1, 1, 3), (1, 3, 9, 2, 16, 3),
@@ -290,11 +300,7 @@ def test_row_padded_convolution_matches_the_reference(n, c, o, h, w, k, relu):
         want = reference(x, wt, np.zeros(o, np.float32) if b is None else b, 1, (p, p))
         want = np.maximum(want, 0) if relu else want
         assert conv_panels.rows_applies(x.shape, wt.shape, want.shape, (1, 1), (p, p), (1, 1), 1)
-        for fused in (False, True):
-            for par in (False, True):
-                out = np.full(want.shape, np.nan, np.float32)
-                conv_panels.run_rows(out, x, wt, b, relu, (p, p), par, fused=fused)
-                np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
+        _check_rows_kernel(conv_panels.run_rows, x, wt, b, relu, p, want)
         out = np.full(want.shape, np.nan, np.float32)
         assert cv.conv2d_into(out, x, wt, b, (1, 1), (p, p), (1, 1), 1, relu=relu) == relu
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
@@ -322,11 +328,7 @@ def test_stride2_deinterleaving_convolution_matches_the_reference(n, c, o, h, w,
         want = reference(x, wt, np.zeros(o, np.float32) if b is None else b, 2, (p, p))
         want = np.maximum(want, 0) if relu else want
         assert conv_panels.rows2_applies(x.shape, wt.shape, want.shape, (2, 2), (p, p), (1, 1), 1)
-        for fused in (False, True):
-            for par in (False, True):
-                out = np.full(want.shape, np.nan, np.float32)
-                conv_panels.run_rows2(out, x, wt, b, relu, (p, p), par, fused=fused)
-                np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
+        _check_rows_kernel(conv_panels.run_rows2, x, wt, b, relu, p, want)
         calls = []
         real = conv_panels.run_rows2
         try:
@@ -436,5 +438,5 @@ def test_stride_two_convolutions_pad_inside_their_tasks_from_four_images():
     fused = lambda n, ow_in: plan((n, 16, 32, ow_in), (32, 16, 3, 3), (n, 32, 16, ow_in // 2), (2, 2), (1, 1),
                                   (1, 1), 1, True, True)[5]
     assert fused(4, 32) and fused(32, 32)
-    assert not fused(3, 32)                  # below FUSED_PAD_IMAGES
+    assert not fused(3, 32)                  # below conv_panels.FUSED_IMAGES
     assert fused(8, 16)                      # 8 outputs a row at 16 lanes: gathered from the image

@@ -77,13 +77,12 @@ def _panel_plan(xshape, wshape, oshape, stride, padding, dilation, groups, bias_
     n_panels = -(-(oshape[2] * oshape[3]) // pw)
     chunk = max(1, min(conv_panels.CHUNK, n * n_panels // 4))
     direct = oshape[3] % (pw // 2) == 0
-    fused = n >= FUSED_PAD_IMAGES and padding != (0, 0) and c * S * hp * wh * 4 <= FUSED_PAD_BYTES
+    fused = n >= conv_panels.FUSED_IMAGES and padding != (0, 0) and c * S * hp * wh * 4 <= FUSED_PAD_BYTES
     par = n * o * oshape[2] * oshape[3] * c * kh * kw >= conv_panels.PAR_MACS
     return sub, stride, padding, koff, (S, hp, wh, h, wd, padding[0], padding[1]), fused, direct, chunk, par
 
 
-FUSED_PAD_IMAGES = 4          # batch from which each image pads itself inside the convolution's task
-FUSED_PAD_BYTES = 1 << 19     # ... when its padded copy fits in half of L2
+FUSED_PAD_BYTES = 1 << 19     # from conv_panels.FUSED_IMAGES images, when an image's padded copy fits in half of L2
 
 
 def _conv_checks(out, x, w, stride, padding, dilation, groups):

@@ -466,6 +466,7 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, o
 
 _conv_rows = chunked(_conv_rows_py, "", {"STRIDE2": False, "TILE": _mtile1, "ROW": _mrow1}, fastmath=True)
 _conv_rows2 = chunked(_conv_rows_py, "_s2", {"STRIDE2": True, "TILE": _mtile2, "ROW": _mrow2}, fastmath=True)
+# the batch from which a convolution's task pads its own image (panels and row-padded kernels alike)
 FUSED_IMAGES = 4
 
 
