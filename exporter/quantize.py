@@ -9,7 +9,10 @@ Presets (grids in edgetorch/quant/grids.py, ops in edgetorch/ops/quant.py):
                      float activations (TorchAO int8 weight-only)
   int4-weight        linear and embedding weights int4 per group along the input dim
                      (group 32/64/128/256, symmetric or not), packed two per byte,
-                     float16 scales; convs fall back to int8-weight
+                     float16 scales; convs fall back to int8-weight.  Activations stay
+                     float between ops; inside the matmul they go to int8 per block of
+                     32 (llama.cpp's Q8_0, as its Q4_0 does): QuantConfig(act_block=0)
+                     keeps them float there (slower: docs/quantization.md)
   int8-dynamic       int8-weight, and activations of linears quantized per row at run
                      time, int32 accumulation (ORT quantize_dynamic, TorchAO int8 dynamic)
   int8-dynamic-int4-weight (8da4w)  int4 group weights with per-row int8 activations
@@ -58,6 +61,8 @@ class QuantConfig:
     observer: str = "minmax"                        # int8-static: minmax | moving_average | percentile | mse
     percentile: float = 99.99
     embeddings: bool = True                         # quantize embedding tables too
+    act_block: int = Q.ACT_BLOCK                    # int4-weight: x to int8 per block of 32 in the matmul
+                                                    # (llama.cpp's Q8_0); 0 keeps x float there
 
     def __post_init__(self):
         self.preset = ALIASES.get(self.preset, self.preset)
@@ -67,6 +72,8 @@ class QuantConfig:
                 raise ExportError(f"unknown quantization preset {p!r}; presets: {list(PRESETS)}")
         if self.group_size not in Q.INT4_GROUPS:
             raise ExportError(f"int4 group size {self.group_size} not supported; choose one of {Q.INT4_GROUPS}")
+        if self.act_block not in (0, Q.ACT_BLOCK):
+            raise ExportError(f"act_block {self.act_block!r}: 0 (float activations) or {Q.ACT_BLOCK}")
         if self.observer not in OBSERVERS:
             raise ExportError(f"unknown observer {self.observer!r}; observers: {list(OBSERVERS)}")
 
@@ -200,6 +207,8 @@ def _weight_only(g, cfg, W, names, log):
                 b = n.inputs[2] if len(n.inputs) > 2 else None
                 n.op, n.inputs = "linear_q4", [n.inputs[0], wv, sv, zv, b]
                 n.attrs = {"group_size": cfg.group_size, "activation": act, "dynamic": dynamic}
+                if not dynamic and cfg.act_block:
+                    n.attrs["act_block"] = cfg.act_block
             new.append(n)
         else:
             wv, sv = W.int8(g, w, name)

@@ -71,6 +71,11 @@ def _check_attrs(ins, m, what):
         if n_t != len(ins.inputs) - (1 if ins.op == "getitem" else 2):
             raise ProgramError(f"{what}: index {index!r} marks {n_t} tensor indices but the instruction passes "
                                f"{len(ins.inputs) - (1 if ins.op == 'getitem' else 2)}")
+    if ins.op == "linear_q4":
+        blk = a.get("act_block", 0)
+        if type(blk) is not int or blk not in (0, 32) or (blk and a.get("dynamic")):
+            raise ProgramError(f"{what}: linear_q4 act_block={blk!r} (dynamic={a.get('dynamic')!r}): "
+                               "expected 0, or 32 without dynamic")
     if "activation" in a and a["activation"] is not None:
         from .kernels.linalg import ACTS
         if a["activation"] not in ACTS:

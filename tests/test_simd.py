@@ -7,7 +7,8 @@ from numba import njit
 from edgetorch._native import simd
 from edgetorch._native.simd import (vadd, vand, vbcast4, vcvt, vdot, vfadd, vfhmax, vfhsum, vfload, vfma, vfmax,
                                     vfmul, vfsplat, vfstore, vfzero, vhsum, vload, vload4, vsplat, vsrl4, vstore,
-                                    vsub, vzero)
+                                    vsub, vzero, wand, wcvt, wdot, wfblend8, wfhsum, wfload, wfmul, wfsplat, wload,
+                                    wload4, wload4_half, wload_half, wsplat, wsrl4)
 
 vnni = pytest.mark.skipif(not simd.HAVE_VNNI, reason="needs AVX512-VNNI and AVX512-VL")
 
@@ -155,3 +156,37 @@ def test_prefetch_is_a_hint_that_never_faults():
     a = np.arange(1000, dtype=np.int8)
     for ahead in (0, 64, 1 << 20):
         assert _prefetch_sum(a, ahead) == int(a.astype(np.int64).sum())
+
+
+@njit
+def _wide_int(u, s, c, c8, fo):
+    # the 16-lane integer path of the int4 x int8-block GEMV: dot, nibbles, convert, scale, blend
+    full = wdot(wload4(c, 0), wload(u, 0), wload(s, 0))
+    half = wdot(wload4_half(c8, 0), wload_half(u, 0), wload_half(s, 0))
+    lo = wand(wload(u, 0), wsplat(0x0F0F0F0F))
+    hi = wand(wsrl4(wload(u, 0)), wsplat(0x0F0F0F0F))
+    a = wfmul(wcvt(wdot(wsplat(0), lo, wload(s, 0))), wfload(fo, 0))
+    b = wcvt(wdot(wsplat(0), hi, wload(s, 0)))
+    return (wfhsum(wcvt(full)), wfhsum(wcvt(half)), wfhsum(wfblend8(a, wfsplat(np.float32(0.0)))),
+            wfhsum(wfblend8(wfsplat(np.float32(0.0)), b)))
+
+
+@vnni
+@pytest.mark.skipif(not simd.HAVE_AVX512, reason="needs AVX-512F")
+def test_sixteen_int_lanes_dot_nibbles_halves_and_blend():
+    rng = np.random.default_rng(4)
+    u = rng.integers(0, 256, 64).astype(np.uint8)
+    s = rng.integers(-128, 128, 64).astype(np.int8)
+    u[:4], s[:4] = 255, -128                        # the largest products: exact in int32 lanes
+    c = rng.integers(-1000, 1000, 16).astype(np.int32)
+    c8 = np.concatenate([c[:8], np.full(8, 99999, np.int32)])     # the half load must not read lanes 8-15
+    fo = rng.uniform(0.5, 2, 16).astype(np.float32)
+    full, half, lo, hi = _wide_int(u, s, c, c8, fo)
+    u64, s64 = u.astype(np.int64), s.astype(np.int64)
+    lanes = (u64 * s64).reshape(16, 4).sum(1)
+    assert full == lanes.sum() + c.sum()
+    assert half == lanes[:8].sum() + c[:8].sum()
+    lo_l = ((u64 & 15) * s64).reshape(16, 4).sum(1)
+    hi_l = ((u64 >> 4) * s64).reshape(16, 4).sum(1)
+    np.testing.assert_allclose(lo, (lo_l[:8] * fo[:8].astype(np.float64)).sum(), rtol=1e-6)
+    assert hi == hi_l[8:].sum()

@@ -31,6 +31,13 @@ as Numba intrinsics that emit the LLVM IR directly:
     w = wfevens(u, v), wfodds(u, v)
                                 the even (odd) lanes of u, then those of v
     vprefetch(a, i)             hint the cache line of flat element i into L1
+    v = wload(a, i), wload4(c, i), wdot(acc, u, s), wand(v, w), wsrl4(v), wsplat(n), wcvt(v)
+                                the integer operations on 16 int32 lanes (zmm, 64 bytes; only where
+                                HAVE_VNNI and HAVE_AVX512)
+    v = wload_half(a, i), wload4_half(c, i)
+                                32 bytes (8 int32) into the low half, zeros in the high half
+    w = wfmul(w, u); w = wfblend8(u, v)
+                                lane-wise product; lanes 0-7 of u then lanes 8-15 of v
 
 The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
 machine's other loops), except the 16-lane float ones: Zen 4 runs a 512-bit
@@ -80,6 +87,7 @@ _I32 = ir.IntType(32)
 _VI = ir.VectorType(_I32, 8)
 _VF = ir.VectorType(ir.FloatType(), 8)
 _VF16 = ir.VectorType(ir.FloatType(), 16)
+_VI16 = ir.VectorType(_I32, 16)
 
 
 class _Vec(types.Type):
@@ -90,7 +98,8 @@ class _Vec(types.Type):
 i32x8 = _Vec("i32x8")
 f32x8 = _Vec("f32x8")
 f32x16 = _Vec("f32x16")
-_LLVM = {"i32x8": _VI, "f32x8": _VF, "f32x16": _VF16}
+i32x16 = _Vec("i32x16")
+_LLVM = {"i32x8": _VI, "f32x8": _VF, "f32x16": _VF16, "i32x16": _VI16}
 
 
 class _VecModel(models.PrimitiveModel):
@@ -146,6 +155,8 @@ def _llvm_call(name, lty, n):
 
 vfmax = _binary(f32x8, _llvm_call("llvm.maxnum", _VF, 2))
 wfadd = _binary(f32x16, lambda b, x, y: b.fadd(x, y))
+wfmul = _binary(f32x16, lambda b, x, y: b.fmul(x, y))
+wand = _binary(i32x16, lambda b, x, y: b.and_(x, y))
 wfmax = _binary(f32x16, _llvm_call("llvm.maxnum", _VF16, 2))
 
 
@@ -194,6 +205,27 @@ vfload = _loader(lambda a: _array_of(a, types.float32), f32x8, _VF, 4)
 vstore = _storer(types.int32, i32x8, _VI)
 vfstore = _storer(types.float32, f32x8, _VF)
 wfload = _loader(lambda a: _array_of(a, types.float32), f32x16, _VF16, 4)
+wload = _loader(_byte_array, i32x16, _VI16, 1)
+wload4 = _loader(lambda a: _array_of(a, types.int32), i32x16, _VI16, 4)
+
+
+def _half_loader(ok, align):
+    @intrinsic
+    def load(typingctx, a, i):
+        if not (ok(a) and isinstance(i, types.Integer)):
+            return None
+
+        def codegen(ctx, b, sig, args):
+            v = b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _VI), align=align)
+            return b.shuffle_vector(v, ir.Constant(_VI, None), ir.Constant(_VI16, list(range(16))))
+        return i32x16(a, i), codegen
+    return load
+
+
+# 32 bytes (8 int32) from flat element i in the low half, zeros in the high half: a row's last
+# 32 columns where a 64-byte step would read past them
+wload_half = _half_loader(_byte_array, 1)
+wload4_half = _half_loader(lambda a: _array_of(a, types.int32), 4)
 wfstore = _storer(types.float32, f32x16, _VF16)
 
 
@@ -279,6 +311,41 @@ def vdot(typingctx, acc, u, s):
 
 
 @intrinsic
+def wdot(typingctx, acc, u, s):
+    if not (acc is i32x16 and u is i32x16 and s is i32x16):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VI16, [_VI16, _VI16, _VI16]),
+                                            "llvm.x86.avx512.vpdpbusd.512")
+        return b.call(fn, list(args))
+    return i32x16(acc, u, s), codegen
+
+
+@intrinsic
+def wsrl4(typingctx, x):
+    if x is not i32x16:
+        return None
+    return i32x16(x), lambda ctx, b, sig, args: b.lshr(args[0], ir.Constant(_VI16, [4] * 16))
+
+
+@intrinsic
+def wcvt(typingctx, v):
+    if v is not i32x16:
+        return None
+    return f32x16(v), lambda ctx, b, sig, args: b.sitofp(args[0], _VF16)
+
+
+@intrinsic
+def wfblend8(typingctx, u, v):
+    """Lanes 0-7 of u, then lanes 8-15 of v."""
+    if not (u is f32x16 and v is f32x16):
+        return None
+    return f32x16(u, v), lambda ctx, b, sig, args: b.shuffle_vector(
+        args[0], args[1], ir.Constant(_VI16, list(range(8)) + list(range(24, 32))))
+
+
+@intrinsic
 def vsrl4(typingctx, x):
     if x is not i32x8:
         return None
@@ -333,6 +400,7 @@ def _splatter(vt, lty, kind=types.Float, lane=types.float32):
 
 
 vsplat = _splatter(i32x8, _VI, types.Integer, types.int32)
+wsplat = _splatter(i32x16, _VI16, types.Integer, types.int32)
 
 
 def _fzero(vt, lty):

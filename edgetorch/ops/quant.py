@@ -9,6 +9,9 @@ and are the oracle for the runtime's integer kernels:
   dynamic=True                activations quantized per row to int8 at run
                               time (symmetric), integer products accumulated
                               exactly (int8-dynamic, 8da4w)
+  act_block=32 (linear_q4)    activations quantized to int8 per block of 32
+                              inputs at run time (llama.cpp's Q8_0, as its
+                              Q4_0 matmul does): int4-weight's default
   quantize/dequantize_per_tensor, conv2d_qs8, linear_qs8, add_qs8
                               static int8: activations int8 per tensor
                               (scale, zero point from calibration), int32
@@ -23,8 +26,13 @@ from .fused import _act
 from .registry import Sample, TensorMeta, op
 
 
-def _dyn(x, dynamic):
-    """x as the kernel sees it: itself, or its per-row int8 grid (float64 for exact products)."""
+def _dyn(x, dynamic, act_block=0):
+    """x as the kernel sees it: itself, or its per-row (or per-block) int8 grid (float64 for exact
+    products)."""
+    if act_block:
+        xq, d = Q.quantize_blocks_int8(x, act_block)
+        xb = xq.reshape(d.shape + (act_block,)).astype(np.float64) * d.astype(np.float64)[..., None]
+        return xb.reshape(x.shape)
     if not dynamic:
         return x
     xq, sx = Q.quantize_rows_dynamic(x)
@@ -99,27 +107,34 @@ def _q4_check(what, wp, scale, zero, group_size):
     return n, k
 
 
-def _q4_meta(x, wp, scale, zero=None, b=None, *, group_size, activation=None, dynamic=False):
+def _q4_meta(x, wp, scale, zero=None, b=None, *, group_size, activation=None, dynamic=False, act_block=0):
     n, k = _q4_check("linear_q4", wp, scale, zero, group_size)
+    if act_block not in (0, Q.ACT_BLOCK) or (act_block and dynamic):
+        raise ShapeError(f"linear_q4: act_block={act_block!r} (with dynamic={dynamic}); expected 0, or "
+                         f"{Q.ACT_BLOCK} without dynamic")
     return _check_rows("linear_q4", x, n, k, b)
 
 
 def _q4_samples(rng):
     out = []
-    for n, asym, dyn in ((5, False, False), (6, True, False), (7, False, True), (4, True, True)):
+    for n, asym, dyn, blk in ((5, False, False, 0), (6, True, False, 0), (7, False, True, 0), (4, True, True, 0),
+                              (5, False, False, 32), (3, True, False, 32)):
         w = rng.normal(size=(n, 64))
         p, s, z = Q.quantize_groups_int4(w, 32, symmetric=not asym)
+        rounded = dyn or blk
         out.append(Sample((rng.normal(size=(3, 64)), p, s, z, rng.normal(size=n)),
-                          dict(group_size=32, dynamic=dyn, activation="relu" if asym else None),
-                          nondiff=(1, 2, 3), gradcheck=not dyn, note="rounding of the activation grid" * dyn))
+                          dict(group_size=32, dynamic=dyn, activation="relu" if asym else None, act_block=blk),
+                          nondiff=(1, 2, 3), gradcheck=not rounded,
+                          note="rounding of the activation grid" * bool(rounded)))
     return out
 
 
 @op(meta=_q4_meta, samples=_q4_samples, fused=True)
-def linear_q4(x, wp, scale, zero=None, b=None, *, group_size, activation=None, dynamic=False):
-    """act(x @ W.T + b), W = scale * (q - zero) per group of `group_size` inputs (zero = 8 when absent)."""
+def linear_q4(x, wp, scale, zero=None, b=None, *, group_size, activation=None, dynamic=False, act_block=0):
+    """act(x @ W.T + b), W = scale * (q - zero) per group of `group_size` inputs (zero = 8 when absent);
+    x on its per-row (dynamic) or per-block (act_block) int8 grid where asked."""
     w = Q.dequantize_int4(wp, scale, zero, group_size, np.float64)
-    y = np.matmul(_dyn(x, dynamic), w.T).astype(x.dtype)
+    y = np.matmul(_dyn(x, dynamic, act_block), w.T).astype(x.dtype)
     if b is not None:
         y = y + b
     return _act(y, activation)

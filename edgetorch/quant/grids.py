@@ -18,6 +18,9 @@ Schemes (w ~= dequantized value):
       zero padding and ReLU are exact)
   int8 per row, symmetric, dynamic    x ~= sx[m] * q,    q in [-127, 127]
       (activations of the dynamic schemes, computed at run time)
+  int8 per block of 32, symmetric     x ~= d[m, b] * q,  q in [-127, 127]
+      (int4-weight's activations inside its matmul, computed at run time:
+      llama.cpp's Q8_0 block, which its Q4_0 dot product uses the same way)
 
 int4 packing ("row pairs"): byte [p, k] holds row 2p's value at column k in
 its low nibble and row 2p+1's in the high nibble; an odd last row pairs with
@@ -147,3 +150,28 @@ def quantize_rows_dynamic(x):
 def fake_quant_rows_dynamic(x):
     xq, sx = quantize_rows_dynamic(x)
     return (xq.astype(np.float32) * sx[:, None]).reshape(np.shape(x))
+
+
+ACT_BLOCK = 32      # the activation block of int4-weight's matmul (Q8_0)
+
+
+def quantize_blocks_int8(x, block=ACT_BLOCK):
+    """Per-block symmetric int8 of float activations along the last dim: (xq int8 (rows, K), d float32
+    (rows, K // block)), x ~= xq * d per block; d = max|x| / 127 (1 for an all-zero block) and
+    xq = rint(x * (1 / d)), all in float32 (the runtime's kernel rounds the same way)."""
+    x2 = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
+    if x2.shape[1] % block:
+        raise ValueError(f"activation blocks of {block} do not divide the input width {x2.shape[1]}")
+    xb = x2.reshape(x2.shape[0], -1, block)
+    amax = np.abs(xb).max(axis=2) if xb.size else np.zeros(xb.shape[:2], np.float32)
+    with np.errstate(invalid="ignore"):
+        d = np.where(amax == 0, np.float32(1.0), amax / np.float32(127.0)).astype(np.float32)  # NaN stays NaN
+        inv = (np.float32(1.0) / d).astype(np.float32)
+        q = np.rint(xb * inv[..., None])
+    q = np.clip(np.nan_to_num(q, nan=0.0), -127, 127).astype(np.int8)
+    return q.reshape(x2.shape), d
+
+
+def fake_quant_blocks_int8(x, block=ACT_BLOCK):
+    xq, d = quantize_blocks_int8(x, block)
+    return (xq.reshape(d.shape + (block,)).astype(np.float32) * d[..., None]).reshape(np.shape(x))

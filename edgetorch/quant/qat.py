@@ -58,6 +58,9 @@ class _QAT:
         if self._qat_scheme in ("int8-dynamic", "int8-dynamic-int4-weight"):
             a = x.detach().numpy()
             return _ste(x, Q.fake_quant_rows_dynamic(a).astype(a.dtype))
+        if self._qat_scheme == "int4-weight" and self._qat_cfg.act_block:
+            a = x.detach().numpy()          # the int8 blocks int4-weight's matmul puts x on
+            return _ste(x, Q.fake_quant_blocks_int8(a, self._qat_cfg.act_block).astype(a.dtype))
         return x
 
 

@@ -145,6 +145,71 @@ def _quant_rows(x, xq, sx, off=0):
     (_quant_rows_p if x.size >= 1 << 15 else _quant_rows_s)(x, xq, sx, off)
 
 
+def _lanes(K):
+    """int32 / float32 lanes a row of the per-call lane arrays holds: one per 4 columns, rounded up to
+    a whole 64-column step (the last step of a row whose width is 32 mod 64 reads a full vector)."""
+    return -(-K // 64) * 16
+
+
+def _quant_blocks_py(x, xq, cx, sxe, xg, zp):
+    # x (M, K) float32 in blocks of 32 columns, each symmetric int8 with its own scale d = max|x| / 127
+    # (llama.cpp's Q8_0 block: q = rint(x * (1 / d)), ties to even); per vpdpbusd lane (4 columns):
+    # cx = -zp x the lane's sum of xq (the symmetric weights' zero point, applied as the dot
+    # product's starting value) and sxe = the block's scale; lanes past K // 4 get 0; xg (M, ng) the
+    # sums of the dequantized x over each weight group (asymmetric weights' zero points, after the
+    # dot).  A block holding inf or NaN gets an inf or NaN scale: the results are not finite either.
+    M, K = x.shape
+    nb = K // 32
+    G = K // xg.shape[1]
+    bits = x.view(np.int32)
+    for m in range(M):
+        for i in range(nb * 8, cx.shape[1]):
+            cx[m, i] = 0
+            sxe[m, i] = 0.0
+        for g in range(xg.shape[1]):
+            xg[m, g] = 0.0
+        for blk in range(nb):
+            k0 = blk * 32
+            a = int32(0)
+            for k in range(k0, k0 + 32):
+                a = max(a, bits[m, k] & int32(0x7FFFFFFF))
+            amax = _f32_of_bits(a)
+            d = np.float32(1.0) if amax == 0 else amax / np.float32(127.0)     # NaN stays NaN
+            inv = np.float32(1.0) / d
+            for k in range(k0, k0 + 32):
+                v = np.rint(x[m, k] * inv)
+                xq[m, k] = int32(min(max(v, np.float32(-127.0)), np.float32(127.0)))
+            tot = int32(0)
+            for lane in range(8):
+                k = k0 + 4 * lane
+                c = int32(xq[m, k]) + int32(xq[m, k + 1]) + int32(xq[m, k + 2]) + int32(xq[m, k + 3])
+                cx[m, blk * 8 + lane] = -zp * c
+                sxe[m, blk * 8 + lane] = d
+                tot += c
+            xg[m, k0 // G] += np.float32(tot) * d
+
+
+_quant_blocks = njit(cache=True)(_quant_blocks_py)
+
+
+def _row_lanes_py(xq, sx, cx, sxe):
+    # the lane arrays of _quant_blocks for rows xq already quantized with one scale a row (8da4w)
+    M, K = xq.shape
+    for m in range(M):
+        for i in range(cx.shape[1]):
+            cx[m, i] = 0
+            sxe[m, i] = 0.0
+        for i in range(K // 4):
+            c = int32(0)
+            for k in range(4 * i, 4 * i + 4):
+                c += int32(xq[m, k])
+            cx[m, i] = -8 * c
+            sxe[m, i] = sx[m]
+
+
+_row_lanes = njit(cache=True)(_row_lanes_py)
+
+
 def _gemv_dq8_py(xq, sx, wq, s, out):
     # int8 rows xq (scale sx) times int8 weights, int32 accumulation truncated each step so LLVM
     # emits vpmaddwd; a weight row a task (streams best, as for _gemv_q8)

@@ -20,7 +20,7 @@ from ._derived import filled
 from ._jit import twins
 from .linalg import apply_activation
 from .index import check_index
-from .quant import PAR_WEIGHTS, _check, _quant_rows, _rows, f32
+from .quant import PAR_WEIGHTS, _check, _lanes, _quant_blocks, _quant_rows, _rows, f32
 from .registry import kernel, preparer
 
 PF_BYTES = vnni.PF_BYTES  # how far ahead the int4 GEMVs hint their weight streams into cache
@@ -262,25 +262,60 @@ def _dequant_q4(wp, s, z, sym, r0, r1, w):
         _dq4_row(wp, s, z, sym, r, G, w, r - r0)
 
 
-def _q4_args(what, wp, scale, zero, group_size):
+def _q4_args(what, wp, scale, zero, group_size, dynamic=False, act_block=0):
     n = scale.shape[0] if scale.ndim == 2 else -1
     if wp.dtype != np.uint8 or wp.ndim != 2 or scale.ndim != 2 or wp.shape[0] != (n + 1) // 2 \
             or group_size % 32 or wp.shape[1] % group_size or scale.shape[1] != wp.shape[1] // group_size \
             or (zero is not None and (zero.shape != scale.shape or zero.dtype != np.uint8)):
         raise ValueError(f"{what}: packed weight {wp.dtype}{wp.shape}, scale {scale.shape}, group {group_size} "
                          f"do not fit")
+    if act_block not in (0, 32) or (act_block and dynamic):
+        raise ValueError(f"{what}: act_block={act_block!r} with dynamic={dynamic}: expected 0, or 32 without dynamic")
     sym = zero is None
     z = np.zeros((1, 1), np.uint8) if sym else zero
     return n, f32(scale), z, sym
 
 
+def _blocks_vnni():
+    """Whether int8 activation blocks (act_block) run on the 512-bit VNNI kernel here."""
+    return simd.HAVE_VNNI and simd.HAVE_AVX512
+
+
+def _block_scratch(M, K, ng):
+    """(xq, cx, sxe, xg): the arrays quant._quant_blocks fills for M rows of K inputs, ng groups."""
+    L = _lanes(K)
+    return (np.empty((M, K), np.int8), np.empty((M, L), np.int32), np.empty((M, L), np.float32),
+            np.empty((M, ng), np.float32))
+
+
+def _blocks_dequantized(x2):
+    """x on its int8 block grid, as float32 (the act_block path where the VNNI kernel is absent)."""
+    M, K = x2.shape
+    xq, cx, sxe, xg = _block_scratch(M, K, 1)
+    _quant_blocks(np.ascontiguousarray(x2), xq, cx, sxe, xg, 0)
+    d = sxe[:, :K // 4:8]                      # one lane scale a block
+    return (xq.reshape(M, K // 32, 32).astype(np.float32) * d[:, :, None]).reshape(M, K)
+
+
 @kernel("linear_q4")
-def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=None, dynamic=False):
-    n, s, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size)
+def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=None, dynamic=False, act_block=0):
+    n, s, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size, dynamic, act_block)
     K = wp.shape[1]
     _check("linear_q4", out, x, n, K, b)
     x2, o2 = _rows(x, n, out)
     M, ng = x2.shape[0], s.shape[1]
+    if act_block and _blocks_vnni():
+        # int8 blocks against the packed nibbles, any row count (a task's 2 K weight bytes stay in L1
+        # across the rows)
+        xq, cx, sxe, xg = _block_scratch(M, K, ng)
+        _quant_blocks(np.ascontiguousarray(x2), xq, cx, sxe, xg, 8 if sym else 0)
+        vnni.gemv_q4_blocks(xq, cx, sxe, xg, np.ascontiguousarray(wp), s, z, sym, n, o2)
+        if b is not None:
+            out += b
+        apply_activation(out, activation)
+        return
+    if act_block:
+        x2 = _blocks_dequantized(x2)
     if dynamic and sym and simd.HAVE_VNNI:
         # int8 rows against the packed nibbles for any row count: with the weight bytes of a row
         # pair in L1 across rows, 64-row prefills ran 2.4-3.6x faster than dequantize + BLAS
@@ -324,16 +359,28 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
 
 
 @preparer("linear_q4")
-def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=None, dynamic=False):
+def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=None, dynamic=False, act_block=0):
     """The decode GEMVs (<= 4 rows, no activation) with the argument checks and the kernel choice
-    made once; the per-call work (x's group sums or its int8 rows) stays in the run."""
-    n, s, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size)
+    made once; the per-call work (x's group sums, its int8 rows or blocks) stays in the run."""
+    n, s, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size, dynamic, act_block)
     K = wp.shape[1]
     _check("linear_q4", out, x, n, K, b)
     M, ng = x.size // K, s.shape[1]
     if activation is not None or s is not scale or M > 4 or not (x.flags.c_contiguous and out.flags.c_contiguous
                                                                and wp.flags.c_contiguous):
         return None
+    if act_block:
+        if not _blocks_vnni():
+            return None
+        xq, cx, sxe, xg = _block_scratch(M, K, ng)        # scratch: prepared runs hold the method's lock
+        zp = 8 if sym else 0
+
+        def run(out, x, wp, scale, zero=None, b=None):
+            _quant_blocks(x.reshape(M, K), xq, cx, sxe, xg, zp)
+            vnni.gemv_q4_blocks(xq, cx, sxe, xg, wp, scale, z if zero is None else zero, sym, n, out.reshape(M, n))
+            if b is not None:
+                out += b
+        return run
     if dynamic and sym and simd.HAVE_VNNI:
         def run(out, x, wp, scale, zero=None, b=None):
             x2 = x.reshape(M, K)

@@ -321,6 +321,63 @@ def test_int4_float_gemv_paths(m, n, k, g, asym, wide, monkeypatch):
     assert all(("g32" in c) == (g == 32) for c in calls if wide)      # group 32 compiled as a constant
 
 
+@pytest.mark.parametrize("m,n,k,g", [(1, 1, 32, 32), (1, 7, 64, 32), (2, 8, 96, 32), (1, 9, 128, 64),
+                                     (3, 17, 256, 128), (1, 4099, 256, 256), (4, 33, 64, 64), (6, 19, 96, 32),
+                                     (70, 301, 64, 32), (2, 3, 32, 32), (1, 2049, 288, 32), (4, 12, 512, 256)])
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("vnni512", [pytest.param(True, id="vnni512"), pytest.param(False, id="dequantized")])
+def test_int4_act_block_paths(m, n, k, g, asym, vnni512, monkeypatch):
+    """int4-weight with int8 activation blocks (act_block=32): the 512-bit VNNI kernel (64 columns a
+    step, a 32-column last step, groups of 32 with two accumulators a row, larger groups with one,
+    zero points, an odd last pair, odd N, serial and parallel, any row count) and, without it, x
+    put on its block grid then the float paths; both against the reference, which rounds x alike."""
+    from edgetorch.quant.grids import quantize_groups_int4
+    from edgetorch.runtime.kernels import quant4, vnni
+    if vnni512 and not quant4._blocks_vnni():
+        pytest.skip("no AVX512-VNNI")
+    monkeypatch.setattr(quant4, "_blocks_vnni", lambda: vnni512)
+    calls = []
+    real = vnni.gemv_q4_blocks
+    monkeypatch.setattr(vnni, "gemv_q4_blocks", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(n * k + m + 1)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    x[0, :32] *= 40.0                                 # blocks of very different scales
+    wp, s, z = quantize_groups_int4(rng.normal(size=(n, k)), g, symmetric=not asym)
+    b = rng.normal(size=n).astype(np.float32)
+    out = np.full((m, n), np.nan, np.float32)
+    KERNELS["linear_q4"](out, x, wp, s, z, b, group_size=g, act_block=32)
+    want = REGISTRY["linear_q4"].forward(x, wp, s, z, b, group_size=g, act_block=32)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    assert bool(calls) == vnni512
+    floatx = REGISTRY["linear_q4"].forward(x, wp, s, z, b, group_size=g)
+    assert k == 32 or np.abs(floatx - want).max() > 0           # the blocks do round x
+
+
+def test_activation_blocks_match_the_grid():
+    """quant._quant_blocks (the kernels' x blocks) equals grids.quantize_blocks_int8 exactly: the int8
+    values, one scale a lane, the zero-point lanes, the group sums; all-zero and non-finite blocks."""
+    from edgetorch.quant.grids import quantize_blocks_int8
+    from edgetorch.runtime.kernels import quant as Q
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(3, 160)) * rng.uniform(0.01, 50, size=(3, 1))).astype(np.float32)
+    x[1, 32:64] = 0.0
+    x[1, 5] = 127.5 * 3                                # a tie on the grid
+    x[2, 70] = np.nan
+    x[2, 130] = np.inf
+    xq = np.empty((3, 160), np.int8)
+    L = Q._lanes(160)
+    cx, sxe, xg = np.empty((3, L), np.int32), np.empty((3, L), np.float32), np.empty((3, 5), np.float32)
+    Q._quant_blocks(x, xq, cx, sxe, xg, 8)
+    wq, d = quantize_blocks_int8(x)
+    fin = np.repeat(np.isfinite(d), 32, axis=1)
+    np.testing.assert_array_equal(xq[fin], wq[fin])
+    np.testing.assert_array_equal(sxe[:, :40], np.repeat(d, 8, axis=1))
+    assert not sxe[:, 40:].any() and not cx[:, 40:].any() and L == 48
+    np.testing.assert_array_equal(cx[:2, :40], -8 * xq[:2].astype(np.int32).reshape(2, 40, 4).sum(2))
+    assert d[1, 1] == 1.0 and np.isnan(d[2, 2]) and np.isinf(d[2, 4])
+    np.testing.assert_allclose(xg[:2], (xq[:2].reshape(2, 5, 32).sum(2) * d[:2]), rtol=1e-6)
+
+
 def test_int4_embedding_rows():
     from edgetorch.quant.grids import quantize_groups_int4
     rng = np.random.default_rng(3)

@@ -57,6 +57,11 @@ def _cases():
     yield "linear_q4", (3, 37), lambda: [_f32(3, 64), wp, s4, zero, _f32(37)], {}
     yield "linear_q4", (1, 300), lambda: [_f32(1, 256), wpbig, s4big, None, None], {}
     yield "linear_q4", (1, 300), lambda: [_f32(1, 256), wpbig, s4big, None, None], {"dynamic": True}
+    # int8 activation blocks (int4-weight): a 32-column last step (K = 96), zero points, a bias
+    wp96, s96 = _q4(37, 96)
+    zero96 = RNG.integers(0, 16, (37, 3), dtype=np.uint8)
+    yield "linear_q4", (2, 37), lambda: [_f32(2, 96), wp96, s96, zero96, _f32(37)], {"act_block": 32}
+    yield "linear_q4", (1, 300), lambda: [_f32(1, 256), wpbig, s4big, None, None], {"act_block": 32}
     yield "rms_norm", (1, 3, 17), lambda: [_f32(1, 3, 17), _f32(17)], {"normalized_shape": (17,), "eps": 1e-5}
     yield "rms_norm", (5, 9), lambda: [_f32(5, 9), None], {"normalized_shape": (9,)}
     yield "rotary_embedding", (1, 3, 2, 10), lambda: [_f32(1, 3, 2, 10), _f32(2, 10), _f32(2, 10)], {}
@@ -114,6 +119,7 @@ def test_prepared_run_matches_kernel(case):
     if run is None:
         # only where the kernel's fast path needs instructions this CPU lacks
         assert (op == "linear_q4" and not (simd.HAVE_AVX512 if not attrs.get("dynamic") else simd.HAVE_VNNI)) \
+            or (op == "linear_q4" and attrs.get("act_block") and not (simd.HAVE_AVX512 and simd.HAVE_VNNI)) \
             or (op == "linear_q8" and attrs.get("dynamic") and not simd.HAVE_VNNI) \
             or (op.endswith("conv2d") and not simd.HAVE_FMA)
         return

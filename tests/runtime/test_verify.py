@@ -225,6 +225,16 @@ def test_int4_scale_size_checked(quantized):
     _bad(quantized[1], e, "int4 groups need")
 
 
+@pytest.mark.parametrize("edit", [
+    lambda a: a.update(act_block=16), lambda a: a.update(act_block="32"), lambda a: a.update(act_block=True),
+    lambda a: a.update(act_block=32, dynamic=True)])
+def test_int4_activation_block_attribute_checked(quantized, edit):
+    ins = next(x for x in quantized[1].methods[0].instructions if x.op == "linear_q4")
+    assert ins.attrs["act_block"] == 32                 # int4-weight's default
+    _bad(quantized[1], lambda i: edit(next(x for x in i.methods[0].instructions if x.op == "linear_q4").attrs),
+         "act_block")
+
+
 @pytest.fixture(scope="module")
 def static():
     from edgetorch.exporter import quantize
