@@ -20,7 +20,7 @@ from ._derived import filled
 from ._jit import twins
 from .linalg import apply_activation
 from .index import check_index
-from .quant import PAR_WEIGHTS, _check, _lanes, _quant_blocks, _quant_rows, _rows, f32
+from .quant import PAR_WEIGHTS, _check, _lanes, _quant_blocks, _quant_rows, _row_lanes, _rows, f32
 from .registry import kernel, preparer
 
 PF_BYTES = vnni.PF_BYTES  # how far ahead the int4 GEMVs hint their weight streams into cache
@@ -276,6 +276,20 @@ def _q4_args(what, wp, scale, zero, group_size, dynamic=False, act_block=0):
     return n, f32(scale), z, sym
 
 
+_NO_XG = np.zeros((1, 1), np.float32)
+_NO_Z = np.zeros((1, 1), np.uint8)
+
+
+def _gemv_q4_rows(xq, sx, wp, s, n, out, cx=None, sxe=None):
+    """8da4w on VNNI: int8 rows xq (M, K) with scales sx against symmetric int4 row pairs, the
+    block kernel with every lane of a row scaled alike (cx, sxe: scratch of _block_scratch's shapes)."""
+    M, K = xq.shape
+    if cx is None:
+        cx, sxe = np.empty((M, _lanes(K)), np.int32), np.empty((M, _lanes(K)), np.float32)
+    _row_lanes(xq, sx, cx, sxe)
+    vnni.gemv_q4_blocks(xq, cx, sxe, _NO_XG, wp, s, _NO_Z, True, n, out)
+
+
 def _blocks_vnni():
     """Whether int8 activation blocks (act_block) run on the 512-bit VNNI kernel here."""
     return simd.HAVE_VNNI and simd.HAVE_AVX512
@@ -322,7 +336,7 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
         xq = np.empty(x2.shape, np.int8)
         sx = np.empty(M, np.float32)
         _quant_rows(x2, xq, sx)
-        vnni.gemv_q4_sym(xq, sx, np.ascontiguousarray(wp), s, n, o2)
+        _gemv_q4_rows(xq, sx, np.ascontiguousarray(wp), s, n, o2)
     elif M <= 4:
         if dynamic:
             xq = np.empty(x2.shape, np.int8)
@@ -382,12 +396,12 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
                 out += b
         return run
     if dynamic and sym and simd.HAVE_VNNI:
+        xq, cx, sxe, _ = _block_scratch(M, K, ng)        # scratch: prepared runs hold the method's lock
+        sx = np.empty(M, np.float32)
+
         def run(out, x, wp, scale, zero=None, b=None):
-            x2 = x.reshape(M, K)
-            xq = np.empty((M, K), np.int8)
-            sx = np.empty(M, np.float32)
-            _quant_rows(x2, xq, sx)
-            vnni.gemv_q4_sym(xq, sx, wp, scale, n, out.reshape(M, n))
+            _quant_rows(x.reshape(M, K), xq, sx)
+            _gemv_q4_rows(xq, sx, wp, scale, n, out.reshape(M, n), cx, sxe)
             if b is not None:
                 out += b
         return run

@@ -1,5 +1,6 @@
 """int8 x int8 kernels on AVX512-VNNI: `vpdpbusd` through edgetorch._native.simd.  The int8
-GEMM below, and the 8da4w int4 kernel at the end of the file.
+GEMM below, and the int4 kernel at the end of the file (int8 activation blocks of int4-weight,
+per-row int8 activations of 8da4w).
 
 c (M, N) int32 = a (M, K) int8 @ w (N, K) int8 .T, exact, as MLAS and oneDNN
 lay it out:
@@ -24,10 +25,10 @@ for OpenBLAS sgemm on the same shapes.
 import numpy as np
 from numba import njit, prange
 
-from edgetorch._native.simd import (vadd, vand, vbcast4, vcvt, vdot, vfadd, vfhsum, vfload, vfma, vfmul, vfsplat,
-                                    vfstore, vfzero, vload, vload4, vprefetch, vsplat, vsrl4, vstore, vsub, vzero,
-                                    wand, wcvt, wdot, wfblend8, wfhsum, wfload, wfma, wfmul, wfsplat, wfzero,
-                                    wload, wload4, wload4_half, wload_half, wsplat, wsrl4)
+from edgetorch._native.simd import (vadd, vbcast4, vcvt, vdot, vfadd, vfload, vfmul, vfsplat, vfstore, vload,
+                                    vload4, vprefetch, vstore, vsub, vzero, wand, wcvt, wdot, wfblend8, wfhsum,
+                                    wfload, wfma, wfmul, wfsplat, wfzero, wload, wload4, wload4_half, wload_half,
+                                    wsplat, wsrl4)
 
 from ._jit import twins
 
@@ -204,86 +205,7 @@ PAR_OPS = 1 << 19
 PF_BYTES = 4096
 
 
-# ------------------------------------------------------------------ int4 weights x int8 rows (8da4w, any row count)
-
-def _x_blocks_py(xq, cx):
-    # cx[m, 8 b + l] = 8 * (sum of the 4 bytes of xq[m] in lane l of block b): the zero point 8 of
-    # symmetric int4 times x, in the lanes vpdpbusd sums into (the correction term, once per call)
-    M, K = xq.shape
-    eights = vsplat(0x08080808)
-    for m in range(M):
-        for blk in range(K // 32):
-            vstore(cx, m * (K // 4) + blk * 8, vdot(vzero(), eights, vload(xq, m * K + blk * 32)))
-
-
-_x_blocks = njit(cache=True)(_x_blocks_py)
-
-
-def _gemv_q4_py(xq, cx, wp, s, sx, n, out):
-    # out (M, n) = sx[m] * sum_g s[j, g] * sum_{k in g} (q[j, k] - 8) * xq[m, k], symmetric int4 in
-    # row pairs: byte wp[p, k] holds row 2p's weight in its low nibble and row 2p + 1's in its high
-    # one, so one 32-byte load gives both rows 32 weights; the nibbles are the unsigned operand of
-    # vpdpbusd and xq (int8) the signed one.  A group's int32 lanes go to float once, times the
-    # group scale, into float lanes summed at the end of the row.  A task is two pairs (4 rows, 4
-    # independent chains: 1.3x faster than one pair); an odd last pair is computed twice, stored once.
-    M, K = xq.shape
-    P = wp.shape[0]
-    ng = s.shape[1]
-    bpg = K // 32 // ng
-    lo4 = vsplat(0x0F0F0F0F)
-    for t in prange((P + 1) // 2):
-        p0 = 2 * t
-        p1 = min(p0 + 1, P - 1)
-        j0 = 2 * p0
-        j1 = min(j0 + 1, n - 1)           # an odd n: the last pair's high nibbles are padding
-        j2 = 2 * p1
-        j3 = min(j2 + 1, n - 1)
-        for m in range(M):
-            f0 = vfzero()
-            f1 = vfzero()
-            f2 = vfzero()
-            f3 = vfzero()
-            for g in range(ng):
-                d0 = vzero()
-                d1 = vzero()
-                d2 = vzero()
-                d3 = vzero()
-                for blk in range(g * bpg, (g + 1) * bpg):
-                    vprefetch(wp, p0 * K + 2 * blk * 32 + PF_BYTES)
-                    x = vload(xq, m * K + blk * 32)
-                    c = vload4(cx, m * (K // 4) + blk * 8)
-                    w = vload(wp, p0 * K + blk * 32)
-                    d0 = vsub(vdot(d0, vand(w, lo4), x), c)
-                    d1 = vsub(vdot(d1, vand(vsrl4(w), lo4), x), c)
-                    w = vload(wp, p1 * K + blk * 32)
-                    d2 = vsub(vdot(d2, vand(w, lo4), x), c)
-                    d3 = vsub(vdot(d3, vand(vsrl4(w), lo4), x), c)
-                f0 = vfma(vcvt(d0), vfsplat(s[j0, g]), f0)
-                f1 = vfma(vcvt(d1), vfsplat(s[j1, g]), f1)
-                f2 = vfma(vcvt(d2), vfsplat(s[j2, g]), f2)
-                f3 = vfma(vcvt(d3), vfsplat(s[j3, g]), f3)
-            out[m, j0] = vfhsum(f0) * sx[m]
-            if j0 + 1 < n:
-                out[m, j0 + 1] = vfhsum(f1) * sx[m]
-            if p1 != p0:
-                out[m, j2] = vfhsum(f2) * sx[m]
-                if j2 + 1 < n:
-                    out[m, j2 + 1] = vfhsum(f3) * sx[m]
-
-
-_gemv_q4, _gemv_q4_par = twins(_gemv_q4_py)
-
-
-def gemv_q4_sym(xq, sx, wp, s, n, out):
-    """8da4w for a few rows: xq (M, K) int8 rows with scales sx; wp (ceil(n/2), K) uint8 row pairs;
-    s (n, K // G) float32 group scales (G a multiple of 32); out (M, n) float32."""
-    M, K = xq.shape
-    cx = np.empty((M, K // 4), np.int32)
-    _x_blocks(xq, cx)
-    (_gemv_q4_par if M * wp.size * 2 >= PAR_OPS else _gemv_q4)(xq, cx, wp, s, sx, n, out)
-
-
-# ------------------------------------------------------------------ int4 weights x int8 blocks, 512-bit
+# ------------------------------------------------------------------ int4 weights x int8 rows or blocks, 512-bit
 
 def _gemv_q4w_py(xq, cx, sxe, xg, wp, s, z, sym, n, out):
     # out (M, n) = sum over k of s[j, g] (q[j, k] - zero[j, g]) * sxe(k) xq[m, k]: int4 row pairs (byte
