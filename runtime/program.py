@@ -355,12 +355,13 @@ class Profile:
 
 
 def _widen_scales(info):
-    """Constants with float16 quantization scales, widened to float32 once here:
-    Numba has no float16 arithmetic, and scales are 1/16 of an int4 weight's size."""
+    """Constants with float16 quantization scales, widened to float32 once here (Numba has no
+    float16 arithmetic), except int4 group scales: the VNNI int4 kernel reads float16 as it is
+    (fewer bytes streamed a token), and the other int4 paths widen theirs on first use."""
     arrays = list(info.arrays)
     for m in info.methods:
         for v in m.values:
-            if v.quant and 0 <= v.quant.get("scale", -1) < len(arrays):
+            if v.quant and v.quant.get("bits") != 4 and 0 <= v.quant.get("scale", -1) < len(arrays):
                 i = v.quant["scale"]
                 if arrays[i].dtype == np.float16:
                     arrays[i] = arrays[i].astype(np.float32)

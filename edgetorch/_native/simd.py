@@ -36,8 +36,13 @@ as Numba intrinsics that emit the LLVM IR directly:
                                 HAVE_VNNI and HAVE_AVX512)
     v = wload_half(a, i), wload4_half(c, i)
                                 32 bytes (8 int32) into the low half, zeros in the high half
-    w = wfmul(w, u); w = wfblend8(u, v)
-                                lane-wise product; lanes 0-7 of u then lanes 8-15 of v
+    w = wfmul(w, u); v = wadd(v, w)
+                                lane-wise float product; int32 sum
+    w = wscales(a, i, m); x = sload(a, i)
+                                16 (masked) or 1 float32 from a float32 array or from float16
+                                bits in a uint16 array (int4 group scales as the file stores them)
+    w = wperm(v, w)             lane l: lane v[l] % 16 of w (vpermps)
+    v = wsplat2(a, b)           the int32 a in lanes 0-7, b in lanes 8-15
 
 The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
 machine's other loops), except the 16-lane float ones: Zen 4 runs a 512-bit
@@ -157,6 +162,7 @@ vfmax = _binary(f32x8, _llvm_call("llvm.maxnum", _VF, 2))
 wfadd = _binary(f32x16, lambda b, x, y: b.fadd(x, y))
 wfmul = _binary(f32x16, lambda b, x, y: b.fmul(x, y))
 wand = _binary(i32x16, lambda b, x, y: b.and_(x, y))
+wadd = _binary(i32x16, lambda b, x, y: b.add(x, y))
 wfmax = _binary(f32x16, _llvm_call("llvm.maxnum", _VF16, 2))
 
 
@@ -310,6 +316,78 @@ def vdot(typingctx, acc, u, s):
     return i32x8(acc, u, s), codegen
 
 
+def _scale_array(a):
+    return isinstance(a, types.Array) and a.layout == "C" and a.dtype in (types.float32, types.uint16)
+
+
+def _to_f32(b, v, aty):
+    """The loaded value v (float32, or float16 bits in uint16) as float32."""
+    if aty.dtype == types.uint16:
+        half = ir.HalfType() if not isinstance(v.type, ir.VectorType) else ir.VectorType(ir.HalfType(), v.type.count)
+        fl = ir.FloatType() if not isinstance(v.type, ir.VectorType) else _VF16
+        return b.fpext(b.bitcast(v, half), fl)
+    return v
+
+
+@intrinsic
+def wscales(typingctx, a, i, m):
+    """The 16 scales at flat element i of a (float32, or float16 bits held in a uint16 array: widened
+    by vcvtph2ps, which every AVX-512 CPU has) in the lanes whose bit of the integer m is set, 0.0
+    elsewhere (not read: the last row's last groups may end the array)."""
+    if not (_scale_array(a) and isinstance(i, types.Integer) and isinstance(m, types.Integer)):
+        return None
+    lty = ir.VectorType(ir.IntType(16), 16) if a.dtype == types.uint16 else _VF16
+    m16 = ir.VectorType(ir.IntType(1), 16)
+    name = "llvm.masked.load.v16i16.p0" if a.dtype == types.uint16 else "llvm.masked.load.v16f32.p0"
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(lty, [lty.as_pointer(), _I32, m16, lty]), name)
+        mask = b.bitcast(b.trunc(args[2], ir.IntType(16)), m16)
+        v = b.call(fn, [_ptr(ctx, b, sig.args[0], args[0], args[1], lty), ir.Constant(_I32, 2), mask,
+                        ir.Constant(lty, None)])
+        return _to_f32(b, v, sig.args[0])
+    return f32x16(a, i, m), codegen
+
+
+@intrinsic
+def sload(typingctx, a, i):
+    """Flat element i of a float32 array, or of float16 bits held in a uint16 array, as float32."""
+    if not (_scale_array(a) and isinstance(i, types.Integer)):
+        return None
+    lty = ir.IntType(16) if a.dtype == types.uint16 else ir.FloatType()
+
+    def codegen(ctx, b, sig, args):
+        return _to_f32(b, b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], lty)), sig.args[0])
+    return types.float32(a, i), codegen
+
+
+@intrinsic
+def wsplat2(typingctx, lo, hi):
+    """The int32 lo in lanes 0-7, hi in lanes 8-15."""
+    if not (isinstance(lo, types.Integer) and isinstance(hi, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        v = ir.Constant(ir.VectorType(_I32, 2), None)
+        v = b.insert_element(v, ctx.cast(b, args[0], sig.args[0], types.int32), ir.Constant(_I32, 0))
+        v = b.insert_element(v, ctx.cast(b, args[1], sig.args[1], types.int32), ir.Constant(_I32, 1))
+        return b.shuffle_vector(v, v, ir.Constant(_VI16, [0] * 8 + [1] * 8))
+    return i32x16(lo, hi), codegen
+
+
+@intrinsic
+def wperm(typingctx, idx, v):
+    """Lane l of the result is lane idx[l] % 16 of v (vpermps)."""
+    if not (idx is i32x16 and v is f32x16):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VF16, [_VF16, _VI16]),
+                                            "llvm.x86.avx512.permvar.sf.512")
+        return b.call(fn, [args[1], args[0]])
+    return f32x16(idx, v), codegen
+
+
 @intrinsic
 def wdot(typingctx, acc, u, s):
     if not (acc is i32x16 and u is i32x16 and s is i32x16):
@@ -334,15 +412,6 @@ def wcvt(typingctx, v):
     if v is not i32x16:
         return None
     return f32x16(v), lambda ctx, b, sig, args: b.sitofp(args[0], _VF16)
-
-
-@intrinsic
-def wfblend8(typingctx, u, v):
-    """Lanes 0-7 of u, then lanes 8-15 of v."""
-    if not (u is f32x16 and v is f32x16):
-        return None
-    return f32x16(u, v), lambda ctx, b, sig, args: b.shuffle_vector(
-        args[0], args[1], ir.Constant(_VI16, list(range(8)) + list(range(24, 32))))
 
 
 @intrinsic

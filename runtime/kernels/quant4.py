@@ -273,7 +273,14 @@ def _q4_args(what, wp, scale, zero, group_size, dynamic=False, act_block=0):
         raise ValueError(f"{what}: act_block={act_block!r} with dynamic={dynamic}: expected 0, or 32 without dynamic")
     sym = zero is None
     z = np.zeros((1, 1), np.uint8) if sym else zero
-    return n, f32(scale), z, sym
+    return n, z, sym
+
+
+def _scales(scale):
+    """The group scales as the VNNI kernel reads them: float32, or float16 as its bits (uint16): the
+    file's float16 scales are read as they are (10% fewer bytes a weight than widened ones)."""
+    scale = np.ascontiguousarray(scale)
+    return scale.view(np.uint16) if scale.dtype == np.float16 else f32(scale)
 
 
 _NO_XG = np.zeros((1, 1), np.float32)
@@ -287,7 +294,7 @@ def _gemv_q4_rows(xq, sx, wp, s, n, out, cx=None, sxe=None):
     if cx is None:
         cx, sxe = np.empty((M, _lanes(K)), np.int32), np.empty((M, _lanes(K)), np.float32)
     _row_lanes(xq, sx, cx, sxe)
-    vnni.gemv_q4_blocks(xq, cx, sxe, _NO_XG, wp, s, _NO_Z, True, n, out)
+    vnni.gemv_q4(xq, cx, sxe, sx, _NO_XG, wp, s, _NO_Z, True, n, out)
 
 
 def _blocks_vnni():
@@ -313,17 +320,17 @@ def _blocks_dequantized(x2):
 
 @kernel("linear_q4")
 def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=None, dynamic=False, act_block=0):
-    n, s, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size, dynamic, act_block)
+    n, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size, dynamic, act_block)
     K = wp.shape[1]
     _check("linear_q4", out, x, n, K, b)
     x2, o2 = _rows(x, n, out)
-    M, ng = x2.shape[0], s.shape[1]
+    M, ng = x2.shape[0], scale.shape[1]
     if act_block and _blocks_vnni():
         # int8 blocks against the packed nibbles, any row count (a task's 2 K weight bytes stay in L1
         # across the rows)
         xq, cx, sxe, xg = _block_scratch(M, K, ng)
         _quant_blocks(np.ascontiguousarray(x2), xq, cx, sxe, xg, 8 if sym else 0)
-        vnni.gemv_q4_blocks(xq, cx, sxe, xg, np.ascontiguousarray(wp), s, z, sym, n, o2)
+        vnni.gemv_q4(xq, cx, sxe, None, xg, np.ascontiguousarray(wp), _scales(scale), z, sym, n, o2)
         if b is not None:
             out += b
         apply_activation(out, activation)
@@ -336,8 +343,9 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
         xq = np.empty(x2.shape, np.int8)
         sx = np.empty(M, np.float32)
         _quant_rows(x2, xq, sx)
-        _gemv_q4_rows(xq, sx, np.ascontiguousarray(wp), s, n, o2)
+        _gemv_q4_rows(xq, sx, np.ascontiguousarray(wp), _scales(scale), n, o2)
     elif M <= 4:
+        s = f32(scale)
         if dynamic:
             xq = np.empty(x2.shape, np.int8)
             sx = np.empty(M, np.float32)
@@ -356,6 +364,7 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
             else:
                 (_gemv_q4_par if par else _gemv_q4)(x2, filled(M, 1.0), xs, wp, s, z, sym, n, o2)
     else:
+        s = f32(scale)
         if dynamic:
             xq = np.empty(x2.shape, np.int8)
             sx = np.empty(M, np.float32)
@@ -376,12 +385,12 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
 def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=None, dynamic=False, act_block=0):
     """The decode GEMVs (<= 4 rows, no activation) with the argument checks and the kernel choice
     made once; the per-call work (x's group sums, its int8 rows or blocks) stays in the run."""
-    n, s, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size, dynamic, act_block)
+    n, z, sym = _q4_args("linear_q4", wp, scale, zero, group_size, dynamic, act_block)
     K = wp.shape[1]
     _check("linear_q4", out, x, n, K, b)
-    M, ng = x.size // K, s.shape[1]
-    if activation is not None or s is not scale or M > 4 or not (x.flags.c_contiguous and out.flags.c_contiguous
-                                                               and wp.flags.c_contiguous):
+    M, ng = x.size // K, scale.shape[1]
+    if activation is not None or M > 4 or not (x.flags.c_contiguous and out.flags.c_contiguous
+                                               and wp.flags.c_contiguous and scale.flags.c_contiguous):
         return None
     if act_block:
         if not _blocks_vnni():
@@ -391,7 +400,8 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
 
         def run(out, x, wp, scale, zero=None, b=None):
             _quant_blocks(x.reshape(M, K), xq, cx, sxe, xg, zp)
-            vnni.gemv_q4_blocks(xq, cx, sxe, xg, wp, scale, z if zero is None else zero, sym, n, out.reshape(M, n))
+            vnni.gemv_q4(xq, cx, sxe, None, xg, wp, _scales(scale), z if zero is None else zero, sym, n,
+                         out.reshape(M, n))
             if b is not None:
                 out += b
         return run
@@ -401,11 +411,11 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
 
         def run(out, x, wp, scale, zero=None, b=None):
             _quant_rows(x.reshape(M, K), xq, sx)
-            _gemv_q4_rows(xq, sx, wp, scale, n, out.reshape(M, n), cx, sxe)
+            _gemv_q4_rows(xq, sx, wp, _scales(scale), n, out.reshape(M, n), cx, sxe)
             if b is not None:
                 out += b
         return run
-    if dynamic or not (simd.HAVE_AVX512 and (K // ng) % 16 == 0):
+    if dynamic or scale.dtype != np.float32 or not (simd.HAVE_AVX512 and (K // ng) % 16 == 0):
         return None
     par = wp.size * 2 >= PAR_WEIGHTS
     kern = (_gemv_q4_g32_par if par else _gemv_q4_g32) if K == 32 * ng else \
@@ -432,7 +442,8 @@ def _embed_q4(ids, wp, s, z, sym, G, out):
 
 @kernel("embedding_q4")
 def k_embedding_q4(out, ids, wp, scale, zero=None, group_size=32):
-    n, s, z, sym = _q4_args("embedding_q4", wp, scale, zero, group_size)
+    n, z, sym = _q4_args("embedding_q4", wp, scale, zero, group_size)
+    s = f32(scale)
     check_index(ids, n, "embedding_q4")
     if out.shape != ids.shape + (wp.shape[1],) or out.dtype != np.float32:
         raise ValueError(f"embedding_q4: table ({n}, {wp.shape[1]}) -> {out.dtype}{out.shape} does not fit")

@@ -26,9 +26,9 @@ import numpy as np
 from numba import njit, prange
 
 from edgetorch._native.simd import (vadd, vbcast4, vcvt, vdot, vfadd, vfload, vfmul, vfsplat, vfstore, vload,
-                                    vload4, vprefetch, vstore, vsub, vzero, wand, wcvt, wdot, wfblend8, wfhsum,
-                                    wfload, wfma, wfmul, wfsplat, wfzero, wload, wload4, wload4_half, wload_half,
-                                    wsplat, wsrl4)
+                                    vload4, vprefetch, vstore, vsub, vzero, wand, wcvt, wdot, wfhsum,
+                                    wfload, wfma, wfmul, wfzero, wload, wload4, wload4_half, wload_half,
+                                    wsplat, wsplat2, wsrl4, wscales, sload, wperm, wadd)
 
 from ._jit import twins
 
@@ -207,24 +207,29 @@ PF_BYTES = 4096
 
 # ------------------------------------------------------------------ int4 weights x int8 rows or blocks, 512-bit
 
-def _gemv_q4w_py(xq, cx, sxe, xg, wp, s, z, sym, n, out):
-    # out (M, n) = sum over k of s[j, g] (q[j, k] - zero[j, g]) * sxe(k) xq[m, k]: int4 row pairs (byte
-    # wp[p, k] holds row 2p's weight in its low nibble, row 2p + 1's in its high one) against int8
-    # x, 64 columns a step in 512-bit vpdpbusd (the nibbles unsigned, x signed): one 64-byte load
-    # gives both rows 64 weights.  A step's 16 int32 lanes are 4 columns each, lanes 0-7 the step's
-    # first 32 columns, 8-15 its last 32; to float, times x's lane scales, then times the group
-    # scale into float accumulators: with groups of 32 (TWO) the two halves of a step have
-    # different scales, so each row keeps two accumulators and takes lanes 0-7 of one and 8-15 of
-    # the other at the end.  Symmetric weights start each dot at cx (-8 x the lane's sum of x);
-    # asymmetric ones subtract s z xg per group after.  A task is two pairs (4 rows); an odd last
-    # pair is computed twice and stored once.  The weight stream is hinted PF_BYTES ahead.
+def _gemv_q4w_py(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
+    # out (M, n) = sum over k of s[j, g] (q[j, k] - zero[j, g]) * xscale(m, k) xq[m, k]: int4 row pairs
+    # (byte wp[p, k] holds row 2p's weight in its low nibble, row 2p + 1's in its high one) against
+    # int8 x, 64 columns a step in 512-bit vpdpbusd (the nibbles unsigned, x signed): one 64-byte
+    # load gives both rows 64 weights.  A step's 16 int32 lanes are 4 columns each (lanes 0-7 its
+    # first 32 columns, 8-15 its last 32) and go to float once.  x's scale: per lane (sxe, blocks of
+    # 32) times each step, or per row (sx, ROWX) once at the end.  Group scales: a row's next 16
+    # (float32, or float16 bits as the file stores them: 10% fewer bytes than widened ones) are
+    # loaded as one vector, and each step permutes the lanes it needs into place (vpermps: groups
+    # of 32 give a step two scales, larger groups one), so one FMA a step and row applies them.
+    # Symmetric weights start each dot at cx (-8 x the lane's sum of x); asymmetric ones subtract
+    # s z xg per group after.  A task is two pairs (4 rows); an odd last pair is computed twice and
+    # stored once.  The weight stream is hinted PF_BYTES ahead.
     M, K = xq.shape
     P = wp.shape[0]
     ng = s.shape[1]
-    spg = 1 if TWO else K // ng // 64     # 64-column steps a group (groups of 64 or more)
+    G = K // ng
+    two = G == 32
+    spg = 1 if two else G // 64          # 64-column steps a group (groups of 64 or more)
     L = cx.shape[1]
     K64 = K - K % 64
     lo4 = wsplat(0x0F0F0F0F)
+    halves = wsplat2(0, 1)
     for t in prange((P + 1) // 2):
         p0 = 2 * t
         p1 = min(p0 + 1, P - 1)
@@ -241,67 +246,80 @@ def _gemv_q4w_py(xq, cx, sxe, xg, wp, s, z, sym, n, out):
             a1 = wfzero()
             a2 = wfzero()
             a3 = wfzero()
-            b0 = wfzero()
-            b1 = wfzero()
-            b2 = wfzero()
-            b3 = wfzero()
-            ga = 0                # the step's (first) group: a count, not k // G (a division a step)
-            left = spg
-            for k in range(0, K64, 64):
-                vprefetch(wp, w0 + 2 * k + PF_BYTES)           # the task's 2 K bytes: two lines a step
-                vprefetch(wp, w0 + 2 * k + 64 + PF_BYTES)
-                x = wload(xq, xb + k)
-                c = wload4(cx, cb + (k >> 2))
-                sv = wfload(sxe, cb + (k >> 2))
-                w = wload(wp, w0 + k)
-                y0 = wfmul(wcvt(wdot(c, wand(w, lo4), x)), sv)
-                y1 = wfmul(wcvt(wdot(c, wand(wsrl4(w), lo4), x)), sv)
-                w = wload(wp, w1 + k)
-                y2 = wfmul(wcvt(wdot(c, wand(w, lo4), x)), sv)
-                y3 = wfmul(wcvt(wdot(c, wand(wsrl4(w), lo4), x)), sv)
-                a0 = wfma(y0, wfsplat(s[j0, ga]), a0)
-                a1 = wfma(y1, wfsplat(s[j1, ga]), a1)
-                a2 = wfma(y2, wfsplat(s[j2, ga]), a2)
-                a3 = wfma(y3, wfsplat(s[j3, ga]), a3)
-                if TWO:
-                    b0 = wfma(y0, wfsplat(s[j0, ga + 1]), b0)
-                    b1 = wfma(y1, wfsplat(s[j1, ga + 1]), b1)
-                    b2 = wfma(y2, wfsplat(s[j2, ga + 1]), b2)
-                    b3 = wfma(y3, wfsplat(s[j3, ga + 1]), b3)
-                    ga += 2
-                else:
-                    left -= 1
-                    if left == 0:
-                        ga += 1
-                        left = spg
-            if TWO and K64 < K:
-                # the last 32 columns (one group of 32) in the low lanes
-                x = wload_half(xq, xb + K64)
-                c = wload4_half(cx, cb + K64 // 4)
-                sv = wfload(sxe, cb + K64 // 4)
-                g = ng - 1
-                w = wload_half(wp, w0 + K64)
-                a0 = wfma(wfmul(wcvt(wdot(c, wand(w, lo4), x)), sv), wfsplat(s[j0, g]), a0)
-                a1 = wfma(wfmul(wcvt(wdot(c, wand(wsrl4(w), lo4), x)), sv), wfsplat(s[j1, g]), a1)
-                w = wload_half(wp, w1 + K64)
-                a2 = wfma(wfmul(wcvt(wdot(c, wand(w, lo4), x)), sv), wfsplat(s[j2, g]), a2)
-                a3 = wfma(wfmul(wcvt(wdot(c, wand(wsrl4(w), lo4), x)), sv), wfsplat(s[j3, g]), a3)
-            if TWO:
-                a0 = wfblend8(a0, b0)
-                a1 = wfblend8(a1, b1)
-                a2 = wfblend8(a2, b2)
-                a3 = wfblend8(a3, b3)
+            for gw in range(0, ng, 16):                  # windows of 16 groups
+                mask = (1 << min(16, ng - gw)) - 1
+                s0 = wscales(s, j0 * ng + gw, mask)
+                s1 = wscales(s, j1 * ng + gw, mask)
+                s2 = wscales(s, j2 * ng + gw, mask)
+                s3 = wscales(s, j3 * ng + gw, mask)
+                gi = 0                                   # the step's group within the window
+                left = spg
+                for k in range(gw * G, min((gw + 16) * G, K64), 64):
+                    vprefetch(wp, w0 + 2 * k + PF_BYTES)           # the task's 2 K bytes: two lines a step
+                    vprefetch(wp, w0 + 2 * k + 64 + PF_BYTES)
+                    x = wload(xq, xb + k)
+                    c = wload4(cx, cb + (k >> 2))
+                    idx = wadd(wsplat(gi), halves) if two else wsplat(gi)
+                    w = wload(wp, w0 + k)
+                    y0 = wcvt(wdot(c, wand(w, lo4), x))
+                    y1 = wcvt(wdot(c, wand(wsrl4(w), lo4), x))
+                    w = wload(wp, w1 + k)
+                    y2 = wcvt(wdot(c, wand(w, lo4), x))
+                    y3 = wcvt(wdot(c, wand(wsrl4(w), lo4), x))
+                    if not ROWX:
+                        sv = wfload(sxe, cb + (k >> 2))
+                        y0 = wfmul(y0, sv)
+                        y1 = wfmul(y1, sv)
+                        y2 = wfmul(y2, sv)
+                        y3 = wfmul(y3, sv)
+                    a0 = wfma(y0, wperm(idx, s0), a0)
+                    a1 = wfma(y1, wperm(idx, s1), a1)
+                    a2 = wfma(y2, wperm(idx, s2), a2)
+                    a3 = wfma(y3, wperm(idx, s3), a3)
+                    if two:
+                        gi += 2
+                    else:
+                        left -= 1
+                        if left == 0:
+                            gi += 1
+                            left = spg
+                if K64 < K and (gw + 16) * G >= K:
+                    # the last 32 columns (one group of 32: two == True) in the low lanes
+                    x = wload_half(xq, xb + K64)
+                    c = wload4_half(cx, cb + K64 // 4)
+                    idx = wsplat(gi)
+                    w = wload_half(wp, w0 + K64)
+                    y0 = wcvt(wdot(c, wand(w, lo4), x))
+                    y1 = wcvt(wdot(c, wand(wsrl4(w), lo4), x))
+                    w = wload_half(wp, w1 + K64)
+                    y2 = wcvt(wdot(c, wand(w, lo4), x))
+                    y3 = wcvt(wdot(c, wand(wsrl4(w), lo4), x))
+                    if not ROWX:
+                        sv = wfload(sxe, cb + K64 // 4)
+                        y0 = wfmul(y0, sv)
+                        y1 = wfmul(y1, sv)
+                        y2 = wfmul(y2, sv)
+                        y3 = wfmul(y3, sv)
+                    a0 = wfma(y0, wperm(idx, s0), a0)
+                    a1 = wfma(y1, wperm(idx, s1), a1)
+                    a2 = wfma(y2, wperm(idx, s2), a2)
+                    a3 = wfma(y3, wperm(idx, s3), a3)
             v0 = wfhsum(a0)
             v1 = wfhsum(a1)
             v2 = wfhsum(a2)
             v3 = wfhsum(a3)
+            if ROWX:
+                v0 *= sx[m]
+                v1 *= sx[m]
+                v2 *= sx[m]
+                v3 *= sx[m]
             if not sym:
                 for g in range(ng):
                     xs = xg[m, g]
-                    v0 -= s[j0, g] * np.float32(z[j0, g]) * xs
-                    v1 -= s[j1, g] * np.float32(z[j1, g]) * xs
-                    v2 -= s[j2, g] * np.float32(z[j2, g]) * xs
-                    v3 -= s[j3, g] * np.float32(z[j3, g]) * xs
+                    v0 -= sload(s, j0 * ng + g) * np.float32(z[j0, g]) * xs
+                    v1 -= sload(s, j1 * ng + g) * np.float32(z[j1, g]) * xs
+                    v2 -= sload(s, j2 * ng + g) * np.float32(z[j2, g]) * xs
+                    v3 -= sload(s, j3 * ng + g) * np.float32(z[j3, g]) * xs
             out[m, j0] = v0
             if j0 + 1 < n:
                 out[m, j0 + 1] = v1
@@ -311,16 +329,17 @@ def _gemv_q4w_py(xq, cx, sxe, xg, wp, s, z, sym, n, out):
                     out[m, j2 + 1] = v3
 
 
-TWO = True
-_gemv_q4w_g32 = twins(_gemv_q4w_py, "_g32", {"TWO": True}, fastmath=True)
-_gemv_q4w_g64 = twins(_gemv_q4w_py, "_g64", {"TWO": False}, fastmath=True)
+ROWX = False
+_gemv_q4w_blocks = twins(_gemv_q4w_py, "_blocks", {"ROWX": False}, fastmath=True)
+_gemv_q4w_rows = twins(_gemv_q4w_py, "_rows", {"ROWX": True}, fastmath=True)
 
 
-def gemv_q4_blocks(xq, cx, sxe, xg, wp, s, z, sym, n, out):
-    """int4 row pairs wp (ceil(n/2), K) with group scales s (n, K // G) (and zero points z where not
-    sym) against int8 rows xq (M, K) laid out by _quant_blocks or _row_lanes; out (M, n) float32.
-    Needs HAVE_VNNI and HAVE_AVX512, C-contiguous arrays, K % 32 == 0 and G % 32 == 0."""
-    K = xq.shape[1]
-    G = K // s.shape[1]
-    serial, par = _gemv_q4w_g32 if G == 32 else _gemv_q4w_g64
-    (par if xq.shape[0] * wp.size * 2 >= PAR_OPS else serial)(xq, cx, sxe, xg, wp, s, z, sym, n, out)
+def gemv_q4(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
+    """int4 row pairs wp (ceil(n/2), K) with group scales s (n, K // G; float32, or float16 bits as
+    uint16) and zero points z where not sym, against int8 rows xq (M, K): with per-lane block scales
+    sxe (sx None; laid out by quant._quant_blocks) or per-row scales sx (8da4w; cx from
+    quant._row_lanes); out (M, n) float32.  Needs HAVE_VNNI and HAVE_AVX512, C-contiguous arrays,
+    K % 32 == 0 and G % 32 == 0."""
+    serial, par = _gemv_q4w_rows if sx is not None else _gemv_q4w_blocks
+    args = (xq, cx, sxe, _NO_F32 if sx is None else sx, xg, wp, s, z, sym, n, out)
+    (par if xq.shape[0] * wp.size * 2 >= PAR_OPS else serial)(*args)

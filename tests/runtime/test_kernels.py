@@ -326,7 +326,8 @@ def test_int4_float_gemv_paths(m, n, k, g, asym, wide, monkeypatch):
                                      (70, 301, 64, 32), (2, 3, 32, 32), (1, 2049, 288, 32), (4, 12, 512, 256)])
 @pytest.mark.parametrize("asym", [False, True])
 @pytest.mark.parametrize("vnni512", [pytest.param(True, id="vnni512"), pytest.param(False, id="dequantized")])
-def test_int4_act_block_paths(m, n, k, g, asym, vnni512, monkeypatch):
+@pytest.mark.parametrize("f16", [pytest.param(True, id="f16scales"), pytest.param(False, id="f32scales")])
+def test_int4_act_block_paths(m, n, k, g, asym, vnni512, f16, monkeypatch):
     """int4-weight with int8 activation blocks (act_block=32): the 512-bit VNNI kernel (64 columns a
     step, a 32-column last step, groups of 32 with two accumulators a row, larger groups with one,
     zero points, an odd last pair, odd N, serial and parallel, any row count) and, without it, x
@@ -337,12 +338,13 @@ def test_int4_act_block_paths(m, n, k, g, asym, vnni512, monkeypatch):
         pytest.skip("no AVX512-VNNI")
     monkeypatch.setattr(quant4, "_blocks_vnni", lambda: vnni512)
     calls = []
-    real = vnni.gemv_q4_blocks
-    monkeypatch.setattr(vnni, "gemv_q4_blocks", lambda *a: calls.append(1) or real(*a))
+    real = vnni.gemv_q4
+    monkeypatch.setattr(vnni, "gemv_q4", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(n * k + m + 1)
     x = rng.normal(size=(m, k)).astype(np.float32)
     x[0, :32] *= 40.0                                 # blocks of very different scales
     wp, s, z = quantize_groups_int4(rng.normal(size=(n, k)), g, symmetric=not asym)
+    s = s if f16 else s.astype(np.float32)            # the file's float16, or widened
     b = rng.normal(size=n).astype(np.float32)
     out = np.full((m, n), np.nan, np.float32)
     KERNELS["linear_q4"](out, x, wp, s, z, b, group_size=g, act_block=32)

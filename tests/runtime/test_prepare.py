@@ -62,6 +62,9 @@ def _cases():
     zero96 = RNG.integers(0, 16, (37, 3), dtype=np.uint8)
     yield "linear_q4", (2, 37), lambda: [_f32(2, 96), wp96, s96, zero96, _f32(37)], {"act_block": 32}
     yield "linear_q4", (1, 300), lambda: [_f32(1, 256), wpbig, s4big, None, None], {"act_block": 32}
+    s4half = s4big.astype(np.float16)                   # the file's float16 scales, read as they are
+    yield "linear_q4", (1, 300), lambda: [_f32(1, 256), wpbig, s4half, None, None], {"act_block": 32}
+    yield "linear_q4", (2, 300), lambda: [_f32(2, 256), wpbig, s4half, None, _f32(300)], {"dynamic": True}
     yield "rms_norm", (1, 3, 17), lambda: [_f32(1, 3, 17), _f32(17)], {"normalized_shape": (17,), "eps": 1e-5}
     yield "rms_norm", (5, 9), lambda: [_f32(5, 9), None], {"normalized_shape": (9,)}
     yield "rotary_embedding", (1, 3, 2, 10), lambda: [_f32(1, 3, 2, 10), _f32(2, 10), _f32(2, 10)], {}
