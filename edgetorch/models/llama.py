@@ -37,8 +37,11 @@ class DecoderConfig(FromHF):
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = True
     max_batch_size: int = 1
+    kv_cache_dtype: str = "float32"       # or "float16" (llama.cpp's default): half the cache's bytes
 
     def __post_init__(self):
+        if self.kv_cache_dtype not in ("float32", "float16"):
+            raise ValueError(f"kv_cache_dtype {self.kv_cache_dtype!r}: 'float32' or 'float16'")
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads:
@@ -61,8 +64,8 @@ class LlamaAttention(nn.Module):
         self.o_proj = nn.Linear(self.h * self.d, c.hidden_size, bias=False)
         shape = (c.max_batch_size, self.kv, c.max_position_embeddings, self.d)
         # KV cache: mutable state, not part of the checkpoint
-        self.register_buffer("k_cache", Tensor(np.zeros(shape, np.float32)), persistent=False)
-        self.register_buffer("v_cache", Tensor(np.zeros(shape, np.float32)), persistent=False)
+        self.register_buffer("k_cache", Tensor(np.zeros(shape, c.kv_cache_dtype)), persistent=False)
+        self.register_buffer("v_cache", Tensor(np.zeros(shape, c.kv_cache_dtype)), persistent=False)
 
     def forward(self, x, cos, sin, mask, pos=None):
         # x (B, T, D); cos/sin (T, d); mask (T, S) bool; pos (T,) int64 or None

@@ -9,7 +9,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from edgetorch._native import norm as _norm
-from edgetorch._native.simd import vfhmax, vfload, vfma, vfmax, vfmul, vfsplat, vfstore, vfzero
+from edgetorch._native.simd import sload, vfhmax, vfload, vfma, vfmax, vfmul, vfsplat, vfstore, vfzero
 from edgetorch._native.vmath import exp_shifted
 
 from ._jit import chunked, twins
@@ -309,10 +309,25 @@ def _bias_at(bias, i, j):
     return lambda bias, i, j: bias[i, j]
 
 
+def _kv_at_py(a, b, h, j, e):
+    """a[b, h, j, e] as float32; a uint16 array holds float16 bits (a float16 KV cache, read as it is:
+    half the bytes a decode step streams from it).  The kernels compile the overload below."""
+    return a[b, h, j, e]
+
+
+@overload(_kv_at_py)
+def _kv_at(a, b, h, j, e):
+    if isinstance(a, types.Array) and a.dtype == types.uint16:
+        def impl(a, b, h, j, e):
+            return sload(a, ((b * a.shape[1] + h) * a.shape[2] + j) * a.shape[3] + e)
+        return impl
+    return lambda a, b, h, j, e: a[b, h, j, e]
+
+
 def _attention_py(j_lo, j_hi, q, k, v, bias, scale, out):
     # float32 throughout: a float64 accumulator (acc = 0.0) does not vectorize with the float32 loads
-    # q (B, Hq, L, E); k (B, Hk, S, E); v (B, Hk, S, Ev); bias (L, S) additive float or bool (True =
-    # attend); out (B, Hq, L, Ev).  Jobs (batch, head) j_lo .. j_hi - 1 of B Hq (jit.chunked).  Keys
+    # q (B, Hq, L, E); k (B, Hk, S, E); v (B, Hk, S, Ev) (float32, or float16 bits in uint16: a
+    # float16 KV cache); bias (L, S) additive float or bool (True = attend); out (B, Hq, L, Ev).  Jobs (batch, head) j_lo .. j_hi - 1 of B Hq (jit.chunked).  Keys
     # past the last one any query sees (a KV cache's unused tail) are never touched; scratch rows
     # are allocated once a range of jobs, not once a head.
     B, Hq, L, E = q.shape
@@ -341,7 +356,7 @@ def _attention_py(j_lo, j_hi, q, k, v, bias, scale, out):
                     continue
                 a = np.float32(0.0)
                 for e in range(E):
-                    a += q[b, h, i, e] * k[b, kh, j, e]
+                    a += q[b, h, i, e] * _kv_at_py(k, b, kh, j, e)
                 val = a * scale + bij
                 s[j] = val
                 if val > m:
@@ -361,7 +376,7 @@ def _attention_py(j_lo, j_hi, q, k, v, bias, scale, out):
                 pj = p[j]
                 if pj != 0.0:
                     for e in range(Ev):
-                        acc[e] += pj * v[b, kh, j, e]
+                        acc[e] += pj * _kv_at_py(v, b, kh, j, e)
             inv = np.float32(1.0) / tot
             for e in range(Ev):
                 out[b, h, i, e] = acc[e] * inv
@@ -659,7 +674,10 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
         bias = _bias(mask, is_causal, L, S, q.dtype)
         if bias.ndim > 2 and bias.size == L * S:
             bias = bias.reshape(L, S)   # a (1, 1, L, S) mask, as decoders make: the Numba loop takes it
-    _floats(out, q, k, v)
+    # a float16 KV cache (both k and v) with float32 queries: the decode loop reads it as it is,
+    # the other paths widen the part they attend over
+    half = k.dtype == v.dtype == np.float16 and q.dtype == out.dtype == np.float32
+    _floats(out, q) if half else _floats(out, q, k, v)
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] \
             or out.shape != q.shape[:-1] + (v.shape[-1],) or bias.ndim < 2 or bias.shape[-1] != S \
             or bias.shape[-2] not in (1, L) \
@@ -669,9 +687,11 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     # vector loop below; other ranks and dtypes: numpy matmuls around a softmax
     if decode and bias.shape == (L, S):
         work = q.shape[0] * q.shape[1] * L * S * (q.shape[-1] + v.shape[-1])
+        kc, vc = np.ascontiguousarray(k), np.ascontiguousarray(v)
+        if half:
+            kc, vc = kc.view(np.uint16), vc.view(np.uint16)
         (_attention.parallel if work >= DECODE_PAR_WORK else _attention.serial)(
-            q.shape[0] * q.shape[1], np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v),
-            bias, np.float32(sc), out)
+            q.shape[0] * q.shape[1], np.ascontiguousarray(q), kc, vc, bias, np.float32(sc), out)
         return
     # keys masked for every query (a KV cache's unused tail: a 64-token prefill into a 256-slot
     # cache attends over 64) add exp(-inf) = 0: drop them before the matmuls
@@ -679,6 +699,8 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     if live is not None and not live[-1]:
         s_eff = int(np.flatnonzero(live)[-1]) + 1 if live.any() else 1
         k, v, bias = k[..., :s_eff, :], v[..., :s_eff, :], bias[..., :s_eff]
+    if half:
+        k, v = k.astype(np.float32), v.astype(np.float32)
     if q.ndim == 4 and q.dtype == np.float32 and k.shape[0] == q.shape[0] and k.shape[1] == v.shape[1] \
             and bias.ndim <= 4:
         # the fused Numba loop: no scores tensor, no BLAS calls per head
@@ -718,7 +740,8 @@ def k_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
 def p_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=False):
     """The decode case (a few queries over a KV cache, a bool mask): the checks and the choice of
     serial or parallel made once."""
-    if not (q.ndim == k.ndim == v.ndim == 4 and q.dtype == k.dtype == v.dtype == out.dtype == np.float32):
+    if not (q.ndim == k.ndim == v.ndim == 4 and q.dtype == out.dtype == np.float32
+            and k.dtype == v.dtype and k.dtype in (np.float32, np.float16)):
         return None
     B, H, L, E = q.shape
     S = k.shape[2]
@@ -731,6 +754,8 @@ def p_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
     sc = np.float32(1.0 / math.sqrt(E) if scale is None else float(scale))
     run = _attention.parallel if B * H * L * S * (E + v.shape[3]) >= DECODE_PAR_WORK else _attention.serial
     n = B * H
+    if k.dtype == np.float16:             # a float16 KV cache, read as its bits
+        return lambda out, q, k, v, mask: run(n, q, k.view(np.uint16), v.view(np.uint16), mask.reshape(L, S), sc, out)
     return lambda out, q, k, v, mask: run(n, q, k, v, mask.reshape(L, S), sc, out)
 
 

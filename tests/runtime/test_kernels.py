@@ -110,6 +110,32 @@ def test_decode_attention_masks(par, monkeypatch):
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("l,s,hq,hk", [(1, 37, 6, 6), (3, 130, 8, 2), (20, 33, 4, 4)])
+@pytest.mark.parametrize("par", [pytest.param(False, id="serial"), pytest.param(True, id="parallel")])
+def test_attention_over_a_float16_kv_cache(l, s, hq, hk, par, monkeypatch):
+    """float32 queries over float16 keys and values (a float16 KV cache): the decode loop reads the
+    halves as they are, longer query blocks widen the keys they attend over; the unused tail of the
+    cache (NaN here) is never read."""
+    from edgetorch.runtime.kernels import nn as knn
+    monkeypatch.setattr(knn, "DECODE_PAR_WORK", 0 if par else 1 << 62)
+    rng = np.random.default_rng(l + s)
+    live = s - 3
+    q = rng.normal(size=(1, hq, l, 16)).astype(np.float32)
+    k = rng.normal(size=(1, hk, s, 16)).astype(np.float16)
+    v = rng.normal(size=(1, hk, s, 16)).astype(np.float16)
+    mask = np.arange(s)[None, :] <= (np.arange(l)[:, None] + live - l)
+    want = REGISTRY["scaled_dot_product_attention"].forward(q, k[:, :, :live], v[:, :, :live], mask[:, :live],
+                                                            enable_gqa=hq != hk)
+    k[:, :, live:] = np.nan
+    v[:, :, live:] = np.nan
+    out = np.full((1, hq, l, 16), np.nan, np.float32)
+    KERNELS["scaled_dot_product_attention"](out, q, k, v, mask[None, None], enable_gqa=hq != hk)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+    assert want.dtype == np.float32
+    with pytest.raises(ValueError, match="float"):          # a float16 key with float32 values
+        KERNELS["scaled_dot_product_attention"](out, q, k, v.astype(np.float32), mask[None, None])
+
+
 @pytest.mark.parametrize("l,s", [(9, 9), (20, 33), (128, 128), (13, 24)])
 @pytest.mark.parametrize("e,ev", [(16, 8), (24, 24), (5, 13), (32, 48)])
 def test_prefill_attention_with_padding_mask_and_empty_rows(l, s, e, ev):

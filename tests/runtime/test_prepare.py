@@ -74,6 +74,9 @@ def _cases():
     yield "scaled_dot_product_attention", (1, 2, 3, 8), \
         lambda: [_f32(1, 2, 3, 8), _f32(1, 2, 11, 8), _f32(1, 2, 11, 8), np.ones((1, 1, 3, 11), bool)], \
         {"scale": 0.3}
+    yield "scaled_dot_product_attention", (1, 4, 1, 8), \
+        lambda: [_f32(1, 4, 1, 8), _f32(1, 2, 11, 8).astype(np.float16), _f32(1, 2, 11, 8).astype(np.float16),
+                 mask], {}                                      # a float16 KV cache
     yield "index_put", cache.shape, lambda: [cache, _f32(1, 2, 1, 8), np.array([5])], \
         {"index": (slice(None, 1), slice(None), "#")}
     # convolutions: constant (read-only) weights; padding passes, in-task padding (>= 4 images),

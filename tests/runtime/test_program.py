@@ -75,6 +75,31 @@ def test_llama_prefill_decode_and_state():
     np.testing.assert_allclose(p.prefill(a[:, :5], np.array([0])), full[:, :5], atol=1e-4)
 
 
+def test_llama_float16_kv_cache():
+    """kv_cache_dtype="float16" (llama.cpp's default): the program keeps float16 state that the decode
+    attention reads as it is (GQA: 4 query heads over 2 KV heads); runtime == eager, which rounds
+    the cache alike, and close to the float32 cache."""
+    from dataclasses import replace
+    et.manual_seed(0)
+    m = Decoder(replace(small_llama(), kv_cache_dtype="float16")).eval()
+    et.manual_seed(0)
+    m32 = Decoder(small_llama()).eval()
+    p = load(export_llama(m).to_bytes())
+    assert {v.dtype for v in p.state.values()} == {np.dtype(np.float16)}
+    ids = et.randint(0, 128, (1, 12))
+    a = ids.numpy()
+    out = [p.prefill(a[:, :5], np.array([0]))]
+    for i in range(5, 12):
+        out.append(p.decode(a[:, i:i + 1], np.array([i])))
+    with et.no_grad():
+        eager = [m(ids[:, :5], start_pos=0).numpy()] + [m(ids[:, i:i + 1], start_pos=i).numpy() for i in range(5, 12)]
+        full32 = m32(ids).numpy()
+    np.testing.assert_allclose(np.concatenate(out, 1), np.concatenate(eager, 1), atol=1e-4)
+    np.testing.assert_allclose(np.concatenate(out, 1), full32, atol=2e-2)
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        replace(small_llama(), kv_cache_dtype="bfloat16")
+
+
 def test_input_errors_name_the_input(mlp):
     _, p = mlp
     x = np.zeros((2, 20), np.float32)
