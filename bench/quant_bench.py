@@ -1,6 +1,6 @@
 """Quantized programs beside float32 and ONNX Runtime, in one run on one machine.
 
-    python bench/quant_bench.py [--repeats 7] [--skip-ppl]
+    python bench/quant_bench.py [--repeats 7] [--skip-ppl] [--big] [--kv-cache float16]
 
 1. Llama decode, stories15M shape (dim 288, 6 layers, vocab 32000, tied
    embeddings, 15.2 M parameters; with --big also stories110M, dim 768,
@@ -45,12 +45,12 @@ SHAPES = {   # stories15M and stories110M (llama2.c), tied embeddings
 }
 
 
-def llama_decode(repeats, tmp, shape="15M", processes=2):
+def llama_decode(repeats, tmp, shape="15M", processes=2, kv_cache="float32"):
     import edgetorch as et
     from edgetorch.exporter import Dim, quantize
     from edgetorch.models import Decoder, DecoderConfig
     from runtime_bench import run_child
-    cfg = DecoderConfig(**SHAPES[shape])
+    cfg = DecoderConfig(**SHAPES[shape], kv_cache_dtype=kv_cache)
     et.manual_seed(0)
     m = Decoder(cfg).eval()
     n = sum(p.numel() for p in m.parameters())
@@ -133,21 +133,23 @@ def main(argv=None):
     p.add_argument("--big", action="store_true", help="also the stories110M shape (weights from DRAM)")
     p.add_argument("--processes", type=int, default=2,
                    help="fresh child processes per decode preset (the lowest median is kept)")
+    p.add_argument("--kv-cache", default="float32", choices=("float32", "float16"),
+                   help="the decoders' KV cache dtype (every preset alike; llama.cpp's default is float16)")
     a = p.parse_args(argv)
     import edgetorch as et
     from edgetorch.runtime import threads
     from runtime_bench import dram_bandwidth
     l0 = load_avg()
     with tempfile.TemporaryDirectory() as tmp:
-        tables = [("15M",) + llama_decode(a.repeats, tmp, processes=a.processes)]
+        tables = [("15M",) + llama_decode(a.repeats, tmp, processes=a.processes, kv_cache=a.kv_cache)]
         if a.big:
-            tables.append(("110M",) + llama_decode(a.repeats, tmp, "110M", a.processes))
+            tables.append(("110M",) + llama_decode(a.repeats, tmp, "110M", a.processes, a.kv_cache))
         enc = encoder(a.repeats, tmp)
     bw = dram_bandwidth()
     ppl = None if a.skip_ppl else tiny_llama_perplexity()
     print(f"edgetorch {et.__version__}; {os.cpu_count()} cpus; threading {threads.info()}; "
           f"1-min load {l0:.2f} -> {load_avg():.2f}; median of {a.repeats}; decode: lowest of {a.processes} "
-          f"processes a preset; DRAM read {bw:.1f} GB/s (measured)")
+          f"processes a preset; {a.kv_cache} KV cache; DRAM read {bw:.1f} GB/s (measured)")
     print()
     for shape, rows, n in tables:
         print(f"| Llama {shape} decode ({n / 1e6:.1f} M parameters), 128-token context | ms/token | tokens/s | "
