@@ -141,8 +141,11 @@ def _quant_rows_py(x, xq, sx, off):
 _quant_rows_s, _quant_rows_p = twins(_quant_rows_py)
 
 
+QUANT_ROWS_PAR = 1 << 15      # values from which the row quantization runs parallel
+
+
 def _quant_rows(x, xq, sx, off=0):
-    (_quant_rows_p if x.size >= 1 << 15 else _quant_rows_s)(x, xq, sx, off)
+    (_quant_rows_p if x.size >= QUANT_ROWS_PAR else _quant_rows_s)(x, xq, sx, off)
 
 
 def _lanes(K):
@@ -192,19 +195,16 @@ def _quant_blocks_py(x, xq, cx, sxe, xg, zp):
 _quant_blocks = njit(cache=True)(_quant_blocks_py)
 
 
-def _row_lanes_py(xq, sx, cx, sxe):
-    # the lane arrays of _quant_blocks for rows xq already quantized with one scale a row (8da4w)
+def _row_lanes_py(xq, cx):
+    # cx as _quant_blocks lays it out, for rows xq already quantized with one scale a row (8da4w):
+    # -8 x each lane's sum of 4 bytes, 0 past K // 4
     M, K = xq.shape
     for m in range(M):
-        for i in range(cx.shape[1]):
+        for i in range(K // 4, cx.shape[1]):
             cx[m, i] = 0
-            sxe[m, i] = 0.0
         for i in range(K // 4):
-            c = int32(0)
-            for k in range(4 * i, 4 * i + 4):
-                c += int32(xq[m, k])
-            cx[m, i] = -8 * c
-            sxe[m, i] = sx[m]
+            k = 4 * i
+            cx[m, i] = -8 * (int32(xq[m, k]) + int32(xq[m, k + 1]) + int32(xq[m, k + 2]) + int32(xq[m, k + 3]))
 
 
 _row_lanes = njit(cache=True)(_row_lanes_py)

@@ -20,7 +20,8 @@ from ._derived import filled
 from ._jit import twins
 from .linalg import apply_activation
 from .index import check_index
-from .quant import PAR_WEIGHTS, _check, _lanes, _quant_blocks, _quant_rows, _row_lanes, _rows, f32
+from .quant import (PAR_WEIGHTS, QUANT_ROWS_PAR, _check, _lanes, _quant_blocks, _quant_rows, _quant_rows_p,
+                    _quant_rows_s, _row_lanes, _rows, f32)
 from .registry import kernel, preparer
 
 PF_BYTES = vnni.PF_BYTES  # how far ahead the int4 GEMVs hint their weight streams into cache
@@ -287,14 +288,13 @@ _NO_XG = np.zeros((1, 1), np.float32)
 _NO_Z = np.zeros((1, 1), np.uint8)
 
 
-def _gemv_q4_rows(xq, sx, wp, s, n, out, cx=None, sxe=None):
-    """8da4w on VNNI: int8 rows xq (M, K) with scales sx against symmetric int4 row pairs, the
-    block kernel with every lane of a row scaled alike (cx, sxe: scratch of _block_scratch's shapes)."""
+def _gemv_q4_rows(xq, sx, wp, s, n, out):
+    """8da4w on VNNI: int8 rows xq (M, K) with scales sx against symmetric int4 row pairs (the int4
+    kernel with x's scale applied once a row)."""
     M, K = xq.shape
-    if cx is None:
-        cx, sxe = np.empty((M, _lanes(K)), np.int32), np.empty((M, _lanes(K)), np.float32)
-    _row_lanes(xq, sx, cx, sxe)
-    vnni.gemv_q4(xq, cx, sxe, sx, _NO_XG, wp, s, _NO_Z, True, n, out)
+    cx = np.empty((M, _lanes(K)), np.int32)
+    _row_lanes(xq, cx)
+    vnni.gemv_q4(xq, cx, vnni._NO_F32, sx, _NO_XG, wp, s, _NO_Z, True, n, out)
 
 
 def _blocks_vnni():
@@ -395,23 +395,32 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
     if act_block:
         if not _blocks_vnni():
             return None
-        xq, cx, sxe, xg = _block_scratch(M, K, ng)        # scratch: prepared runs hold the method's lock
+        # scratch (prepared runs hold the method's lock), the compiled kernel and the constant's
+        # scales as the kernel reads them, once: a decode step makes ~50 of these calls
+        xq, cx, sxe, xg = _block_scratch(M, K, ng)
         zp = 8 if sym else 0
+        kern = vnni.gemv_q4_kernel(M, wp, False)
+        s0, sv0, nof = scale, _scales(scale), vnni._NO_F32
 
         def run(out, x, wp, scale, zero=None, b=None):
             _quant_blocks(x.reshape(M, K), xq, cx, sxe, xg, zp)
-            vnni.gemv_q4(xq, cx, sxe, None, xg, wp, _scales(scale), z if zero is None else zero, sym, n,
-                         out.reshape(M, n))
+            kern(xq, cx, sxe, nof, xg, wp, sv0 if scale is s0 else _scales(scale), z if zero is None else zero, sym,
+                 n, out.reshape(M, n))
             if b is not None:
                 out += b
         return run
     if dynamic and sym and simd.HAVE_VNNI:
-        xq, cx, sxe, _ = _block_scratch(M, K, ng)        # scratch: prepared runs hold the method's lock
+        xq, cx, _, _ = _block_scratch(M, K, ng)
         sx = np.empty(M, np.float32)
+        kern = vnni.gemv_q4_kernel(M, wp, True)
+        quant = _quant_rows_p if M * K >= QUANT_ROWS_PAR else _quant_rows_s
+        s0, sv0, nof, zz = scale, _scales(scale), vnni._NO_F32, _NO_Z
 
         def run(out, x, wp, scale, zero=None, b=None):
-            _quant_rows(x.reshape(M, K), xq, sx)
-            _gemv_q4_rows(xq, sx, wp, _scales(scale), n, out.reshape(M, n), cx, sxe)
+            xq2 = x.reshape(M, K)
+            quant(xq2, xq, sx, 0)
+            _row_lanes(xq, cx)
+            kern(xq, cx, nof, sx, _NO_XG, wp, sv0 if scale is s0 else _scales(scale), zz, True, n, out.reshape(M, n))
             if b is not None:
                 out += b
         return run

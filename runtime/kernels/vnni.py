@@ -334,12 +334,18 @@ _gemv_q4w_blocks = twins(_gemv_q4w_py, "_blocks", {"ROWX": False}, fastmath=True
 _gemv_q4w_rows = twins(_gemv_q4w_py, "_rows", {"ROWX": True}, fastmath=True)
 
 
+def gemv_q4_kernel(M, wp, rows):
+    """The compiled int4 kernel for M rows against wp: x's scale per row (rows: 8da4w) or per lane,
+    serial below PAR_OPS multiply-adds.  Its arguments: (xq, cx, sxe, sx, xg, wp, s, z, sym, n, out)."""
+    serial, par = _gemv_q4w_rows if rows else _gemv_q4w_blocks
+    return par if M * wp.size * 2 >= PAR_OPS else serial
+
+
 def gemv_q4(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
     """int4 row pairs wp (ceil(n/2), K) with group scales s (n, K // G; float32, or float16 bits as
     uint16) and zero points z where not sym, against int8 rows xq (M, K): with per-lane block scales
     sxe (sx None; laid out by quant._quant_blocks) or per-row scales sx (8da4w; cx from
-    quant._row_lanes); out (M, n) float32.  Needs HAVE_VNNI and HAVE_AVX512, C-contiguous arrays,
-    K % 32 == 0 and G % 32 == 0."""
-    serial, par = _gemv_q4w_rows if sx is not None else _gemv_q4w_blocks
-    args = (xq, cx, sxe, _NO_F32 if sx is None else sx, xg, wp, s, z, sym, n, out)
-    (par if xq.shape[0] * wp.size * 2 >= PAR_OPS else serial)(*args)
+    quant._row_lanes, sxe unread); out (M, n) float32.  Needs HAVE_VNNI and HAVE_AVX512, C-contiguous
+    arrays, K % 32 == 0 and G % 32 == 0."""
+    gemv_q4_kernel(xq.shape[0], wp, sx is not None)(xq, cx, sxe, _NO_F32 if sx is None else sx, xg, wp, s, z, sym,
+                                                    n, out)
