@@ -43,6 +43,9 @@ _AXIS_ATTRS = {"softmax": "dim", "log_softmax": "dim", "cat": "dim", "gather": "
 _REDUCE = {"sum", "mean", "amax", "amin", "var", "logsumexp", "prod"}
 
 
+# the int4 group sizes the op defines (edgetorch.quant.grids.INT4_GROUPS; not imported: that package
+# pulls in the frontend); a test keeps the two equal
+INT4_GROUPS = (32, 64, 128, 256)
 _QOPS = {"quantize_per_tensor", "dequantize_per_tensor", "conv2d_qs8", "linear_qs8", "add_qs8"}
 _QPARAMS = {"scale", "zero_point", "in_scale", "in_zp", "out_scale", "out_zp", "a_scale", "a_zp", "b_scale", "b_zp"}
 
@@ -218,10 +221,10 @@ def _check_quant(info, v, vw):
                                f"{v.dtype}{list(shape)}, axis {axis}, scale {list(scale.shape)}")
     elif scheme in ("per_group_symmetric", "per_group_affine") and bits == 4:
         n = scale.shape[0] if len(scale.shape) == 2 else -1
-        if v.dtype != "uint8" or len(shape) != 2 or axis != 1 or group <= 0 or group % 32 or shape[1] % group \
+        if v.dtype != "uint8" or len(shape) != 2 or axis != 1 or group not in INT4_GROUPS or shape[1] % group \
                 or tuple(scale.shape) != (n, shape[1] // group) or shape[0] != (n + 1) // 2:
-            raise ProgramError(f"{vw}: int4 groups need uint8 row pairs (ceil(N/2), K), group size a multiple of "
-                               f"32 dividing K and scales (N, K/group); got {v.dtype}{list(shape)}, group {group}, "
+            raise ProgramError(f"{vw}: int4 groups need uint8 row pairs (ceil(N/2), K), a group size of "
+                               f"{'/'.join(map(str, INT4_GROUPS))} dividing K and scales (N, K/group); got {v.dtype}{list(shape)}, group {group}, "
                                f"scale {list(scale.shape)}")
         if scheme == "per_group_affine":
             z = const("zero_point", "zero point")

@@ -302,6 +302,13 @@ def _blocks_vnni():
     return simd.HAVE_VNNI and simd.HAVE_AVX512
 
 
+def _vnni_groups(K, ng):
+    """Whether the VNNI int4 kernel takes these groups: 32, or whole 64-column steps (a verified file
+    may hold any multiple of 32, say 96: those run the other paths)."""
+    G = K // ng
+    return G == 32 or G % 64 == 0
+
+
 def _block_scratch(M, K, ng):
     """(xq, cx, sxe, xg): the arrays quant._quant_blocks fills for M rows of K inputs, ng groups."""
     L = _lanes(K)
@@ -325,7 +332,7 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
     _check("linear_q4", out, x, n, K, b)
     x2, o2 = _rows(x, n, out)
     M, ng = x2.shape[0], scale.shape[1]
-    if act_block and _blocks_vnni():
+    if act_block and _blocks_vnni() and _vnni_groups(K, ng):
         # int8 blocks against the packed nibbles, any row count (a task's 2 K weight bytes stay in L1
         # across the rows)
         xq, cx, sxe, xg = _block_scratch(M, K, ng)
@@ -337,7 +344,7 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
         return
     if act_block:
         x2 = _blocks_dequantized(x2)
-    if dynamic and sym and simd.HAVE_VNNI:
+    if dynamic and sym and simd.HAVE_VNNI and simd.HAVE_AVX512 and _vnni_groups(K, ng):
         # int8 rows against the packed nibbles for any row count: with the weight bytes of a row
         # pair in L1 across rows, 64-row prefills ran 2.4-3.6x faster than dequantize + BLAS
         xq = np.empty(x2.shape, np.int8)
@@ -393,7 +400,7 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
                                                and wp.flags.c_contiguous and scale.flags.c_contiguous):
         return None
     if act_block:
-        if not _blocks_vnni():
+        if not (_blocks_vnni() and _vnni_groups(K, ng)):
             return None
         # scratch (prepared runs hold the method's lock), the compiled kernel and the constant's
         # scales as the kernel reads them, once: a decode step makes ~50 of these calls
@@ -409,7 +416,7 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
             if b is not None:
                 out += b
         return run
-    if dynamic and sym and simd.HAVE_VNNI:
+    if dynamic and sym and simd.HAVE_VNNI and simd.HAVE_AVX512 and _vnni_groups(K, ng):
         xq, cx, _, _ = _block_scratch(M, K, ng)
         sx = np.empty(M, np.float32)
         kern = vnni.gemv_q4_kernel(M, wp, True)

@@ -220,6 +220,11 @@ def _gemv_q4w_py(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
     # Symmetric weights start each dot at cx (-8 x the lane's sum of x); asymmetric ones subtract
     # s z xg per group after.  A task is two pairs (4 rows); an odd last pair is computed twice and
     # stored once.  The weight stream is hinted PF_BYTES ahead.
+    # Extents (the intrinsic loads are not bounds checked): a full step reads wp[p, k:k + 64], xq[m,
+    # k:k + 64] and lanes k/4 .. k/4 + 16 of cx / sxe with k + 64 <= K64 <= K; the last half step
+    # reads 32 bytes from K64 = K - 32 and the lanes K64/4 .. K64/4 + 16 <= L (quant._lanes rounds
+    # L up to whole steps); scales: min(16, ng - gw) of row j's ng (masked load), j < n; the callers
+    # check wp (ceil(n/2), K), s and z (n, K // G) with K % G == 0 and G % 32 == 0.
     M, K = xq.shape
     P = wp.shape[0]
     ng = s.shape[1]

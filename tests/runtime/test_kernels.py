@@ -381,6 +381,23 @@ def test_int4_act_block_paths(m, n, k, g, asym, vnni512, f16, monkeypatch):
     assert k == 32 or np.abs(floatx - want).max() > 0           # the blocks do round x
 
 
+@pytest.mark.parametrize("dyn,blk", [(False, 32), (True, 0)])
+def test_int4_groups_the_vnni_kernel_does_not_take(dyn, blk):
+    """Groups of 96 (a multiple of 32, but not whole 64-column steps; the verifier refuses them in
+    files) called directly: the int4-weight blocks and 8da4w rows take the other paths, right."""
+    from edgetorch.quant.grids import dequantize_int4, fake_quant_blocks_int8, fake_quant_rows_dynamic
+    rng = np.random.default_rng(96)
+    n, k, g = 9, 288, 96
+    wp = rng.integers(0, 256, size=((n + 1) // 2, k), dtype=np.uint8)
+    s = (rng.uniform(0.01, 0.1, size=(n, k // g))).astype(np.float16)
+    x = rng.normal(size=(2, k)).astype(np.float32)
+    out = np.full((2, n), np.nan, np.float32)
+    KERNELS["linear_q4"](out, x, wp, s, None, None, group_size=g, dynamic=dyn, act_block=blk)
+    xg = fake_quant_blocks_int8(x) if blk else fake_quant_rows_dynamic(x)
+    want = xg.astype(np.float64) @ dequantize_int4(wp, s, None, g, np.float64).T
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def test_activation_blocks_match_the_grid():
     """quant._quant_blocks (the kernels' x blocks) equals grids.quantize_blocks_int8 exactly: the int8
     values, one scale a lane, the zero-point lanes, the group sums; all-zero and non-finite blocks."""

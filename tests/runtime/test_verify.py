@@ -207,13 +207,37 @@ def test_int8_quant_parameters_checked(quantized, edit, needle):
 
 
 @pytest.mark.parametrize("edit,needle", [
-    (lambda v: v.quant.update(group_size=48), "group size a multiple of 32"),
+    (lambda v: v.quant.update(group_size=48), "a group size of 32/64/128/256"),
     (lambda v: v.quant.update(group_size=64 * 3), "group size"),
+
     (lambda v: v.quant.update(zero_point=v.quant["scale"]), "zero points"),
     (lambda v: v.quant.update(zero_point=-1), "zero point index"),
 ])
 def test_int4_quant_parameters_checked(quantized, edit, needle):
     _bad(quantized[1], lambda i: edit(_qvalue(i, 4)), needle)
+
+
+def test_int4_group_size_must_be_one_the_op_defines():
+    """A group of 96 divides K = 192 and the scales are shaped for it, but the op defines 32/64/128/256
+    only (the VNNI kernel steps 64 columns at a time)."""
+    from edgetorch.exporter import quantize
+    from edgetorch.quant.grids import INT4_GROUPS
+    from edgetorch.runtime import verify
+    assert verify.INT4_GROUPS == INT4_GROUPS
+    et.manual_seed(0)
+    info = lower(quantize(et.export(MLP((192, 16)).eval(), (et.randn(2, 192),)), "int4-weight"))
+    load(write(info))
+
+    def e(i):
+        v = _qvalue(i, 4)
+        v.quant.update(group_size=96)
+        k = v.quant["scale"]
+        i.arrays[k] = np.ascontiguousarray(i.arrays[k][:, :2])
+        i.constants[k].shape = i.arrays[k].shape
+        for ins in i.methods[0].instructions:
+            if ins.op == "linear_q4":
+                ins.attrs["group_size"] = 96
+    _bad(info, e, "a group size of 32/64/128/256")
 
 
 def test_int4_scale_size_checked(quantized):
