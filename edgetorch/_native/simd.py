@@ -304,16 +304,23 @@ def vbcast4(typingctx, a, i):
     return i32x8(a, i), codegen
 
 
-@intrinsic
-def vdot(typingctx, acc, u, s):
-    if not (acc is i32x8 and u is i32x8 and s is i32x8):
-        return None
+def _byte_dot(vt, lty):
+    """vpdpbusd on vt (acc + per lane sum of 4 products u8 x s8), 256 or 512 bits wide."""
+    name = f"llvm.x86.avx512.vpdpbusd.{lty.count * 32}"
 
-    def codegen(ctx, b, sig, args):
-        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VI, [_VI, _VI, _VI]),
-                                            "llvm.x86.avx512.vpdpbusd.256")
-        return b.call(fn, list(args))
-    return i32x8(acc, u, s), codegen
+    @intrinsic
+    def dot(typingctx, acc, u, s):
+        if not (acc is vt and u is vt and s is vt):
+            return None
+
+        def codegen(ctx, b, sig, args):
+            fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(lty, [lty, lty, lty]), name)
+            return b.call(fn, list(args))
+        return vt(acc, u, s), codegen
+    return dot
+
+
+vdot = _byte_dot(i32x8, _VI)
 
 
 def _scale_array(a):
@@ -388,16 +395,7 @@ def wperm(typingctx, idx, v):
     return f32x16(idx, v), codegen
 
 
-@intrinsic
-def wdot(typingctx, acc, u, s):
-    if not (acc is i32x16 and u is i32x16 and s is i32x16):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VI16, [_VI16, _VI16, _VI16]),
-                                            "llvm.x86.avx512.vpdpbusd.512")
-        return b.call(fn, list(args))
-    return i32x16(acc, u, s), codegen
+wdot = _byte_dot(i32x16, _VI16)
 
 
 @intrinsic

@@ -29,6 +29,7 @@ from edgetorch._native.simd import (vadd, vbcast4, vcvt, vdot, vfadd, vfload, vf
                                     vload4, vprefetch, vstore, vsub, vzero, wand, wcvt, wdot, wfhsum,
                                     wfload, wfma, wfmul, wfzero, wload, wload4, wload4_half, wload_half,
                                     wsplat, wsplat2, wsrl4, wscales, sload, wperm, wadd)
+from edgetorch._native.jit import variant
 
 from ._jit import twins
 
@@ -207,6 +208,22 @@ PF_BYTES = 4096
 
 # ------------------------------------------------------------------ int4 weights x int8 rows or blocks, 512-bit
 
+def _rows4_py(x, c, wa, wb, sv, idx, s0, s1, s2, s3, a0, a1, a2, a3, lo4):
+    # one step of _gemv_q4w_py for its 4 rows: the two pairs' 64 bytes wa, wb against x (dots started
+    # at c), to float, times x's lane scales sv (not with ROWX), times the permuted group scales
+    y0 = wcvt(wdot(c, wand(wa, lo4), x))
+    y1 = wcvt(wdot(c, wand(wsrl4(wa), lo4), x))
+    y2 = wcvt(wdot(c, wand(wb, lo4), x))
+    y3 = wcvt(wdot(c, wand(wsrl4(wb), lo4), x))
+    if not ROWX:
+        y0 = wfmul(y0, sv)
+        y1 = wfmul(y1, sv)
+        y2 = wfmul(y2, sv)
+        y3 = wfmul(y3, sv)
+    return (wfma(y0, wperm(idx, s0), a0), wfma(y1, wperm(idx, s1), a1), wfma(y2, wperm(idx, s2), a2),
+            wfma(y3, wperm(idx, s3), a3))
+
+
 def _gemv_q4w_py(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
     # out (M, n) = sum over k of s[j, g] (q[j, k] - zero[j, g]) * xscale(m, k) xq[m, k]: int4 row pairs
     # (byte wp[p, k] holds row 2p's weight in its low nibble, row 2p + 1's in its high one) against
@@ -265,22 +282,9 @@ def _gemv_q4w_py(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
                     x = wload(xq, xb + k)
                     c = wload4(cx, cb + (k >> 2))
                     idx = wadd(wsplat(gi), halves) if two else wsplat(gi)
-                    w = wload(wp, w0 + k)
-                    y0 = wcvt(wdot(c, wand(w, lo4), x))
-                    y1 = wcvt(wdot(c, wand(wsrl4(w), lo4), x))
-                    w = wload(wp, w1 + k)
-                    y2 = wcvt(wdot(c, wand(w, lo4), x))
-                    y3 = wcvt(wdot(c, wand(wsrl4(w), lo4), x))
-                    if not ROWX:
-                        sv = wfload(sxe, cb + (k >> 2))
-                        y0 = wfmul(y0, sv)
-                        y1 = wfmul(y1, sv)
-                        y2 = wfmul(y2, sv)
-                        y3 = wfmul(y3, sv)
-                    a0 = wfma(y0, wperm(idx, s0), a0)
-                    a1 = wfma(y1, wperm(idx, s1), a1)
-                    a2 = wfma(y2, wperm(idx, s2), a2)
-                    a3 = wfma(y3, wperm(idx, s3), a3)
+                    sv = wfzero() if ROWX else wfload(sxe, cb + (k >> 2))
+                    a0, a1, a2, a3 = _rows4(x, c, wload(wp, w0 + k), wload(wp, w1 + k), sv, idx, s0, s1, s2, s3,
+                                            a0, a1, a2, a3, lo4)
                     if two:
                         gi += 2
                     else:
@@ -290,25 +294,10 @@ def _gemv_q4w_py(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
                             left = spg
                 if K64 < K and (gw + 16) * G >= K:
                     # the last 32 columns (one group of 32: two == True) in the low lanes
-                    x = wload_half(xq, xb + K64)
-                    c = wload4_half(cx, cb + K64 // 4)
-                    idx = wsplat(gi)
-                    w = wload_half(wp, w0 + K64)
-                    y0 = wcvt(wdot(c, wand(w, lo4), x))
-                    y1 = wcvt(wdot(c, wand(wsrl4(w), lo4), x))
-                    w = wload_half(wp, w1 + K64)
-                    y2 = wcvt(wdot(c, wand(w, lo4), x))
-                    y3 = wcvt(wdot(c, wand(wsrl4(w), lo4), x))
-                    if not ROWX:
-                        sv = wfload(sxe, cb + K64 // 4)
-                        y0 = wfmul(y0, sv)
-                        y1 = wfmul(y1, sv)
-                        y2 = wfmul(y2, sv)
-                        y3 = wfmul(y3, sv)
-                    a0 = wfma(y0, wperm(idx, s0), a0)
-                    a1 = wfma(y1, wperm(idx, s1), a1)
-                    a2 = wfma(y2, wperm(idx, s2), a2)
-                    a3 = wfma(y3, wperm(idx, s3), a3)
+                    sv = wfzero() if ROWX else wfload(sxe, cb + K64 // 4)
+                    a0, a1, a2, a3 = _rows4(wload_half(xq, xb + K64), wload4_half(cx, cb + K64 // 4),
+                                            wload_half(wp, w0 + K64), wload_half(wp, w1 + K64), sv, wsplat(gi),
+                                            s0, s1, s2, s3, a0, a1, a2, a3, lo4)
             v0 = wfhsum(a0)
             v1 = wfhsum(a1)
             v2 = wfhsum(a2)
@@ -335,8 +324,11 @@ def _gemv_q4w_py(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
 
 
 ROWX = False
-_gemv_q4w_blocks = twins(_gemv_q4w_py, "_blocks", {"ROWX": False}, fastmath=True)
-_gemv_q4w_rows = twins(_gemv_q4w_py, "_rows", {"ROWX": True}, fastmath=True)
+_ROWS4 = {rowx: variant(_rows4_py, "_rows4" + ("_rowx" if rowx else ""), {"ROWX": rowx}, inline="always",
+                        fastmath=True) for rowx in (False, True)}
+_rows4 = _ROWS4[False]
+_gemv_q4w_blocks = twins(_gemv_q4w_py, "_blocks", {"ROWX": False, "_rows4": _ROWS4[False]}, fastmath=True)
+_gemv_q4w_rows = twins(_gemv_q4w_py, "_rows", {"ROWX": True, "_rows4": _ROWS4[True]}, fastmath=True)
 
 
 def gemv_q4_kernel(M, wp, rows):
