@@ -151,8 +151,8 @@ def main(argv=None):
     bw = dram_bandwidth()
     ppl = None if a.skip_ppl else tiny_llama_perplexity()
     print(f"edgetorch {et.__version__}; {os.cpu_count()} cpus; threading {threads.info()}; "
-          f"1-min load {l0:.2f} -> {load_avg():.2f}; median of {a.repeats}; decode and encoder: lowest of {a.processes} "
-          f"processes a preset; {a.kv_cache} KV cache; DRAM read {bw:.1f} GB/s (measured)")
+          f"1-min load {l0:.2f} -> {load_avg():.2f}; median of {a.repeats}; decode and encoder: lowest of "
+          f"{a.processes} processes a preset; {a.kv_cache} KV cache; DRAM read {bw:.1f} GB/s (measured)")
     print()
     for shape, rows, n in tables:
         print(f"| Llama {shape} decode ({n / 1e6:.1f} M parameters), 128-token context | ms/token | tokens/s | "

@@ -224,7 +224,8 @@ def _check_quant(info, v, vw):
         if v.dtype != "uint8" or len(shape) != 2 or axis != 1 or group not in INT4_GROUPS or shape[1] % group \
                 or tuple(scale.shape) != (n, shape[1] // group) or shape[0] != (n + 1) // 2:
             raise ProgramError(f"{vw}: int4 groups need uint8 row pairs (ceil(N/2), K), a group size of "
-                               f"{'/'.join(map(str, INT4_GROUPS))} dividing K and scales (N, K/group); got {v.dtype}{list(shape)}, group {group}, "
+                               f"{'/'.join(map(str, INT4_GROUPS))} dividing K and scales (N, K/group); got "
+                               f"{v.dtype}{list(shape)}, group {group}, "
                                f"scale {list(scale.shape)}")
         if scheme == "per_group_affine":
             z = const("zero_point", "zero point")

@@ -327,9 +327,10 @@ def _kv_at(a, b, h, j, e):
 def _attention_py(j_lo, j_hi, q, k, v, bias, scale, out):
     # float32 throughout: a float64 accumulator (acc = 0.0) does not vectorize with the float32 loads
     # q (B, Hq, L, E); k (B, Hk, S, E); v (B, Hk, S, Ev) (float32, or float16 bits in uint16: a
-    # float16 KV cache); bias (L, S) additive float or bool (True = attend); out (B, Hq, L, Ev).  Jobs (batch, head) j_lo .. j_hi - 1 of B Hq (jit.chunked).  Keys
-    # past the last one any query sees (a KV cache's unused tail) are never touched; scratch rows
-    # are allocated once a range of jobs, not once a head.
+    # float16 KV cache); bias (L, S) additive float or bool (True = attend); out (B, Hq, L, Ev).
+    # Jobs (batch, head) j_lo .. j_hi - 1 of B Hq (jit.chunked).  Keys past the last one any query
+    # sees (a KV cache's unused tail) are never touched; scratch rows are allocated once a range of
+    # jobs, not once a head.
     B, Hq, L, E = q.shape
     Hk, S = k.shape[1], k.shape[2]
     rep = Hq // Hk

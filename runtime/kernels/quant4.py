@@ -1,7 +1,8 @@
-"""int4-weight kernels (linear_q4, embedding_q4): row pairs of nibbles with group scales, against float
-activations (the 16-lane nibble-to-float GEMV where the CPU has AVX-512F, a portable loop elsewhere)
-or int8 activations (8da4w: the VNNI kernel of vnni.py, a portable int8 GEMV elsewhere).  The layouts
-and measurements: docs/quantization.md.
+"""int4-weight kernels (linear_q4, embedding_q4): row pairs of nibbles with group scales, against int8
+activations on AVX512-VNNI (vnni.gemv_q4, any row count: int4-weight's blocks of 32 with their own
+scales, act_block=32, the default; 8da4w's rows) or float activations (act_block=0, or no VNNI: the
+16-lane nibble-to-float GEMV where the CPU has AVX-512F, a portable loop elsewhere; 8da4w without
+VNNI: a portable int8 GEMV).  The layouts and measurements: docs/quantization.md.
 
 Decode-sized inputs (<= 4 rows): one byte stream per two rows, blocks of 32 columns (a literal trip
 count: 2.2x faster than a loop bounded by the group size), group scales per block, the zero point
@@ -424,8 +425,7 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
         s0, sv0, nof, zz = scale, _scales(scale), vnni._NO_F32, _NO_Z
 
         def run(out, x, wp, scale, zero=None, b=None):
-            xq2 = x.reshape(M, K)
-            quant(xq2, xq, sx, 0)
+            quant(x.reshape(M, K), xq, sx, 0)
             _row_lanes(xq, cx)
             kern(xq, cx, nof, sx, _NO_XG, wp, sv0 if scale is s0 else _scales(scale), zz, True, n, out.reshape(M, n))
             if b is not None:
