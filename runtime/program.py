@@ -23,7 +23,7 @@ from edgetorch.schemas.reader import read
 from edgetorch.symbolic import evaluate
 
 from . import threads
-from .kernels import KERNELS, PREPARE
+from .kernels import KERNELS, PREPARE, PREPARE_PAIR
 from .verify import DEFAULT_BUDGET, _numel_key, planned_view, verify  # noqa: F401 (_numel_key: tests)
 
 # Input casts done silently: same-kind conversions (float64 -> float32,
@@ -77,6 +77,14 @@ class Method:
             static = not any(has_dims(a) for a in ins.attrs.values())
             self._steps.append((KERNELS[ins.op], ins.inputs, o, ins.attrs, static, ins))
         self._runner = _straight_line(self._steps)
+        # readers of each value (every instruction, planned views included, the outputs and state
+        # writes): a pair of steps is fused only where the second alone reads the first's output
+        self._readers = {}
+        for ins in info.instructions:
+            for k in ins.inputs:
+                self._readers[k] = self._readers.get(k, 0) + 1
+        for k in list(info.outputs) + [v for _, v in info.state_updates]:
+            self._readers[k] = self._readers.get(k, 0) + 1
         self.inputs = [self._spec(i, n) for i, n in zip(info.inputs, info.input_names)]
         self.outputs = [self._spec(i, n) for i, n in zip(info.outputs, info.output_names)]
         self._in_dims = []
@@ -259,8 +267,18 @@ class Method:
         """The step list with each kernel that has a preparer replaced by its prepared run for the
         arrays in env (registry.py); the same steps, so failures report the same instruction."""
         steps, n = [], 0
-        for step in self._steps:
+        fused_into = None
+        for at, step in enumerate(self._steps):
             fn, ins, out, attrs, static, info = step
+            if at == fused_into:            # run by the step before: kept as a no-op, so indices hold
+                steps.append((_done, (), out, {}, True, info))
+                continue
+            pair = self._pair(at, env, dims)
+            if pair is not None:
+                steps.append(pair)
+                fused_into = at + 1
+                n += 1
+                continue
             prep = PREPARE.get(info.op)
             run = None
             if prep is not None:
@@ -275,6 +293,24 @@ class Method:
                 steps.append((run, ins, out, {}, True, info))
                 n += 1
         return _straight_line(steps) if n else self._runner
+
+    def _pair(self, at, env, dims):
+        """Step `at` and the next one as one prepared step (registry.pair_preparer), or None."""
+        if at + 1 >= len(self._steps):
+            return None
+        fn, ins, out, attrs, static, info = self._steps[at]
+        fn2, ins2, out2, attrs2, static2, info2 = self._steps[at + 1]
+        prep = PREPARE_PAIR.get((info.op, info2.op))
+        others = [k for k in ins2 if k != out]
+        if prep is None or not FUSE_PAIRS or self._readers.get(out) != 1 or out not in ins2 or len(others) != 1 \
+                or attrs2:
+            return None
+        try:
+            a = attrs if static else {k: eval_attr(v, dims) for k, v in attrs.items()}
+            run = prep(env[out2], env[others[0]], env[out], *[env[k] for k in ins], **a)
+        except Exception:           # the kernels report what does not fit, when they run
+            return None
+        return None if run is None else (run, tuple(ins) + (others[0],), out2, {}, True, info)
 
     def _fail(self, info, e):
         where = f" ({info.source}:{info.line})" if info.source else ""
@@ -301,6 +337,14 @@ class Method:
 
     def __repr__(self):
         return f"<Method {self.name} inputs={self.inputs} outputs={self.outputs}>"
+
+
+# fuse instruction pairs when preparing (registry.pair_preparer); off for A/B measurements
+FUSE_PAIRS = True
+
+
+def _done(out):
+    """The step a fused pair's first step already ran."""
 
 
 def _straight_line(steps):

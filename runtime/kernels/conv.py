@@ -18,7 +18,7 @@ from .pad import _pad2, _subsample  # noqa: F401  (_pad2: the tests take it here
 from ._jit import chunked, twins
 from .linalg import apply_activation
 from ._derived import derived, filled
-from .registry import kernel, preparer
+from .registry import kernel, pair_preparer, preparer
 
 
 def _plane_means_py(x, out):
@@ -394,3 +394,29 @@ def k_adaptive_avg_pool2d(out, x, output_size=(1, 1)):
         for j in range(ow):
             w0, w1 = j * w // ow, -(-(j + 1) * w // ow)
             out[..., i, j] = x[..., h0:h1, w0:w1].mean(axis=(-2, -1))
+
+
+@pair_preparer("conv2d", "add_relu")
+def p_conv2d_add_relu(out, r, c, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    """A 1x1 convolution (stride 1 or 2) whose output only a residual add + ReLU reads (a projection
+    shortcut): one pass, conv_panels._pointwise_res, for constant weights.  Declined where the sum's
+    output shares memory with the convolution's input (the planner may reuse a dead input's slot:
+    the fused pass reads x while it writes out)."""
+    if not (x.dtype == w.dtype == out.dtype == r.dtype == c.dtype == np.float32 and x.flags.c_contiguous
+            and w.flags.c_contiguous and out.flags.c_contiguous and r.flags.c_contiguous) \
+            or w.flags.writeable or (b is not None and (b.flags.writeable or b.dtype != np.float32)):
+        return None
+    _conv_checks(c, x, w, stride, padding, dilation, groups)
+    o = w.shape[0]
+    if r.shape != c.shape or out.shape != c.shape or (b is not None and b.shape != (o,)) \
+            or np.may_share_memory(out, x) or not conv_panels.pointwise_res_applies(
+                x.shape, w.shape, c.shape, tuple(stride), tuple(padding), tuple(dilation), groups):
+        return None
+    kern, n, par = conv_panels.pointwise_res_plan(x.shape, w.shape, c.shape)
+    go = kern.parallel if par else kern.serial
+    wpk = derived(w, "pointwise_pack", conv_panels._pack_pointwise)
+    bb = filled(o, 0.0) if b is None else b
+
+    def run(out, x, *rest):       # rest: the weight (and bias) the instruction names, then r
+        go(n, x, wpk, bb, rest[-1], out)
+    return run

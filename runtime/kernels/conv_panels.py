@@ -39,8 +39,8 @@ from numba import njit
 
 from edgetorch._native import simd
 from edgetorch._native.jit import variant
-from edgetorch._native.simd import (vfload, vfstore, wfadd, wfevens, wfload, wfload_mask, wfma, wfsplat, wfstore,
-                                    wfzero)
+from edgetorch._native.simd import (vfload, vfstore, wfadd, wfevens, wfload, wfload_mask, wfma, wfmax, wfsplat,
+                                    wfstore, wfzero)
 
 from ._jit import chunked
 from ._derived import derived, filled
@@ -575,3 +575,113 @@ def run_rows(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None, strid
 def run_rows2(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None):
     """run_rows at stride 2 (rows2_applies)."""
     run_rows(out, x, w, b, relu, padding, par, xbuf, fused, stride2=True)
+
+
+# ------------------------------------------------------------------ 1x1 convolution + residual + ReLU
+
+def _pointwise_res_py(t_lo, t_hi, x, wpk, b, r, out):
+    # out = relu(conv1x1(x, w, stride) + b + r): a residual block's projection shortcut, its sum and
+    # activation in one pass (the runtime fuses conv2d + add_relu when it prepares a method; ONNX
+    # Runtime fuses the same).  Tasks t_lo .. t_hi - 1 are (image, block of 8 output channels); 16
+    # output pixels a vector, MODE bound per variant: 0 stride 1, contiguous (OH OW % 16 == 0); 1
+    # stride 2, the even places of two 16-value loads of one input row (OW % 16 == 0, W == 2 OW);
+    # 2 stride 2 with 8-wide outputs, two input rows two apart (W == 16, H == 2 OH, OH even).  Eight
+    # accumulators, one FMA a channel each against the broadcast weight; the epilogue adds bias and
+    # residual and clamps.  x (N, C, H, W), wpk (O / 8, C, 8) the weight packed so a block's 8 weights
+    # of a channel are adjacent, r and out (N, O, OH, OW); C-contiguous float32.
+    N, C, H, W = x.shape
+    ncb = wpk.shape[0]
+    O = ncb * 8
+    OH, OW = out.shape[2], out.shape[3]
+    P = OH * OW
+    xf = x.reshape(-1)
+    rf = r.reshape(-1)
+    of = out.reshape(-1)
+    zero = wfzero()
+    for t in range(t_lo, t_hi):
+        n = t // ncb
+        cb = t - n * ncb
+        co = cb * 8
+        wb = wpk[cb]
+        for p in range(0, P, 16):
+            if MODE == 0:
+                src = p
+            else:
+                y = p // OW
+                src = 2 * y * W + 2 * (p - y * OW)
+            a0 = wfsplat(b[co])
+            a1 = wfsplat(b[co + 1])
+            a2 = wfsplat(b[co + 2])
+            a3 = wfsplat(b[co + 3])
+            a4 = wfsplat(b[co + 4])
+            a5 = wfsplat(b[co + 5])
+            a6 = wfsplat(b[co + 6])
+            a7 = wfsplat(b[co + 7])
+            i0 = n * C * H * W + src
+            for ci in range(C):
+                if MODE == 0:
+                    xv = wfload(xf, i0)
+                elif MODE == 1:
+                    xv = wfevens(wfload(xf, i0), wfload(xf, i0 + 16))
+                else:
+                    xv = wfevens(wfload(xf, i0), wfload(xf, i0 + 2 * W))
+                i0 += H * W
+                a0 = wfma(wfsplat(wb[ci, 0]), xv, a0)
+                a1 = wfma(wfsplat(wb[ci, 1]), xv, a1)
+                a2 = wfma(wfsplat(wb[ci, 2]), xv, a2)
+                a3 = wfma(wfsplat(wb[ci, 3]), xv, a3)
+                a4 = wfma(wfsplat(wb[ci, 4]), xv, a4)
+                a5 = wfma(wfsplat(wb[ci, 5]), xv, a5)
+                a6 = wfma(wfsplat(wb[ci, 6]), xv, a6)
+                a7 = wfma(wfsplat(wb[ci, 7]), xv, a7)
+            o0 = (n * O + co) * P + p
+            wfstore(of, o0, wfmax(wfadd(a0, wfload(rf, o0)), zero))
+            wfstore(of, o0 + P, wfmax(wfadd(a1, wfload(rf, o0 + P)), zero))
+            wfstore(of, o0 + 2 * P, wfmax(wfadd(a2, wfload(rf, o0 + 2 * P)), zero))
+            wfstore(of, o0 + 3 * P, wfmax(wfadd(a3, wfload(rf, o0 + 3 * P)), zero))
+            wfstore(of, o0 + 4 * P, wfmax(wfadd(a4, wfload(rf, o0 + 4 * P)), zero))
+            wfstore(of, o0 + 5 * P, wfmax(wfadd(a5, wfload(rf, o0 + 5 * P)), zero))
+            wfstore(of, o0 + 6 * P, wfmax(wfadd(a6, wfload(rf, o0 + 6 * P)), zero))
+            wfstore(of, o0 + 7 * P, wfmax(wfadd(a7, wfload(rf, o0 + 7 * P)), zero))
+
+
+MODE = 0
+_POINTWISE_RES = [chunked(_pointwise_res_py, f"_m{m}", {"MODE": m}, fastmath=True) for m in range(3)]
+
+
+def _pack_pointwise(w):
+    """(O, C, 1, 1) -> (O / 8, C, 8): a block of 8 output channels' weights of one input channel adjacent."""
+    O, C = w.shape[:2]
+    return np.ascontiguousarray(w.reshape(O // 8, 8, C).transpose(0, 2, 1))
+
+
+def pointwise_res_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
+    """Whether _pointwise_res computes conv2d(x, w) of these shapes and attributes (then + r, ReLU)."""
+    if not simd.HAVE_AVX512 or len(xshape) != 4 or len(wshape) != 4 or len(oshape) != 4:
+        return False
+    N, C, H, W = xshape
+    O, cg, kh, kw = wshape
+    OH, OW = oshape[2:]
+    if (kh, kw) != (1, 1) or tuple(padding) != (0, 0) or tuple(dilation) != (1, 1) or groups != 1 or cg != C \
+            or O % 8 or O == 0 or C == 0 or oshape[:2] != (N, O) or N == 0:
+        return False
+    if tuple(stride) == (1, 1):
+        return (OH, OW) == (H, W) and (OH * OW) % 16 == 0
+    if tuple(stride) == (2, 2):
+        return (OW % 16 == 0 and W == 2 * OW and H >= 2 * OH - 1) or \
+            (OW == 8 and W == 16 and H == 2 * OH and OH % 2 == 0)
+    return False
+
+
+def pointwise_res_plan(xshape, wshape, oshape):
+    """(the compiled chunks, task count, parallel) for shapes pointwise_res_applies accepted."""
+    mode = 0 if xshape[3] == oshape[3] else (1 if oshape[3] % 16 == 0 else 2)
+    macs = xshape[0] * wshape[0] * wshape[1] * oshape[2] * oshape[3]
+    return _POINTWISE_RES[mode], xshape[0] * (wshape[0] // 8), macs >= PAR_MACS
+
+
+def run_pointwise_res(out, x, w, b, r):
+    """out = relu(conv2d(x, w, b) + r) for shapes pointwise_res_applies accepts (stride from them)."""
+    kern, n, par = pointwise_res_plan(x.shape, w.shape, out.shape)
+    bb = filled(w.shape[0], 0.0) if b is None else b
+    (kern.parallel if par else kern.serial)(n, x, derived(w, "pointwise_pack", _pack_pointwise), bb, r, out)

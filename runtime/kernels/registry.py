@@ -13,9 +13,12 @@ dtypes and layouts with its attribute checks and branch choices made once
 None to keep the kernel.  `run` must not keep the arrays it was prepared
 with (a concurrent call passes its own arena's); it may keep what it
 derives from read-only constants, which stay the same objects per program.
+A pair preparer (below) does the same for two instructions the runtime then
+runs as one (a convolution and the residual add + ReLU that alone reads it).
 """
 KERNELS = {}
 PREPARE = {}
+PREPARE_PAIR = {}
 
 
 def kernel(name, *, alias=False):
@@ -35,5 +38,18 @@ def preparer(name):
         if name in PREPARE:
             raise RuntimeError(f"preparer {name!r} registered twice")
         PREPARE[name] = fn
+        return fn
+    return deco
+
+
+def pair_preparer(first, second):
+    """Register `prep` for instruction `first` followed by `second`, the only reader of first's output:
+    `prep(out2, other, out1, *inputs1, **attrs1)` (out2: second's output; other: second's other
+    input; out1: first's planned output, which the fused run need not write) returns `run(out2,
+    *inputs1, other)` doing both, or None.  The same rules as a preparer's `run`."""
+    def deco(fn):
+        if (first, second) in PREPARE_PAIR:
+            raise RuntimeError(f"pair preparer {(first, second)!r} registered twice")
+        PREPARE_PAIR[(first, second)] = fn
         return fn
     return deco

@@ -6,9 +6,9 @@ import pytest
 import edgetorch as et
 from edgetorch._native import simd
 from edgetorch.exporter import quantize
-from edgetorch.models import MLP, Decoder
+from edgetorch.models import MLP, Decoder, ResNet
 from edgetorch.runtime import InputError, load
-from edgetorch.runtime.kernels import KERNELS, PREPARE
+from edgetorch.runtime.kernels import KERNELS, PREPARE, PREPARE_PAIR
 
 from ..exporter.test_capture import export_llama, small_llama
 
@@ -228,3 +228,78 @@ def test_mlp_prepares_on_its_second_call_of_a_size():
     np.testing.assert_allclose(p(x1), want1, atol=1e-5)     # prepared, new data
     np.testing.assert_allclose(p(_f32(7, 20)).shape, (7, 5))  # another size: its own (unprepared) run
     assert f._prepared is None
+
+
+def _ro(a):
+    a = np.ascontiguousarray(a)
+    a.flags.writeable = False             # a program's constant
+    return a
+
+
+@pytest.mark.skipif(not simd.HAVE_AVX512, reason="the fused shortcut kernel needs AVX-512F")
+@pytest.mark.parametrize("n,c,h,w,o,s", [(3, 16, 32, 32, 32, 2), (2, 32, 16, 16, 64, 2), (5, 5, 8, 16, 8, 2),
+                                         (3, 8, 8, 8, 16, 1), (1, 3, 12, 12, 24, 1), (40, 16, 16, 16, 16, 2)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_shortcut_conv_add_relu(n, c, h, w, o, s, bias):
+    """conv2d 1x1 (stride 1, or 2 with 16-multiple or 8-wide outputs) + add_relu as one pass, serial
+    and parallel (40 images), against numpy; the pass never touches the conv's own output."""
+    rng = np.random.default_rng(n * c + o)
+    x = rng.normal(size=(n, c, h, w)).astype(np.float32)
+    wt, b = _ro(rng.normal(size=(o, c, 1, 1)).astype(np.float32)), _ro(rng.normal(size=o).astype(np.float32))
+    oh, ow = (h - 1) // s + 1, (w - 1) // s + 1
+    r = rng.normal(size=(n, o, oh, ow)).astype(np.float32)
+    c_out, out = np.full((n, o, oh, ow), np.nan, np.float32), np.full((n, o, oh, ow), np.nan, np.float32)
+    args = [x, wt, b] if bias else [x, wt]
+    run = PREPARE_PAIR[("conv2d", "add_relu")](out, r, c_out, *args, stride=(s, s))
+    assert run is not None
+    run(out, *[np.array(a) for a in args], r.copy())       # fresh arrays: the run keeps none of them
+    conv = np.einsum("oc,nchw->nohw", wt[:, :, 0, 0].astype(np.float64), x[:, :, ::s, ::s].astype(np.float64))
+    want = np.maximum(conv + (b[None, :, None, None] if bias else 0) + r, 0)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    assert np.isnan(c_out).all()
+
+
+def test_fused_shortcut_declines():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 16, 16, 16)).astype(np.float32)
+    w8, w3 = _ro(rng.normal(size=(8, 16, 1, 1)).astype(np.float32)), _ro(rng.normal(size=(8, 16, 3, 3)))
+    o = np.empty((2, 8, 8, 8), np.float32)
+    prep = PREPARE_PAIR[("conv2d", "add_relu")]
+    assert prep(o, o.copy(), o.copy(), x, w3.astype(np.float32), stride=(2, 2), padding=(1, 1)) is None   # 3x3
+    assert prep(o, o.copy(), o.copy(), x, rng.normal(size=(8, 16, 1, 1)).astype(np.float32),
+                stride=(2, 2)) is None                                                    # writable weights
+    o12 = np.empty((2, 12, 8, 8), np.float32)
+    assert prep(o12, o12.copy(), o12.copy(), x, _ro(rng.normal(size=(12, 16, 1, 1)).astype(np.float32)),
+                stride=(2, 2)) is None                                                    # 12 channels
+    arena = np.empty(x.size, np.float32)                  # the sum's output in the input's (dead) slot
+    xa, oa = arena.reshape(x.shape), arena[:o.size].reshape(o.shape)
+    xa[...] = x
+    assert prep(oa, o.copy(), o.copy(), xa, w8, stride=(2, 2)) is None
+    if simd.HAVE_AVX512:
+        assert prep(o, o.copy(), o.copy(), x, w8, stride=(2, 2)) is not None
+
+
+def test_resnet_prepared_fuses_a_shortcut_and_matches_eager():
+    """ResNet-8's projection shortcuts: the second (32 -> 64, stride 2) runs fused once prepared; the
+    first is declined (the planner put the sum in its input's slot); both runs equal eager."""
+    import edgetorch.runtime.program as P
+    et.manual_seed(0)
+    m = ResNet().eval()
+    x = np.random.default_rng(2).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    p = load(et.export(m, (et.tensor(x),)).to_bytes())
+    with et.no_grad():
+        want = m(et.tensor(x)).numpy()
+    steps = []
+    real = P._straight_line
+    try:
+        P._straight_line = lambda st: steps.append(st) or real(st)
+        np.testing.assert_allclose(p(x), want, atol=1e-4)
+        np.testing.assert_allclose(p(x), want, atol=1e-4)     # prepared
+        with et.no_grad():
+            want2 = m(et.tensor(x * 0.5)).numpy()
+        np.testing.assert_allclose(p(x * 0.5), want2, atol=1e-4)
+    finally:
+        P._straight_line = real
+    ops = [(st[5].op, st[0] is P._done) for st in steps[-1]]
+    fused = [i for i, (op, done) in enumerate(ops) if done]
+    assert len(fused) == (1 if simd.HAVE_AVX512 else 0) and all(ops[i][0] == "add_relu" for i in fused)
