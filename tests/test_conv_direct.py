@@ -244,6 +244,7 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
     monkeypatch.setattr(simd, "HAVE_AVX512", wide)
     monkeypatch.setattr(conv_panels, "rows_applies", lambda *a: False)    # their own tests below
     monkeypatch.setattr(conv_panels, "rows2_applies", lambda *a: False)
+    monkeypatch.setattr(cv, "_pointwise_direct", lambda *a: False)
     calls = []
     real = conv_panels.run
     rng = np.random.default_rng(n * c * o + h)
@@ -264,6 +265,31 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
             want = np.maximum(want, 0) if panels else want
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
     assert len(calls) == (2 if panels else 0)
+
+
+@pytest.mark.parametrize("n,c,o,h,w,stride", [(3, 16, 32, 32, 32, 2), (2, 32, 64, 16, 16, 2), (5, 7, 8, 8, 16, 2),
+                                              (4, 64, 16, 16, 16, 1), (1, 3, 24, 12, 4, 1), (40, 16, 16, 16, 16, 2)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_pointwise_convolution_direct_pass(n, c, o, h, w, stride, relu):
+    """1x1 convolutions on conv_panels._pointwise_res's direct pass (no residual): stride 1, and 2 with
+    16-multiple or 8-wide outputs; bias or none, ReLU fused, serial and parallel (40 images)."""
+    from edgetorch._native import simd
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F")
+    rng = np.random.default_rng(n * c + o)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((o, c, 1, 1)).astype(np.float32)
+    assert cv._pointwise_direct(x, wt, np.empty((n, o, (h - 1) // stride + 1, (w - 1) // stride + 1), np.float32),
+                                (stride, stride), (0, 0), (1, 1), 1)
+    for b in (None, rng.standard_normal(o).astype(np.float32)):
+        out = np.full((n, o, (h - 1) // stride + 1, (w - 1) // stride + 1), np.nan, np.float32)
+        assert cv.conv2d_into(out, x, wt, b, (stride, stride), (0, 0), (1, 1), 1, relu=relu) == relu
+        want = reference(x, wt, np.zeros(o, np.float32) if b is None else b, stride, (0, 0))
+        np.testing.assert_allclose(out, np.maximum(want, 0) if relu else want, rtol=1e-4, atol=1e-4 * np.sqrt(c))
+    odd = np.empty((n, o, (h - 1) // stride + 1, (w - 1) // stride + 1), np.float32)
+    assert not cv._pointwise_direct(x, rng.standard_normal((o + 1, c, 1, 1)).astype(np.float32),
+                                    np.empty((n, o + 1) + odd.shape[2:], np.float32), (stride, stride), (0, 0),
+                                    (1, 1), 1)                      # output channels not a multiple of 8
 
 
 def _check_rows_kernel(run, x, wt, b, relu, p, want):

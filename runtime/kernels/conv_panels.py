@@ -635,18 +635,47 @@ def _pointwise_res_py(t_lo, t_hi, x, wpk, b, r, out):
                 a6 = wfma(wfsplat(wb[ci, 6]), xv, a6)
                 a7 = wfma(wfsplat(wb[ci, 7]), xv, a7)
             o0 = (n * O + co) * P + p
-            wfstore(of, o0, wfmax(wfadd(a0, wfload(rf, o0)), zero))
-            wfstore(of, o0 + P, wfmax(wfadd(a1, wfload(rf, o0 + P)), zero))
-            wfstore(of, o0 + 2 * P, wfmax(wfadd(a2, wfload(rf, o0 + 2 * P)), zero))
-            wfstore(of, o0 + 3 * P, wfmax(wfadd(a3, wfload(rf, o0 + 3 * P)), zero))
-            wfstore(of, o0 + 4 * P, wfmax(wfadd(a4, wfload(rf, o0 + 4 * P)), zero))
-            wfstore(of, o0 + 5 * P, wfmax(wfadd(a5, wfload(rf, o0 + 5 * P)), zero))
-            wfstore(of, o0 + 6 * P, wfmax(wfadd(a6, wfload(rf, o0 + 6 * P)), zero))
-            wfstore(of, o0 + 7 * P, wfmax(wfadd(a7, wfload(rf, o0 + 7 * P)), zero))
+            _put_res(of, rf, o0, a0, zero)
+            _put_res(of, rf, o0 + P, a1, zero)
+            _put_res(of, rf, o0 + 2 * P, a2, zero)
+            _put_res(of, rf, o0 + 3 * P, a3, zero)
+            _put_res(of, rf, o0 + 4 * P, a4, zero)
+            _put_res(of, rf, o0 + 5 * P, a5, zero)
+            _put_res(of, rf, o0 + 6 * P, a6, zero)
+            _put_res(of, rf, o0 + 7 * P, a7, zero)
+
+
+def _put_res_py(of, rf, i, a, zero):
+    # RES: relu(a + r), the fused shortcut; else a, clamped where RELU (a plain 1x1 convolution)
+    if RES:
+        wfstore(of, i, wfmax(wfadd(a, wfload(rf, i)), zero))
+    elif RELU:
+        wfstore(of, i, wfmax(a, zero))
+    else:
+        wfstore(of, i, a)
 
 
 MODE = 0
-_POINTWISE_RES = [chunked(_pointwise_res_py, f"_m{m}", {"MODE": m}, fastmath=True) for m in range(3)]
+RES = True
+RELU = True
+_put_res = variant(_put_res_py, "_put_res", inline="always")
+
+
+def _pointwise_variant(mode, res, relu):
+    tag = f"_m{mode}" + ("_res" if res else ("_relu" if relu else ""))
+    put = variant(_put_res_py, "_put" + tag, {"RES": res, "RELU": relu}, inline="always")
+    return chunked(_pointwise_res_py, tag, {"MODE": mode, "_put_res": put}, fastmath=True)
+
+
+_POINTWISE = {}
+
+
+def _pointwise_kernel(mode, res, relu):
+    """The compiled chunks of _pointwise_res_py for this stride mode and epilogue (made on first use)."""
+    key = (mode, res, relu and not res)
+    if key not in _POINTWISE:
+        _POINTWISE[key] = _pointwise_variant(*key)
+    return _POINTWISE[key]
 
 
 def _pack_pointwise(w):
@@ -673,11 +702,12 @@ def pointwise_res_applies(xshape, wshape, oshape, stride, padding, dilation, gro
     return False
 
 
-def pointwise_res_plan(xshape, wshape, oshape):
-    """(the compiled chunks, task count, parallel) for shapes pointwise_res_applies accepted."""
+def pointwise_res_plan(xshape, wshape, oshape, res=True, relu=True):
+    """(the compiled chunks, task count, parallel) for shapes pointwise_res_applies accepted; res: the
+    residual epilogue (relu(conv + r)), else conv (+ ReLU where relu)."""
     mode = 0 if xshape[3] == oshape[3] else (1 if oshape[3] % 16 == 0 else 2)
     macs = xshape[0] * wshape[0] * wshape[1] * oshape[2] * oshape[3]
-    return _POINTWISE_RES[mode], xshape[0] * (wshape[0] // 8), macs >= PAR_MACS
+    return _pointwise_kernel(mode, res, relu), xshape[0] * (wshape[0] // 8), macs >= PAR_MACS
 
 
 def run_pointwise_res(out, x, w, b, r):
