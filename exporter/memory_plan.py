@@ -1,7 +1,9 @@
 """Memory planning: one arena per method, sized for the dims' upper bounds.
 
 Lifetimes are [defining instruction, last reading instruction]; method
-outputs and values written back to state live to the end.  A reshape's
+outputs and values written back to state live to the end; a 1x1
+convolution's input lives through a residual add + ReLU right after it that
+the runtime may fuse with it.  A reshape's
 output is a view of its input (no slot; the input lives as long as the
 view is read), and so is a getitem whose selection is one contiguous run of
 its input (edgetorch/_views.py: a decode step's q/k/v slices), at an offset.
@@ -97,6 +99,17 @@ def plan_memory(g: Graph) -> Plan:
         for v in n.inputs:
             if v is not None and v.kind == "act":
                 last[owner(v)] = max(last.get(owner(v), i), i)
+    # the runtime may run a 1x1 convolution and the residual add + ReLU right after it that reads
+    # its output as one pass (runtime/kernels/conv.py, p_conv2d_add_relu), which reads the
+    # convolution's input while writing the sum: keep that input alive through the add, so the sum
+    # never takes the input's slot (ResNet projection shortcuts)
+    for i in range(len(g.nodes) - 1):
+        n, m = g.nodes[i], g.nodes[i + 1]
+        w = n.inputs[1] if n.op == "conv2d" and len(n.inputs) > 1 else None
+        if w is not None and m.op == "add_relu" and n.output in m.inputs and tuple(w.shape[2:]) == (1, 1) \
+                and n.inputs[0] is not None and n.inputs[0].kind == "act":
+            x = owner(n.inputs[0])
+            last[x] = max(last.get(x, i + 1), i + 1)
     end = len(g.nodes)
     for v in list(g.outputs) + list(g.state_updates.values()):
         if v.kind == "act":
