@@ -120,9 +120,7 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     plan = None
     if x.dtype == w.dtype == out.dtype == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)):
         if _pointwise_direct(x, w, out, stride, padding, dilation, groups):
-            kern, nt, par = conv_panels.pointwise_res_plan(x.shape, w.shape, out.shape, res=False, relu=relu)
-            (kern.parallel if par else kern.serial)(nt, x, derived(w, "pointwise_pack", conv_panels._pack_pointwise),
-                                                   filled(o, 0.0) if b is None else b, out, out)
+            conv_panels.pointwise_pass(x.shape, w, b, out.shape, res=False, relu=relu)(x, out, out)
             return relu
         if conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
             conv_panels.run_rows(out, x, w, b, relu, tuple(padding))
@@ -198,11 +196,8 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
         return None
     relu = activation == "relu"
     if _pointwise_direct(x, w, out, stride, padding, dilation, groups):
-        kern, nt, par = conv_panels.pointwise_res_plan(x.shape, w.shape, out.shape, res=False, relu=relu)
-        go = kern.parallel if par else kern.serial
-        wpk = derived(w, "pointwise_pack", conv_panels._pack_pointwise)
-        bb = filled(o, 0.0) if b is None else b
-        return lambda out, x, w, b=None: go(nt, x, wpk, bb, out, out)
+        go = conv_panels.pointwise_pass(x.shape, w, b, out.shape, res=False, relu=relu)
+        return lambda out, x, w, b=None: go(x, out, out)
     if conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
         return _prep_rows(out, x, w, b, tuple(padding), relu)
     if _rows2(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
@@ -432,11 +427,8 @@ def p_conv2d_add_relu(out, r, c, x, w, b=None, stride=(1, 1), padding=(0, 0), di
             or np.may_share_memory(out, x) or not conv_panels.pointwise_res_applies(
                 x.shape, w.shape, c.shape, tuple(stride), tuple(padding), tuple(dilation), groups):
         return None
-    kern, n, par = conv_panels.pointwise_res_plan(x.shape, w.shape, c.shape)
-    go = kern.parallel if par else kern.serial
-    wpk = derived(w, "pointwise_pack", conv_panels._pack_pointwise)
-    bb = filled(o, 0.0) if b is None else b
+    go = conv_panels.pointwise_pass(x.shape, w, b, c.shape, res=True)
 
     def run(out, x, *rest):       # rest: the weight (and bias) the instruction names, then r
-        go(n, x, wpk, bb, rest[-1], out)
+        go(x, rest[-1], out)
     return run

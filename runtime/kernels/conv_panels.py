@@ -658,7 +658,7 @@ def _put_res_py(of, rf, i, a, zero):
 MODE = 0
 RES = True
 RELU = True
-_put_res = variant(_put_res_py, "_put_res", inline="always")
+_put_res = _put_res_py      # bound per compiled variant below
 
 
 def _pointwise_variant(mode, res, relu):
@@ -702,16 +702,14 @@ def pointwise_res_applies(xshape, wshape, oshape, stride, padding, dilation, gro
     return False
 
 
-def pointwise_res_plan(xshape, wshape, oshape, res=True, relu=True):
-    """(the compiled chunks, task count, parallel) for shapes pointwise_res_applies accepted; res: the
-    residual epilogue (relu(conv + r)), else conv (+ ReLU where relu)."""
+def pointwise_pass(xshape, w, b, oshape, res, relu=True):
+    """`go(x, r, out)` running _pointwise_res for shapes pointwise_res_applies accepted, the weight (O, C,
+    1, 1) packed and the bias (or zeros) bound: out = relu(conv + b + r) where res, else conv + b,
+    clamped where relu (r is then unread: pass out).  A constant weight's packed copy is kept."""
     mode = 0 if xshape[3] == oshape[3] else (1 if oshape[3] % 16 == 0 else 2)
-    macs = xshape[0] * wshape[0] * wshape[1] * oshape[2] * oshape[3]
-    return _pointwise_kernel(mode, res, relu), xshape[0] * (wshape[0] // 8), macs >= PAR_MACS
-
-
-def run_pointwise_res(out, x, w, b, r):
-    """out = relu(conv2d(x, w, b) + r) for shapes pointwise_res_applies accepts (stride from them)."""
-    kern, n, par = pointwise_res_plan(x.shape, w.shape, out.shape)
+    kern = _pointwise_kernel(mode, res, relu)
+    go = kern.parallel if xshape[0] * w.shape[0] * w.shape[1] * oshape[2] * oshape[3] >= PAR_MACS else kern.serial
+    n = xshape[0] * (w.shape[0] // 8)
+    wpk = derived(w, "pointwise_pack", _pack_pointwise)
     bb = filled(w.shape[0], 0.0) if b is None else b
-    (kern.parallel if par else kern.serial)(n, x, derived(w, "pointwise_pack", _pack_pointwise), bb, r, out)
+    return lambda x, r, out: go(n, x, wpk, bb, r, out)

@@ -422,12 +422,13 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
         sx = np.empty(M, np.float32)
         kern = vnni.gemv_q4_kernel(M, wp, True)
         quant = _quant_rows_p if M * K >= QUANT_ROWS_PAR else _quant_rows_s
-        s0, sv0, nof, zz = scale, _scales(scale), vnni._NO_F32, _NO_Z
+        s0, sv0, nof = scale, _scales(scale), vnni._NO_F32
 
         def run(out, x, wp, scale, zero=None, b=None):
             quant(x.reshape(M, K), xq, sx, 0)
             _row_lanes(xq, cx)
-            kern(xq, cx, nof, sx, _NO_XG, wp, sv0 if scale is s0 else _scales(scale), zz, True, n, out.reshape(M, n))
+            kern(xq, cx, nof, sx, _NO_XG, wp, sv0 if scale is s0 else _scales(scale), _NO_Z, True, n,
+                 out.reshape(M, n))
             if b is not None:
                 out += b
         return run

@@ -262,10 +262,11 @@ def test_fused_shortcut_conv_add_relu(n, c, h, w, o, s, bias):
 def test_fused_shortcut_declines():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 16, 16, 16)).astype(np.float32)
-    w8, w3 = _ro(rng.normal(size=(8, 16, 1, 1)).astype(np.float32)), _ro(rng.normal(size=(8, 16, 3, 3)))
+    w8 = _ro(rng.normal(size=(8, 16, 1, 1)).astype(np.float32))
+    w3 = _ro(rng.normal(size=(8, 16, 3, 3)).astype(np.float32))
     o = np.empty((2, 8, 8, 8), np.float32)
     prep = PREPARE_PAIR[("conv2d", "add_relu")]
-    assert prep(o, o.copy(), o.copy(), x, w3.astype(np.float32), stride=(2, 2), padding=(1, 1)) is None   # 3x3
+    assert prep(o, o.copy(), o.copy(), x, w3, stride=(2, 2), padding=(1, 1)) is None              # 3x3
     assert prep(o, o.copy(), o.copy(), x, rng.normal(size=(8, 16, 1, 1)).astype(np.float32),
                 stride=(2, 2)) is None                                                    # writable weights
     o12 = np.empty((2, 12, 8, 8), np.float32)
