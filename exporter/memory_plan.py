@@ -99,14 +99,13 @@ def plan_memory(g: Graph) -> Plan:
         for v in n.inputs:
             if v is not None and v.kind == "act":
                 last[owner(v)] = max(last.get(owner(v), i), i)
-    # the runtime may run a 1x1 convolution and the residual add + ReLU right after it that reads
-    # its output as one pass (runtime/kernels/conv.py, p_conv2d_add_relu), which reads the
-    # convolution's input while writing the sum: keep that input alive through the add, so the sum
-    # never takes the input's slot (ResNet projection shortcuts)
+    # the runtime may run a convolution and the residual add + ReLU right after it that reads its
+    # output as one pass (runtime/kernels/conv.py, p_conv2d_add_relu), which reads the convolution's
+    # input while writing the sum: keep that input alive through the add, so the sum never takes the
+    # input's slot (ResNet blocks: the projection shortcut's 1x1, or the second 3x3 of an identity one)
     for i in range(len(g.nodes) - 1):
         n, m = g.nodes[i], g.nodes[i + 1]
-        w = n.inputs[1] if n.op == "conv2d" and len(n.inputs) > 1 else None
-        if w is not None and m.op == "add_relu" and n.output in m.inputs and tuple(w.shape[2:]) == (1, 1) \
+        if n.op == "conv2d" and len(n.inputs) > 1 and m.op == "add_relu" and n.output in m.inputs \
                 and n.inputs[0] is not None and n.inputs[0].kind == "act":
             x = owner(n.inputs[0])
             last[x] = max(last.get(x, i + 1), i + 1)

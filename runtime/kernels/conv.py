@@ -22,7 +22,9 @@ from .registry import kernel, pair_preparer, preparer
 
 
 def _plane_means_py(x, out):
-    # out (P,) = the mean of each row of x (P, HW), summed in float64 (global average pooling)
+    # out (P,) = the mean of each row of x (P, HW), summed in float64 (global average pooling);
+    # fastmath lets LLVM split the sum into vector lanes (one dependent add a value ran ResNet-8's
+    # 32 x 64 x 8 x 8 pool at 57 us, ORT 17): float64 partial sums, any order, well inside float32
     for t in prange(x.shape[0]):
         acc = 0.0
         for q in range(x.shape[1]):
@@ -30,7 +32,7 @@ def _plane_means_py(x, out):
         out[t] = acc / x.shape[1]
 
 
-_PLANE_MEANS = twins(_plane_means_py)
+_PLANE_MEANS = twins(_plane_means_py, fastmath=True)
 
 
 def _check_window(x, out, k, stride, padding, dilation, what, slack=0):
@@ -179,10 +181,12 @@ def k_fused_conv2d(out, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1
         apply_activation(out, activation)
 
 
-def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
+def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation, res=False):
     """The panel path of conv2d_into (float32, groups 1) for these shapes: the checks, the plan, the
     packed weight and the task count once; a run pads (or subsamples) and calls the kernel.  Only
-    for constant (read-only) weights and biases, whose packed copies the run keeps."""
+    for constant (read-only) weights and biases, whose packed copies the run keeps.  res: the run
+    takes a residual r last, out = relu(conv + b + r) (a residual block's add + ReLU fused into the
+    convolution's stores; activation must be "relu")."""
     if activation not in (None, "relu") or not (x.dtype == w.dtype == out.dtype == np.float32 and x.ndim == w.ndim
                                                  == 4 and out.flags.c_contiguous and x.flags.c_contiguous
                                                  and w.flags.c_contiguous and simd.HAVE_FMA):
@@ -195,13 +199,28 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
     if groups != 1 or (b is not None and b.shape != (o,)):
         return None
     relu = activation == "relu"
+    if res and not relu:
+        return None
     if _pointwise_direct(x, w, out, stride, padding, dilation, groups):
-        go = conv_panels.pointwise_pass(x.shape, w, b, out.shape, res=False, relu=relu)
-        return lambda out, x, w, b=None: go(x, out, out)
-    if conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
-        return _prep_rows(out, x, w, b, tuple(padding), relu)
-    if _rows2(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
-        return _prep_rows(out, x, w, b, tuple(padding), relu, stride2=True)
+        go = conv_panels.pointwise_pass(x.shape, w, b, out.shape, res=res, relu=relu)
+        call = lambda out, x, r: go(x, r, out)      # noqa: E731
+    elif conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
+        call = _prep_rows(out, x, w, b, tuple(padding), relu, res)
+    elif _rows2(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
+        call = _prep_rows(out, x, w, b, tuple(padding), relu, res, stride2=True)
+    else:
+        call = _prep_panels(out, x, w, b, stride, padding, dilation, groups, relu, res)
+    if call is None:
+        return None
+    if res:
+        return lambda out, x, *rest: call(out, x, rest[-1])    # rest: the weight (and bias), then r
+    return lambda out, x, w, b=None: call(out, x, out)
+
+
+def _prep_panels(out, x, w, b, stride, padding, dilation, groups, relu, res):
+    """_prep_conv's panel kernel: `call(out, x, r)` (r read where res)."""
+    n, c = x.shape[:2]
+    o = w.shape[0]
     plan = _panel_plan(x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups, True,
                        simd.HAVE_AVX512)
     if plan is None:
@@ -221,17 +240,17 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation):
     pad_buf = None if fused or (pad == (0, 0) and st[1] == 1) else \
         np.empty((n, c, st[1], h1 + 2 * pad[0], -(-(w1 + 2 * pad[1]) // st[1])), np.float32)
 
-    def run(out, x, w, b=None):
+    def call(out, x, r):
         xs = _subsample(x, sub, oh, ow, sub_buf) if sub else x
         xs = xs if fused else _pad2(xs, pad, phases=st[1], out=pad_buf)
-        go(nt, xs if xs.ndim == 5 else xs.reshape(n, c, 1, xs.shape[2], xs.shape[3]), *args, out)
-    return run
+        go(nt, xs if xs.ndim == 5 else xs.reshape(n, c, 1, xs.shape[2], xs.shape[3]), *args, r, res, out)
+    return call
 
 
-def _prep_rows(out, x, w, b, padding, relu, stride2=False):
+def _prep_rows(out, x, w, b, padding, relu, res, stride2=False):
     """conv_panels.py's row-padded kernels (stride 1, or stride 2 deinterleaving) with their taps,
     masks, packed weight and task count once (rows_plan); below FUSED_IMAGES images the row-padded
-    copy goes to a buffer the run keeps (its zero rows and slack written once)."""
+    copy goes to a buffer the run keeps (its zero rows and slack written once).  `call(out, x, r)`."""
     go, nt, koff, mk, geo, fused, chunk = conv_panels.rows_plan(x.shape, w.shape, out.shape, padding, stride2)
     o = w.shape[0]
     args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
@@ -239,9 +258,9 @@ def _prep_rows(out, x, w, b, padding, relu, stride2=False):
     ph = padding[0]
     buf = None if fused else conv_panels.pad_rows(x, ph)[0]
 
-    def run(out, x, w, b=None):
-        go(nt, x.reshape(-1) if fused else conv_panels.pad_rows(x, ph, buf)[0], *args, out)
-    return run
+    def call(out, x, r):
+        go(nt, x.reshape(-1) if fused else conv_panels.pad_rows(x, ph, buf)[0], *args, r, res, out)
+    return call
 
 
 @preparer("conv2d")
@@ -413,10 +432,11 @@ def k_adaptive_avg_pool2d(out, x, output_size=(1, 1)):
 
 @pair_preparer("conv2d", "add_relu")
 def p_conv2d_add_relu(out, r, c, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
-    """A 1x1 convolution (stride 1 or 2) whose output only a residual add + ReLU reads (a projection
-    shortcut): one pass, conv_panels._pointwise_res, for constant weights.  Declined where the sum's
-    output shares memory with the convolution's input (the planner may reuse a dead input's slot:
-    the fused pass reads x while it writes out)."""
+    """A float32 convolution whose output only a residual add + ReLU reads: one pass for constant
+    weights, the sum and ReLU in the convolution's stores (_prep_conv with res: a 1x1 projection
+    shortcut on conv_panels._pointwise_res, a 3x3 through the row-padded or panel kernels).  Declined
+    where the sum's output shares memory with the convolution's input (the pass reads x while it
+    writes out) or with r (the 3x3 kernels store a task's convolution first, then add r to it)."""
     if not (x.dtype == w.dtype == out.dtype == r.dtype == c.dtype == np.float32 and x.flags.c_contiguous
             and w.flags.c_contiguous and out.flags.c_contiguous and r.flags.c_contiguous) \
             or w.flags.writeable or (b is not None and (b.flags.writeable or b.dtype != np.float32)):
@@ -424,11 +444,6 @@ def p_conv2d_add_relu(out, r, c, x, w, b=None, stride=(1, 1), padding=(0, 0), di
     _conv_checks(c, x, w, stride, padding, dilation, groups)
     o = w.shape[0]
     if r.shape != c.shape or out.shape != c.shape or (b is not None and b.shape != (o,)) \
-            or np.may_share_memory(out, x) or not conv_panels.pointwise_res_applies(
-                x.shape, w.shape, c.shape, tuple(stride), tuple(padding), tuple(dilation), groups):
+            or np.may_share_memory(out, x) or np.may_share_memory(out, r):
         return None
-    go = conv_panels.pointwise_pass(x.shape, w, b, c.shape, res=True)
-
-    def run(out, x, *rest):       # rest: the weight (and bias) the instruction names, then r
-        go(x, rest[-1], out)
-    return run
+    return _prep_conv(c, x, w, b, stride, padding, dilation, groups, "relu", res=True)

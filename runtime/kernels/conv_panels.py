@@ -68,6 +68,22 @@ _store = variant(_store_py, "_store", simd.F8, fastmath=True, inline="always")
 _wstore = variant(_store_py, "_wstore", simd.F16, fastmath=True, inline="always")
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _add_relu_rows(of, rf, o0, O, P, p_lo, p_hi):
+    # of[c, p] = relu(of[c, p] + rf[c, p]) for O channels (planes of P from flat o0) and pixels p_lo ..
+    # p_hi - 1: a task's outputs, just stored (in L2), plus a residual block's shortcut.  A pass of
+    # its own after the task's panels: adding it in the tiles' stores cost the 16 -> 16 32 x 32 layer
+    # 4-14% over a separate add_relu (its loads there stall each tile's stores)
+    zero = wfzero()
+    n16 = p_lo + (p_hi - p_lo) // 16 * 16
+    for c in range(O):
+        i0 = o0 + c * P
+        for p in range(p_lo, n16, 16):
+            wfstore(of, i0 + p, wfmax(wfadd(wfload(of, i0 + p), wfload(rf, i0 + p)), zero))
+        for p in range(n16, p_hi):
+            of[i0 + p] = max(of[i0 + p] + rf[i0 + p], np.float32(0.0))
+
+
 @njit(cache=True, inline="always")
 def _copy_rows(of, tmp, o, P, rows, nv):
     for r in range(rows):
@@ -99,7 +115,7 @@ def _gather(xf, panel, off, run8, base, p0, PW, OW, sh, Wh, P, koff):
                     panel[k * PW + q] = xf[off[q] + ko]
 
 
-def _conv_panels_py(t_lo, t_hi, x, w2, wp, b, relu, koff, sh, geo, fused, direct, chunk, out):
+def _conv_panels_py(t_lo, t_hi, x, w2, wp, b, relu, koff, sh, geo, fused, direct, chunk, r, res, out):
     # x: the zero-padded input split into S = stride_w column phases (N, C, S, Hp, Wh) (see run); or,
     # fused, the raw input (N, C, 1, H, W), which each task (an image) pads into its own buffer of
     # that layout first (kept in L2 for the image's panels; the separate padding pass wrote and read
@@ -111,6 +127,8 @@ def _conv_panels_py(t_lo, t_hi, x, w2, wp, b, relu, koff, sh, geo, fused, direct
     # one output row (OW % L == 0), so the tiles read the padded input in place (step k: L values at
     # half-base + koff[k]); else panels are gathered first.  Tasks t_lo .. t_hi - 1 of `tasks(...)`
     # (jit.chunked: one compile for serial and parallel runs): an image's chunks of `chunk` panels.
+    # res: out = relu(conv + b + r) (r shaped as out; relu must then be set), a residual block's sum
+    # fused (_add_relu_rows, once a task's panels are stored); else r is unread (pass out).
     S, Hp, Wh, H, W, ph, pw = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5], geo[6]
     N, C = x.shape[0], x.shape[1]
     IS = C * S * Hp * Wh
@@ -125,6 +143,8 @@ def _conv_panels_py(t_lo, t_hi, x, w2, wp, b, relu, koff, sh, geo, fused, direct
     H2 = PW // 2
     xf = x.reshape(-1)
     of = out.reshape(-1)
+    rf = r.reshape(-1)
+    relu_now = relu and not res
     kp = np.arange(K) * PW                 # a gathered panel's steps
     panel = np.empty(0 if direct else K * PW, np.float32)      # scratch, once a range of tasks
     off = np.empty(PW, np.int64)
@@ -159,22 +179,25 @@ def _conv_panels_py(t_lo, t_hi, x, w2, wp, b, relu, koff, sh, geo, fused, direct
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
                     TILE(wp, o0, src, b0, b1, ko, K)
                 o = (n * O + o0) * P + p0 if full else 0
-                PUT(dst, o, c00, c01, b[o0], relu)
-                PUT(dst, o + cs, c10, c11, b[o0 + 1], relu)
-                PUT(dst, o + 2 * cs, c20, c21, b[o0 + 2], relu)
-                PUT(dst, o + 3 * cs, c30, c31, b[o0 + 3], relu)
-                PUT(dst, o + 4 * cs, c40, c41, b[o0 + 4], relu)
-                PUT(dst, o + 5 * cs, c50, c51, b[o0 + 5], relu)
-                PUT(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu)
-                PUT(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu)
+                PUT(dst, o, c00, c01, b[o0], relu_now)
+                PUT(dst, o + cs, c10, c11, b[o0 + 1], relu_now)
+                PUT(dst, o + 2 * cs, c20, c21, b[o0 + 2], relu_now)
+                PUT(dst, o + 3 * cs, c30, c31, b[o0 + 3], relu_now)
+                PUT(dst, o + 4 * cs, c40, c41, b[o0 + 4], relu_now)
+                PUT(dst, o + 5 * cs, c50, c51, b[o0 + 5], relu_now)
+                PUT(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu_now)
+                PUT(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu_now)
                 if not full:
                     _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv)
             for oc in range(OB * 8, O):        # channels past the last block of 8
                 lo, hi = ROW(w2, oc, src, b0, b1, ko, K)
                 o = (n * O + oc) * P + p0 if full else 0
-                PUT(dst, o, lo, hi, b[oc], relu)
+                PUT(dst, o, lo, hi, b[oc], relu_now)
                 if not full:
                     _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv)
+        if res:
+            pc = (t % NCH) * chunk * PW
+            _add_relu_rows(of, rf, n * O * P, O, P, pc, min(P, pc + chunk * PW))
 
 
 TILE, ROW, PUT, PW, PAD_PLANE = itile8x16, irow16, _store, 16, pad_plane_f32    # the 8-lane variant's bindings
@@ -205,8 +228,9 @@ def _geo_array(geo):
     return a
 
 
-def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par):
-    """out = conv2d(x, w) + b (ReLU fused when asked).  x is the input zero-padded and split into
+def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par, r=None):
+    """out = conv2d(x, w) + b (ReLU fused when asked; with a residual r shaped as out, relu(conv + b +
+    r), relu then required).  x is the input zero-padded and split into
     stride_w column phases, (N, C, S, Hp, Wh) (pad.py's _pad2 with phases=stride_w), or, fused, the
     raw input as (N, C, 1, H, W), padded a task (an image) at a time inside the kernel; geo = (S, Hp,
     Wh, H, W, ph, pw); koff from tap_offsets; direct when OW is a multiple of the half panel (L
@@ -224,7 +248,7 @@ def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par):
     (kern.parallel if par else kern.serial)(
         tasks(out.shape[0], out.shape[2] * out.shape[3], pw_, chunk, fused), np.ascontiguousarray(x), w2,
         derived(w, "conv_pack", pack_weight), b.astype(np.float32, copy=False), relu, koff, sh, _geo_array(geo),
-        fused, direct, chunk, out)
+        fused, direct, chunk, *_residual(out, r, relu))
 
 
 def pack_weight(w):
@@ -386,7 +410,7 @@ def _pad_rows_into(xf, xi, C, H, W, ph, img, oi):
 _pad_rows = njit(cache=True, inline="always")(_pad_rows_into)
 
 
-def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, out):
+def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, r, res, out):
     # x (flat): the row-padded input (N, C, Hp, W) and ROW_SLACK floats after it; or, fused, the raw
     # input (N, C, H, W), which each task (an image) pads into a buffer of its own.  geo = (Hp, H, W,
     # ph, C, flag).  STRIDE2 (bound per variant) False: output pixel p at p, flag = W % 16 == 0 (a half
@@ -394,8 +418,8 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, o
     # pixel (y, x) at 2 y W + 2 x, flag = the output is 8 wide (a half panel is two output rows; mask
     # row K: the second row off, for a last half without it), else a multiple of 16 wide.  w2 (O, K),
     # wp its blocks of 8 rows packed (K, 8); koff (K,): tap (c, ky, kx) at (c Hp + ky) W + kx - pw; mk
-    # (classes, K) the taps' lane masks; b (O,); out (N, O, OH, OW).  Tasks as _conv_panels_py's: an
-    # image's chunks of `chunk` 32-pixel panels (its all, fused).
+    # (classes, K) the taps' lane masks; b (O,); out (N, O, OH, OW); r and res as _conv_panels_py's.
+    # Tasks as _conv_panels_py's: an image's chunks of `chunk` 32-pixel panels (its all, fused).
     Hp, H, W, ph, C, flag = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
     IS = C * Hp * W
     O, K = w2.shape
@@ -409,6 +433,8 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, o
     hoff = (2 * W if flag else 16) if STRIDE2 else 0
     xf = x
     of = out.reshape(-1)
+    rf = r.reshape(-1)
+    relu_now = relu and not res
     mf = mk.reshape(-1)
     tmp = np.empty(8 * 32, np.float32)
     img = np.zeros(IS + ROW_SLACK if fused else 0, np.float32)
@@ -446,22 +472,25 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, o
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
                     TILE(wp, o0, src, b0, b1, hoff, koff, mf, m0, m1, K)
                 o = (n * O + o0) * P + p0 if full else 0
-                _wstore(dst, o, c00, c01, b[o0], relu)
-                _wstore(dst, o + cs, c10, c11, b[o0 + 1], relu)
-                _wstore(dst, o + 2 * cs, c20, c21, b[o0 + 2], relu)
-                _wstore(dst, o + 3 * cs, c30, c31, b[o0 + 3], relu)
-                _wstore(dst, o + 4 * cs, c40, c41, b[o0 + 4], relu)
-                _wstore(dst, o + 5 * cs, c50, c51, b[o0 + 5], relu)
-                _wstore(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu)
-                _wstore(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu)
+                _wstore(dst, o, c00, c01, b[o0], relu_now)
+                _wstore(dst, o + cs, c10, c11, b[o0 + 1], relu_now)
+                _wstore(dst, o + 2 * cs, c20, c21, b[o0 + 2], relu_now)
+                _wstore(dst, o + 3 * cs, c30, c31, b[o0 + 3], relu_now)
+                _wstore(dst, o + 4 * cs, c40, c41, b[o0 + 4], relu_now)
+                _wstore(dst, o + 5 * cs, c50, c51, b[o0 + 5], relu_now)
+                _wstore(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu_now)
+                _wstore(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu_now)
                 if not full:
                     _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv)
             for oc in range(OB * 8, O):
                 lo, hi = ROW(w2, oc, src, b0, b1, hoff, koff, mf, m0, m1, K)
                 o = (n * O + oc) * P + p0 if full else 0
-                _wstore(dst, o, lo, hi, b[oc], relu)
+                _wstore(dst, o, lo, hi, b[oc], relu_now)
                 if not full:
                     _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv)
+        if res:
+            pc = (t % NCH) * chunk * 32
+            _add_relu_rows(of, rf, n * O * P, O, P, pc, min(P, pc + chunk * 32))
 
 
 _conv_rows = chunked(_conv_rows_py, "", {"STRIDE2": False, "TILE": _mtile1, "ROW": _mrow1}, fastmath=True)
@@ -562,19 +591,32 @@ def rows_plan(xshape, wshape, oshape, padding, stride2=False, par=None, fused=No
     return (kern.parallel if par else kern.serial), nt, koff, mk, geo, fused, chunk
 
 
-def run_rows(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None, stride2=False):
-    """out = conv2d(x, w) + b (ReLU fused when asked) through the row-padded kernels (rows_plan); xbuf:
-    a reusable row-padded buffer (pad_rows) for batches that do not pad in their tasks."""
+def run_rows(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None, stride2=False, r=None):
+    """out = conv2d(x, w) + b (ReLU fused when asked; r as run's) through the row-padded kernels
+    (rows_plan); xbuf: a reusable row-padded buffer (pad_rows) for batches that do not pad in their
+    tasks."""
     go, nt, koff, mk, geo, fused, chunk = rows_plan(x.shape, w.shape, out.shape, padding, stride2, par, fused)
     xs = np.ascontiguousarray(x).reshape(-1) if fused else pad_rows(x, padding[0], xbuf)[0]
     o = w.shape[0]
     go(nt, xs, np.ascontiguousarray(w).reshape(o, -1), derived(w, "conv_pack", pack_weight),
-       filled(o, 0.0) if b is None else b.astype(np.float32, copy=False), relu, koff, mk, geo, fused, chunk, out)
+       filled(o, 0.0) if b is None else b.astype(np.float32, copy=False), relu, koff, mk, geo, fused, chunk,
+       *_residual(out, r, relu))
 
 
-def run_rows2(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None):
+def _residual(out, r, relu):
+    """The kernels' last three arguments (r, res, out): a residual r to add before the ReLU, or none
+    (out stands in for the unread r: one compiled signature either way)."""
+    if r is None:
+        return out, False, out
+    if not relu or r.shape != out.shape or r.dtype != np.float32 or not r.flags.c_contiguous:
+        raise ValueError(f"conv2d + residual: r {r.shape} {r.dtype} must be a C-contiguous float32 array shaped as "
+                         f"the output {out.shape}, with the ReLU")
+    return r, True, out
+
+
+def run_rows2(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None, r=None):
     """run_rows at stride 2 (rows2_applies)."""
-    run_rows(out, x, w, b, relu, padding, par, xbuf, fused, stride2=True)
+    run_rows(out, x, w, b, relu, padding, par, xbuf, fused, stride2=True, r=r)
 
 
 # ------------------------------------------------------------------ 1x1 convolution + residual + ReLU

@@ -157,6 +157,9 @@ _gemm_small, _gemm_small_par = twins(_gemm_small_py, fastmath=True)
 # (512x384 @ 384x1152: 199 vs 165 GFLOPS, measured)
 GEMM_SMALL_ROWS = 16
 SGEMM_ROWS = 256
+# Fewer than sgemm.NR outputs (a classifier head) at any row count runs _gemm_small too: through
+# numpy's matmul, ResNet-8's 32 x 64 @ 64 x 10 head took 51-90 us inside the forward (right after
+# Numba's parallel regions; 9 us alone), the Numba kernel 9-17 us there.
 
 
 _NOBIAS = np.zeros(0, np.float32)
@@ -207,7 +210,7 @@ def _linear(out, x, w, b, activation=None):
         return relu
     elif x.ndim >= 2 and x.dtype == np.float32 and w.dtype == np.float32 and out.dtype == np.float32 \
             and x.flags.c_contiguous and w.flags.c_contiguous and out.flags.c_contiguous \
-            and x.size // x.shape[-1] <= GEMM_SMALL_ROWS:
+            and (x.size // x.shape[-1] <= GEMM_SMALL_ROWS or w.shape[0] < sgemm.NR):
         x2 = x.reshape(-1, x.shape[-1])
         if b is not None and b.shape != (w.shape[0],):
             raise ValueError(f"linear: bias {b.shape} for {w.shape[0]} outputs")

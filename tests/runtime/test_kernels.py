@@ -534,11 +534,12 @@ def test_static_int8_conv_groups_and_linear(groups, stride):
 
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 7, 5), (3, 4099, 257), (4, 33, 288), (2, 3, 0), (5, 9, 7),
                                    (6, 1, 3), (7, 2, 17), (13, 33, 784), (16, 257, 31), (17, 40, 33),
-                                   (64, 257, 31), (65, 8, 8), (128, 7, 9), (300, 20, 11)])
+                                   (64, 257, 31), (65, 8, 8), (128, 7, 9), (300, 20, 11), (32, 10, 64),
+                                   (2000, 15, 67)])
 def test_float_linear_gemv_and_blas_paths(m, n, k):
     """Decode-sized float32 linears run a Numba GEMV (serial and parallel copies, tails), 5..16 rows a
-    Numba GEMM in 4x4 blocks (row and column tails), 17..256 rows (16 columns or more) the packed-panel
-    GEMM, the rest BLAS."""
+    Numba GEMM in 4x4 blocks (row and column tails; at any row count with fewer than 16 columns: a
+    classifier head), 17..256 rows (16 columns or more) the packed-panel GEMM, the rest BLAS."""
     rng = np.random.default_rng(m + n + k)
     x = rng.normal(size=(1, m, k)).astype(np.float32)
     w = rng.normal(size=(n, k)).astype(np.float32)

@@ -7,6 +7,7 @@ import edgetorch as et
 from edgetorch._native import simd
 from edgetorch.exporter import quantize
 from edgetorch.models import MLP, Decoder, ResNet
+from edgetorch.ops import REGISTRY
 from edgetorch.runtime import InputError, load
 from edgetorch.runtime.kernels import KERNELS, PREPARE, PREPARE_PAIR
 
@@ -259,6 +260,36 @@ def test_fused_shortcut_conv_add_relu(n, c, h, w, o, s, bias):
     assert np.isnan(c_out).all()
 
 
+@pytest.mark.skipif(not simd.HAVE_FMA, reason="the panel kernels need FMA")
+@pytest.mark.parametrize("n,c,h,w,o,s,pad", [(2, 16, 32, 32, 16, 1, 1), (5, 16, 32, 32, 16, 1, 1),
+                                             (1, 8, 16, 16, 24, 2, 1), (6, 8, 16, 16, 16, 2, 1),
+                                             (3, 5, 5, 8, 9, 1, 1), (4, 3, 7, 11, 8, 1, 1),
+                                             (2, 4, 9, 9, 16, 1, 2), (2, 16, 16, 16, 12, 2, 0)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_conv3x3_add_relu(n, c, h, w, o, s, pad, bias):
+    """A 3x3 (or 5x5) convolution + add_relu as one pass: the residual added and ReLU applied in the
+    kernels' stores (row-padded stride 1 and 2, copied or padded in the task, and the panel kernel;
+    full and partial last panels; channels past the last block of 8: a 12-channel 1x1 shortcut, which
+    the 1x1 pass does not take, runs on the panels), against numpy; the convolution's own output is
+    never touched."""
+    rng = np.random.default_rng(n * c + o + h)
+    k = 2 * pad + 1
+    x = rng.normal(size=(n, c, h, w)).astype(np.float32)
+    wt, b = _ro(rng.normal(size=(o, c, k, k)).astype(np.float32)), _ro(rng.normal(size=o).astype(np.float32))
+    oh, ow = (h - 1) // s + 1, (w - 1) // s + 1
+    r = rng.normal(size=(n, o, oh, ow)).astype(np.float32)
+    c_out = np.full((n, o, oh, ow), np.nan, np.float32)
+    out = np.full((n, o, oh, ow), np.nan, np.float32)
+    args = [x, wt, b] if bias else [x, wt]
+    run = PREPARE_PAIR[("conv2d", "add_relu")](out, r, c_out, *args, stride=(s, s), padding=(pad, pad))
+    assert run is not None
+    run(out, *[np.array(a) for a in args], r.copy())
+    conv = REGISTRY["conv2d"].forward(x.astype(np.float64), wt.astype(np.float64),
+                                      b.astype(np.float64) if bias else None, stride=(s, s), padding=(pad, pad))
+    np.testing.assert_allclose(out, np.maximum(conv + r, 0), rtol=1e-4, atol=1e-4)
+    assert np.isnan(c_out).all()
+
+
 def test_fused_shortcut_declines():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 16, 16, 16)).astype(np.float32)
@@ -266,12 +297,13 @@ def test_fused_shortcut_declines():
     w3 = _ro(rng.normal(size=(8, 16, 3, 3)).astype(np.float32))
     o = np.empty((2, 8, 8, 8), np.float32)
     prep = PREPARE_PAIR[("conv2d", "add_relu")]
-    assert prep(o, o.copy(), o.copy(), x, w3, stride=(2, 2), padding=(1, 1)) is None              # 3x3
+    assert prep(o, o.copy(), o.copy(), x, w3, stride=(2, 2), padding=(1, 1)) is not None          # 3x3
+    assert prep(o, o, o.copy(), x, w3, stride=(2, 2), padding=(1, 1)) is None           # the sum over r
+    ob = np.empty(o.size + 1, np.float32)               # the sum and r overlapping, one place apart
+    assert prep(ob[:-1].reshape(o.shape), ob[1:].reshape(o.shape), o.copy(), x, w3, stride=(2, 2),
+                padding=(1, 1)) is None
     assert prep(o, o.copy(), o.copy(), x, rng.normal(size=(8, 16, 1, 1)).astype(np.float32),
                 stride=(2, 2)) is None                                                    # writable weights
-    o12 = np.empty((2, 12, 8, 8), np.float32)
-    assert prep(o12, o12.copy(), o12.copy(), x, _ro(rng.normal(size=(12, 16, 1, 1)).astype(np.float32)),
-                stride=(2, 2)) is None                                                    # 12 channels
     arena = np.empty(x.size, np.float32)                  # the sum's output in the input's (dead) slot
     xa, oa = arena.reshape(x.shape), arena[:o.size].reshape(o.shape)
     xa[...] = x
@@ -281,8 +313,9 @@ def test_fused_shortcut_declines():
 
 
 def test_resnet_prepared_fuses_a_shortcut_and_matches_eager():
-    """ResNet-8's projection shortcuts run fused once prepared (the memory plan keeps each 1x1
-    convolution's input alive through its add, so the sum never takes that slot); equal to eager."""
+    """ResNet-8's three residual sums run fused into a convolution once prepared (the projection
+    shortcuts' 1x1s, the identity block's second 3x3: the memory plan keeps each convolution's input
+    alive through its add, so the sum never takes that slot); equal to eager."""
     import edgetorch.runtime.program as P
     et.manual_seed(0)
     m = ResNet().eval()
@@ -303,4 +336,4 @@ def test_resnet_prepared_fuses_a_shortcut_and_matches_eager():
         P._straight_line = real
     ops = [(st[5].op, st[0] is P._done) for st in steps[-1]]
     fused = [i for i, (op, done) in enumerate(ops) if done]
-    assert len(fused) == (2 if simd.HAVE_AVX512 else 0) and all(ops[i][0] == "add_relu" for i in fused)
+    assert len(fused) == (3 if simd.HAVE_FMA else 0) and all(ops[i][0] == "add_relu" for i in fused)
