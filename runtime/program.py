@@ -57,6 +57,7 @@ class Method:
         self._cache_key = self._cache_env = None
         self._cache_runs = 0
         self._prepared = None       # the runner with prepared kernels for _cache_key's dims
+        self._prepared_steps = None  # and its step list (profile times these)
         vals = info.values
         self._dtypes = [np_dtype(v.dtype) for v in vals]
         self._shape_static = [all(not isinstance(d, DimE) for d in v.shape) for v in vals]
@@ -249,7 +250,15 @@ class Method:
             except (ValueError, IndexError, TypeError, KeyError, AttributeError, NumbaError) as e:
                 self._fail(self._steps[where[0]][5], e)
         else:
-            for fn, ins, out, attrs, static, info in self._steps:
+            steps = self._steps
+            if arena is self._arena:
+                # time what a steady call runs: the prepared kernels (and fused pairs) for these dims
+                if self._prepared is None:
+                    self._prepared = self._prepare(env, dims)
+                steps = self._prepared_steps
+            for at, (fn, ins, out, attrs, static, info) in enumerate(steps):
+                if fn is _done:                 # ran inside the step before (a fused pair)
+                    continue
                 t0 = time.perf_counter()
                 try:
                     fn(env[out], *[env[k] for k in ins], **(attrs if static else
@@ -258,7 +267,9 @@ class Method:
                     raise
                 except (ValueError, IndexError, TypeError, KeyError, AttributeError, NumbaError) as e:
                     self._fail(info, e)
-                timings.append((info, time.perf_counter() - t0))
+                dt = time.perf_counter() - t0
+                pair = at + 1 < len(steps) and steps[at + 1][0] is _done
+                timings.append((info, dt, f"{info.op}+{steps[at + 1][5].op}" if pair else info.op))
         for name, vi in self._writes:
             np.copyto(self._p.state[name], env[vi])
         return tuple([env[k].copy() for k in self.info.outputs])    # copies: the arena is reused
@@ -292,6 +303,7 @@ class Method:
             else:
                 steps.append((run, ins, out, {}, True, info))
                 n += 1
+        self._prepared_steps = steps
         return _straight_line(steps) if n else self._runner
 
     def _pair(self, at, env, dims):
@@ -328,7 +340,9 @@ class Method:
         return outs[0] if len(outs) == 1 else outs
 
     def profile(self, *args, **named):
-        """Run once, timing every instruction; returns a Profile (print it for a table)."""
+        """Run once, timing every instruction as a steady call runs it (the kernels prepared for these
+        shapes; a fused pair as one row, "conv2d+add_relu"); returns a Profile (print it for a
+        table)."""
         arrays, dims = self._bind(args, named)
         timings = []
         with self._lock:
@@ -374,9 +388,9 @@ class Profile:
     def __init__(self, method, timings):
         # planned-view reshapes run no kernel and are not timed; #index is the instruction's number
         pos = {id(ins): i for i, ins in enumerate(method.info.instructions)}
-        self.index = [pos[id(ins)] for ins, _ in timings]
-        self.rows = [(ins.op, ins.source, ins.line, t) for ins, t in timings]
-        self.total = sum(t for _, t in timings)
+        self.index = [pos[id(ins)] for ins, _, _ in timings]
+        self.rows = [(label, ins.source, ins.line, t) for ins, t, label in timings]
+        self.total = sum(t for _, t, _ in timings)
 
     def by_op(self):
         agg = {}

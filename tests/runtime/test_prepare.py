@@ -337,3 +337,22 @@ def test_resnet_prepared_fuses_a_shortcut_and_matches_eager():
     ops = [(st[5].op, st[0] is P._done) for st in steps[-1]]
     fused = [i for i, (op, done) in enumerate(ops) if done]
     assert len(fused) == (3 if simd.HAVE_FMA else 0) and all(ops[i][0] == "add_relu" for i in fused)
+
+
+def test_profile_times_the_prepared_steps():
+    """m.profile times what a steady call runs: the kernels prepared for these shapes (preparing them
+    on a first call if need be), a fused pair as one row named for both ops; the run's result is a
+    normal call's."""
+    et.manual_seed(0)
+    m = ResNet().eval()
+    x = np.random.default_rng(3).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    p = load(et.export(m, (et.tensor(x),)).to_bytes())
+    meth = p.method("forward")
+    prof = meth.profile(x)
+    assert meth._prepared is not None
+    pairs = [r for r in prof.rows if r[0] == "conv2d+add_relu"]
+    assert len(pairs) == (3 if simd.HAVE_FMA else 0)
+    assert len(prof.rows) == len(meth._steps) - len(pairs)
+    assert "conv2d+add_relu" in str(prof) or not simd.HAVE_FMA
+    with et.no_grad():
+        np.testing.assert_allclose(p(x), m(et.tensor(x)).numpy(), atol=1e-4)
