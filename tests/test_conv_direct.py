@@ -306,13 +306,15 @@ def _check_rows_kernel(run, x, wt, b, relu, p, want):
     (1, 3, 16, 32, 32, 3), (2, 16, 16, 32, 32, 3), (3, 64, 64, 8, 8, 3), (1, 5, 13, 7, 16, 3),
     (2, 7, 9, 5, 4, 5), (1, 2, 3, 3, 2, 3), (2, 4, 11, 9, 48, 5), (3, 3, 8, 1, 1, 3), (1, 3, 9, 2, 16, 3),
     (1, 2, 5, 4, 8, 7),          # a taller kernel than the image: outputs from the zero rows too
+    (2, 5, 25, 7, 16, 3), (1, 3, 24, 5, 8, 3),       # 16-channel tiles, then 8, then one: partial panels
     # from 4 images each task pads its own image's rows
     (4, 16, 16, 32, 32, 3), (5, 32, 32, 16, 16, 3), (4, 64, 64, 8, 8, 3), (6, 3, 10, 5, 2, 3), (4, 1, 17, 3, 16, 5)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_row_padded_convolution_matches_the_reference(n, c, o, h, w, k, relu):
     """conv_panels.py's row-padded kernel (stride 1, the width kept): taps past a row's ends masked
     off (widths that are multiples of 16, and 8, 4, 2, 1 whose half panels span rows), partial last
-    panels, channels past the last block of 8, ReLU, bias or none; against a float64 reference, and
+    panels, blocks of 16 output channels, then 8, then channels past the last block of 8, ReLU, bias or
+    none; against a float64 reference, and
     conv2d_into takes it for these shapes."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import conv_panels
@@ -336,6 +338,7 @@ def test_row_padded_convolution_matches_the_reference(n, c, o, h, w, k, relu):
     (1, 16, 32, 32, 32, 3, 1), (2, 32, 64, 16, 16, 3, 1), (1, 3, 11, 15, 15, 3, 1), (3, 5, 9, 17, 16, 3, 1),
     (1, 2, 5, 64, 64, 5, 2), (2, 3, 7, 9, 31, 3, 1), (2, 16, 32, 32, 32, 1, 0), (1, 4, 9, 16, 16, 1, 0),
     (1, 3, 8, 1, 16, 3, 1),                          # a single output row: the last half without its second
+    (2, 3, 25, 9, 16, 3, 1), (1, 4, 16, 3, 16, 3, 1),            # 16-channel tiles (+ 8 + 1), partial panels
     (4, 32, 64, 16, 16, 3, 1), (5, 6, 17, 13, 32, 3, 1)])         # row; from 4 images, padding in the tasks
 @pytest.mark.parametrize("relu", [False, True])
 def test_stride2_deinterleaving_convolution_matches_the_reference(n, c, o, h, w, k, p, relu):

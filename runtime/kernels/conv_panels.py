@@ -85,10 +85,11 @@ def _add_relu_rows(of, rf, o0, O, P, p_lo, p_hi):
 
 
 @njit(cache=True, inline="always")
-def _copy_rows(of, tmp, o, P, rows, nv):
+def _copy_rows(of, tmp, o, P, rows, nv, ts):
+    # a partial panel's nv valid pixels of `rows` channels, tmp rows ts apart, into the output
     for r in range(rows):
         for q in range(nv):
-            of[o + r * P + q] = tmp[r * (tmp.shape[0] // 8) + q]
+            of[o + r * P + q] = tmp[r * ts + q]
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -188,13 +189,13 @@ def _conv_panels_py(t_lo, t_hi, x, w2, wp, b, relu, koff, sh, geo, fused, direct
                 PUT(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu_now)
                 PUT(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu_now)
                 if not full:
-                    _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv)
+                    _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv, PW)
             for oc in range(OB * 8, O):        # channels past the last block of 8
                 lo, hi = ROW(w2, oc, src, b0, b1, ko, K)
                 o = (n * O + oc) * P + p0 if full else 0
                 PUT(dst, o, lo, hi, b[oc], relu_now)
                 if not full:
-                    _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv)
+                    _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv, PW)
         if res:
             pc = (t % NCH) * chunk * PW
             _add_relu_rows(of, rf, n * O * P, O, P, pc, min(P, pc + chunk * PW))
@@ -353,6 +354,57 @@ def _mtile_py(a, r0, b, b0, b1, hoff, koff, mk, m0, m1, K):
     return c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71
 
 
+def _mtile16_py(a, ab0, ab1, b, bh, hoff, koff, mk, mh, K):
+    # 16 output channels (packed weight blocks at a[ab0:] and a[ab1:], (K, 8) each) x one 16-lane
+    # operand OPND(b, bh + koff[k], hoff, mk[mh + k]): 16 accumulators, each broadcast used once
+    c0 = wfzero()
+    c1 = wfzero()
+    c2 = wfzero()
+    c3 = wfzero()
+    c4 = wfzero()
+    c5 = wfzero()
+    c6 = wfzero()
+    c7 = wfzero()
+    c8 = wfzero()
+    c9 = wfzero()
+    c10 = wfzero()
+    c11 = wfzero()
+    c12 = wfzero()
+    c13 = wfzero()
+    c14 = wfzero()
+    c15 = wfzero()
+    for k in range(K):
+        v = OPND(b, bh + koff[k], hoff, mk[mh + k])
+        q = ab0 + 8 * k
+        c0 = wfma(wfsplat(a[q]), v, c0)
+        c1 = wfma(wfsplat(a[q + 1]), v, c1)
+        c2 = wfma(wfsplat(a[q + 2]), v, c2)
+        c3 = wfma(wfsplat(a[q + 3]), v, c3)
+        c4 = wfma(wfsplat(a[q + 4]), v, c4)
+        c5 = wfma(wfsplat(a[q + 5]), v, c5)
+        c6 = wfma(wfsplat(a[q + 6]), v, c6)
+        c7 = wfma(wfsplat(a[q + 7]), v, c7)
+        q = ab1 + 8 * k
+        c8 = wfma(wfsplat(a[q]), v, c8)
+        c9 = wfma(wfsplat(a[q + 1]), v, c9)
+        c10 = wfma(wfsplat(a[q + 2]), v, c10)
+        c11 = wfma(wfsplat(a[q + 3]), v, c11)
+        c12 = wfma(wfsplat(a[q + 4]), v, c12)
+        c13 = wfma(wfsplat(a[q + 5]), v, c13)
+        c14 = wfma(wfsplat(a[q + 6]), v, c14)
+        c15 = wfma(wfsplat(a[q + 7]), v, c15)
+    return c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _wput(dst, o, v, bias, relu):
+    # one 16-pixel vector of a channel plus its bias, clamped where relu, at dst[o:o + 16]
+    v = wfadd(v, wfsplat(bias))
+    if relu:
+        v = wfmax(v, wfzero())
+    wfstore(dst, o, v)
+
+
 def _mrow_py(w2, r, b, b0, b1, hoff, koff, mk, m0, m1, K):
     # one output channel (row r of the (O, K) weight) against the same operands: two chains a half
     e0 = wfzero()
@@ -383,6 +435,8 @@ OPND, STRIDE2 = _opnd1, False         # the stride-1 bindings (each variant belo
 _mtile1 = variant(_mtile_py, "_mtile1", {"OPND": _opnd1}, **_IL)
 _mrow1 = variant(_mrow_py, "_mrow1", {"OPND": _opnd1}, **_IL)
 _mtile2 = variant(_mtile_py, "_mtile2", {"OPND": _opnd2}, **_IL)
+_mtile16_1 = variant(_mtile16_py, "_mtile16_1", {"OPND": _opnd1}, **_IL)
+_mtile16_2 = variant(_mtile16_py, "_mtile16_2", {"OPND": _opnd2}, **_IL)
 _mrow2 = variant(_mrow_py, "_mrow2", {"OPND": _opnd2}, **_IL)
 # floats past the last row-padded image that a last, partial panel's unmasked lanes may read: lanes of
 # pixels past the end (never stored) read up to 31 + pw past it (rows_applies keeps pw <= 31)
@@ -430,13 +484,14 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, r
         chunk = NP
     NCH = (NP + chunk - 1) // chunk
     OB = O // 8
+    OB16 = O // 16 if STRIDE2 else 0        # (see the tile below)
     hoff = (2 * W if flag else 16) if STRIDE2 else 0
     xf = x
     of = out.reshape(-1)
     rf = r.reshape(-1)
     relu_now = relu and not res
     mf = mk.reshape(-1)
-    tmp = np.empty(8 * 32, np.float32)
+    tmp = np.empty(16 * 32, np.float32)
     img = np.zeros(IS + ROW_SLACK if fused else 0, np.float32)
     for t in range(t_lo, t_hi):
         n = t // NCH
@@ -467,7 +522,39 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, r
                 m1 = (((p0 + 16) % W) // 16) * K if flag else 0
             full = nv == 32
             dst, cs = (of, P) if full else (tmp, 32)
-            for ob in range(OB):
+            for ob in range(OB16):
+                # 16 channels x 16 pixels a tile, each half panel in turn: one operand (two masked
+                # loads and a shuffle at stride 2) and 16 FMAs a step, each weight's broadcast folded
+                # into its FMA (the 8 x 32 tile below broadcasts each separately, on the FP pipes the
+                # shuffles need too).  Stride 2, in-process against the 8 x 32 tile (two runs):
+                # ResNet-8's 16 -> 32 and 32 -> 64 at batch 1 -2% to -8%; at batch 32 -9% to -19%
+                # (still level with the panel kernel there: +7% / -4%, so batches from 4 keep that).
+                # At stride 1 it measured -6% to +4% (noise-level): stride 1 keeps the 8 x 32 tile
+                o0 = ob * 16
+                o = (n * O + o0) * P + p0 if full else 0
+                for hf in range(2 if nv > 16 else 1):
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15 = TILE16(
+                        wp, o0 * K, (o0 + 8) * K, src, b1 if hf else b0, hoff, koff, mf, m1 if hf else m0, K)
+                    oh = o + 16 * hf
+                    _wput(dst, oh, c0, b[o0], relu_now)
+                    _wput(dst, oh + cs, c1, b[o0 + 1], relu_now)
+                    _wput(dst, oh + 2 * cs, c2, b[o0 + 2], relu_now)
+                    _wput(dst, oh + 3 * cs, c3, b[o0 + 3], relu_now)
+                    _wput(dst, oh + 4 * cs, c4, b[o0 + 4], relu_now)
+                    _wput(dst, oh + 5 * cs, c5, b[o0 + 5], relu_now)
+                    _wput(dst, oh + 6 * cs, c6, b[o0 + 6], relu_now)
+                    _wput(dst, oh + 7 * cs, c7, b[o0 + 7], relu_now)
+                    _wput(dst, oh + 8 * cs, c8, b[o0 + 8], relu_now)
+                    _wput(dst, oh + 9 * cs, c9, b[o0 + 9], relu_now)
+                    _wput(dst, oh + 10 * cs, c10, b[o0 + 10], relu_now)
+                    _wput(dst, oh + 11 * cs, c11, b[o0 + 11], relu_now)
+                    _wput(dst, oh + 12 * cs, c12, b[o0 + 12], relu_now)
+                    _wput(dst, oh + 13 * cs, c13, b[o0 + 13], relu_now)
+                    _wput(dst, oh + 14 * cs, c14, b[o0 + 14], relu_now)
+                    _wput(dst, oh + 15 * cs, c15, b[o0 + 15], relu_now)
+                if not full:
+                    _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 16, nv, 32)
+            for ob in range(2 * OB16, OB):
                 o0 = ob * 8
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
                     TILE(wp, o0, src, b0, b1, hoff, koff, mf, m0, m1, K)
@@ -481,20 +568,22 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, r
                 _wstore(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu_now)
                 _wstore(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu_now)
                 if not full:
-                    _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv)
+                    _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv, 32)
             for oc in range(OB * 8, O):
                 lo, hi = ROW(w2, oc, src, b0, b1, hoff, koff, mf, m0, m1, K)
                 o = (n * O + oc) * P + p0 if full else 0
                 _wstore(dst, o, lo, hi, b[oc], relu_now)
                 if not full:
-                    _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv)
+                    _copy_rows(of, tmp, (n * O + oc) * P + p0, P, 1, nv, 32)
         if res:
             pc = (t % NCH) * chunk * 32
             _add_relu_rows(of, rf, n * O * P, O, P, pc, min(P, pc + chunk * 32))
 
 
-_conv_rows = chunked(_conv_rows_py, "", {"STRIDE2": False, "TILE": _mtile1, "ROW": _mrow1}, fastmath=True)
-_conv_rows2 = chunked(_conv_rows_py, "_s2", {"STRIDE2": True, "TILE": _mtile2, "ROW": _mrow2}, fastmath=True)
+_conv_rows = chunked(_conv_rows_py, "", {"STRIDE2": False, "TILE": _mtile1, "TILE16": _mtile16_1, "ROW": _mrow1},
+                     fastmath=True)
+_conv_rows2 = chunked(_conv_rows_py, "_s2", {"STRIDE2": True, "TILE": _mtile2, "TILE16": _mtile16_2, "ROW": _mrow2},
+                      fastmath=True)
 # the batch from which a convolution's task pads its own image (panels and row-padded kernels alike)
 FUSED_IMAGES = 4
 
