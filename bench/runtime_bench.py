@@ -7,7 +7,8 @@ edgetorch model, timed in a child process of its own: PyTorch's and ONNX
 Runtime's spinning thread pools in the same process would otherwise take
 its cores; with --processes P, P such children, and every peer timed P
 times too, each keeping its lowest median: this host runs whole processes
-in a slow mode at times, 1.5x and more), ONNX Runtime (the same weights in an equivalent PyTorch
+in a slow mode at times, 1.5x and more; the systems' windows alternate, so
+a slow phase of minutes does not fall on one system's all), ONNX Runtime (the same weights in an equivalent PyTorch
 model exported with torch.onnx.export, opset 17, 2 intra-op threads) and
 PyTorch eager (2 threads). Reports median latency and the ratio
 edgetorch / ONNX Runtime, and ExecuTorch 1.5.1 with its XNNPACK delegate
@@ -100,6 +101,17 @@ def best(fn):
     return min(fn() for _ in range(PROCESSES))
 
 
+def best_interleaved(*fns):
+    """The lowest of PROCESSES measurements of each fn (seconds), the systems' windows taken in turn
+    (A, B, C, A, B, C, ...): the host's slow phases last minutes, and back-to-back windows put one
+    system's all inside one."""
+    got = [[] for _ in fns]
+    for _ in range(PROCESSES):
+        for g, fn in zip(got, fns):
+            g.append(fn())
+    return [min(g) for g in got]
+
+
 def compare(repeats, quick):
     import torch
 
@@ -119,12 +131,16 @@ def compare(repeats, quick):
             axes = {n: ({0: "b", 1: "s"} if kind == "bert" else {0: "b"}) for n in names}
             sess = peers.ort_session(tm, txs, names, axes)
             feeds = dict(zip(names, xs))
+            tfn = lambda: tm(*txs)   # noqa: E731
             with torch.no_grad():
-                tfn = lambda: tm(*txs)   # noqa: E731
                 ref = tfn().numpy()
-                t_torch = best(lambda: timeit(tfn, repeats))
-            t_ort = best(lambda: timeit(lambda: sess.run(None, feeds), repeats))
-            t_et = best(lambda: run_child(path, kind, shape, repeats))
+
+            def t_torch_once():
+                with torch.no_grad():
+                    return timeit(tfn, repeats)
+            t_torch, t_ort, t_et = best_interleaved(
+                t_torch_once, lambda: timeit(lambda: sess.run(None, feeds), repeats),
+                lambda: run_child(path, kind, shape, repeats))
             err = float(np.abs(np.load(path + ".out.npy") - ref).max())
             t_xt = executorch_peer.run_case(f"{kind}:{shape[0]}") if not quick else "skipped (--quick)"
             rows.append((name, shape[0], t_et, t_ort, t_torch, err, t_xt))
