@@ -292,6 +292,52 @@ def test_pointwise_convolution_direct_pass(n, c, o, h, w, stride, relu):
                                     (1, 1), 1)                      # output channels not a multiple of 8
 
 
+def _guarded(shape, at_end):
+    """A float32 array of `shape` against an unreadable page (after its last byte, at_end, else
+    before its first): a kernel that reads past the array's ends faults instead of reading garbage."""
+    import ctypes
+    import mmap
+    n = int(np.prod(shape)) * 4
+    page = mmap.PAGESIZE
+    span = -(-n // page) * page
+    buf = mmap.mmap(-1, span + 2 * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    for guard in (base, base + page + span):
+        assert libc.mprotect(ctypes.c_void_p(guard), ctypes.c_size_t(page), 0) == 0
+    start = page + (span - n if at_end else 0)
+    a = np.frombuffer(buf, np.float32, n // 4, start).reshape(shape)
+    _guarded.keep.append(buf)              # the mapping outlives the array views
+    return a
+
+
+_guarded.keep = []
+
+
+@pytest.mark.parametrize("n,c,o,h,w,k", [(1, 3, 16, 32, 32, 3), (2, 5, 9, 7, 16, 3), (1, 2, 5, 4, 8, 7),
+                                         (4, 16, 16, 32, 32, 3), (3, 3, 8, 5, 4, 5)])
+def test_row_convolution_reads_nothing_outside_its_input(n, c, o, h, w, k):
+    """The stride-1 row kernel reads its input in place under lane masks: with unreadable pages right
+    before and right after the input, it runs (serial and parallel) and matches the reference, so no
+    tap above the first row, below the last or past the last pixel touches memory."""
+    from edgetorch._native import simd
+    from edgetorch.runtime.kernels import conv_panels
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F (masked loads)")
+    rng = np.random.default_rng(n + c + h)
+    wt = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    p = k // 2
+    for at_end in (True, False):
+        x = _guarded((n, c, h, w), at_end)
+        x[...] = rng.standard_normal(x.shape)
+        want = reference(x, wt, b, 1, (p, p))
+        for par in (False, True):
+            out = np.full(want.shape, np.nan, np.float32)
+            conv_panels.run_rows(out, x, wt, b, False, (p, p), par)
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
+
+
 def _check_rows_kernel(run, x, wt, b, relu, p, want):
     """A row-padded kernel (run_rows / run_rows2) against the reference: fused and copied, serial and
     parallel."""
@@ -307,14 +353,13 @@ def _check_rows_kernel(run, x, wt, b, relu, p, want):
     (2, 7, 9, 5, 4, 5), (1, 2, 3, 3, 2, 3), (2, 4, 11, 9, 48, 5), (3, 3, 8, 1, 1, 3), (1, 3, 9, 2, 16, 3),
     (1, 2, 5, 4, 8, 7),          # a taller kernel than the image: outputs from the zero rows too
     (2, 5, 25, 7, 16, 3), (1, 3, 24, 5, 8, 3),       # 16-channel tiles, then 8, then one: partial panels
-    # from 4 images each task pads its own image's rows
     (4, 16, 16, 32, 32, 3), (5, 32, 32, 16, 16, 3), (4, 64, 64, 8, 8, 3), (6, 3, 10, 5, 2, 3), (4, 1, 17, 3, 16, 5)])
 @pytest.mark.parametrize("relu", [False, True])
-def test_row_padded_convolution_matches_the_reference(n, c, o, h, w, k, relu):
-    """conv_panels.py's row-padded kernel (stride 1, the width kept): taps past a row's ends masked
-    off (widths that are multiples of 16, and 8, 4, 2, 1 whose half panels span rows), partial last
-    panels, blocks of 16 output channels, then 8, then channels past the last block of 8, ReLU, bias or
-    none; against a float64 reference, and
+def test_row_convolution_matches_the_reference(n, c, o, h, w, k, relu):
+    """conv_panels.py's stride-1 row kernel (the width kept, the input read in place): taps past a
+    row's ends and above or below the image masked off (widths that are multiples of 16, and 8, 4, 2,
+    1 whose half panels span rows; kernels taller than the image), partial last panels, channels past
+    the last block of 8, ReLU, bias or none; serial and parallel; against a float64 reference, and
     conv2d_into takes it for these shapes."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import conv_panels

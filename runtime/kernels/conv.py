@@ -248,18 +248,20 @@ def _prep_panels(out, x, w, b, stride, padding, dilation, groups, relu, res):
 
 
 def _prep_rows(out, x, w, b, padding, relu, res, stride2=False):
-    """conv_panels.py's row-padded kernels (stride 1, or stride 2 deinterleaving) with their taps,
-    masks, packed weight and task count once (rows_plan); below FUSED_IMAGES images the row-padded
-    copy goes to a buffer the run keeps (its zero rows and slack written once).  `call(out, x, r)`."""
-    go, nt, koff, mk, geo, fused, chunk = conv_panels.rows_plan(x.shape, w.shape, out.shape, padding, stride2)
+    """conv_panels.py's row kernels (stride 1 in place, or stride 2 deinterleaving) with their taps,
+    masks, packed weight and task count once (rows_plan); at stride 2 below FUSED_IMAGES images the
+    row-padded copy goes to a buffer the run keeps (its zero rows and slack written once).
+    `call(out, x, r)`."""
+    go, nt, koff, mk, cls, geo, fused, chunk, padded = conv_panels.rows_plan(x.shape, w.shape, out.shape, padding,
+                                                                              stride2)
     o = w.shape[0]
     args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
-            relu, koff, mk, geo, fused, chunk)
+            relu, koff, mk, cls, geo, fused, chunk)
     ph = padding[0]
-    buf = None if fused else conv_panels.pad_rows(x, ph)[0]
+    buf = conv_panels.pad_rows(x, ph)[0] if padded else None
 
     def call(out, x, r):
-        go(nt, x.reshape(-1) if fused else conv_panels.pad_rows(x, ph, buf)[0], *args, r, res, out)
+        go(nt, conv_panels.pad_rows(x, ph, buf)[0] if padded else x.reshape(-1), *args, r, res, out)
     return call
 
 

@@ -30,7 +30,7 @@ channels past the last block of 8 run one at a time.
 
 With AVX-512, stride-1 convolutions that keep the width (the 8x8 layer
 included, which gathered here) and small-batch stride-2 ones run the
-row-padded kernels at the end of this file instead (conv.py chooses).
+row kernels at the end of this file instead (conv.py chooses).
 """
 import functools
 
@@ -273,19 +273,23 @@ def tap_offsets(C, kh, kw, S, Hp, Wh):
     return koff
 
 
-# ------------------------------------------------------------------ row-padded convolutions (masked taps)
+# ------------------------------------------------------------------ row convolutions (masked taps)
 #
 # A stride-1 convolution whose output keeps the input's width (kw = 2 pw + 1: "same" along W) on
-# AVX-512: the input is padded with ph zero rows above and below each plane only, (C, H + 2 ph, W),
-# and an output pixel's flat index p = y W + x is its place in that layout, so any 32 consecutive
-# output pixels read 32 consecutive input values at every tap: no column padding, no phase split and
-# no gathered panels (an 8-wide output's panels were gathered: 64->64 channels at 8x8, the slowest
-# layer of ResNet-8 at batch 32).  A tap's lanes whose column x + kx - pw falls outside [0, W) are
-# masked off (zero, not read: simd.wfload_mask); the masks depend on the half panel's first column
-# only, one row of K masks per 16-column class (W % 16 == 0), or a single one (16 % W == 0: a half
-# panel is whole rows).  From 4 images on, each task pads its image's rows into a buffer of its own.
+# AVX-512 reads its input in place: an output pixel's flat index p = y W + x is also its place in
+# the input plane, so any 32 consecutive output pixels read 32 consecutive input values at every tap
+# (offset (ky - ph) W + kx - pw): no padding, no phase split and no gathered panels (an 8-wide
+# output's panels were gathered: 64->64 channels at 8x8, the slowest layer of ResNet-8 at batch 32).
+# A tap's lanes whose input row or column falls outside the image, or whose pixel lies past the
+# output's end, are masked off (zero, not read: simd.wfload_mask); a half panel's masks depend on
+# its place in a row and on whether it touches the top or bottom rows, so few distinct rows of K
+# masks serve all (direct_taps: the interior's one per 16-column place, W % 16 == 0, or one, 16 % W
+# == 0, plus the edge rows').  Session 11: this replaced zero rows padded above and below each plane
+# (a copy per call, or per image in its task from 4 images): ResNet-8's 3x3 layers at batch 1 -9%
+# to -17%, at batch 32 -1% to -3% (in-process).
 #
-# Stride 2 (below 4 images: conv.py's _rows2) on the same row-padded input: the 16 pixels of a half
+# Stride 2 (below 4 images: conv.py's _rows2) on a row-padded input (ph zero rows above and below
+# each plane, (C, H + 2 ph, W); padded per image in its task from 4 images): the 16 pixels of a half
 # panel at a tap are the even places of 32 consecutive input values (outputs at least 16 wide), or of
 # 16 values in each of two input rows (outputs 8 wide: a half panel is two output rows).  Two masked
 # 16-value loads and one shuffle (simd.wfevens) a half and step; masks: the even places whose column
@@ -438,8 +442,8 @@ _mtile2 = variant(_mtile_py, "_mtile2", {"OPND": _opnd2}, **_IL)
 _mtile16_1 = variant(_mtile16_py, "_mtile16_1", {"OPND": _opnd1}, **_IL)
 _mtile16_2 = variant(_mtile16_py, "_mtile16_2", {"OPND": _opnd2}, **_IL)
 _mrow2 = variant(_mrow_py, "_mrow2", {"OPND": _opnd2}, **_IL)
-# floats past the last row-padded image that a last, partial panel's unmasked lanes may read: lanes of
-# pixels past the end (never stored) read up to 31 + pw past it (rows_applies keeps pw <= 31)
+# floats past the last row-padded image (stride 2) that a last, partial panel's unmasked lanes may
+# read: lanes of pixels past the end (never stored) read up to 31 + pw past it (pw <= 31)
 ROW_SLACK = 64
 
 
@@ -464,16 +468,20 @@ def _pad_rows_into(xf, xi, C, H, W, ph, img, oi):
 _pad_rows = njit(cache=True, inline="always")(_pad_rows_into)
 
 
-def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, r, res, out):
-    # x (flat): the row-padded input (N, C, Hp, W) and ROW_SLACK floats after it; or, fused, the raw
-    # input (N, C, H, W), which each task (an image) pads into a buffer of its own.  geo = (Hp, H, W,
-    # ph, C, flag).  STRIDE2 (bound per variant) False: output pixel p at p, flag = W % 16 == 0 (a half
-    # panel's mask class is its first column // 16; else 16 % W == 0, one class).  STRIDE2 True: output
-    # pixel (y, x) at 2 y W + 2 x, flag = the output is 8 wide (a half panel is two output rows; mask
-    # row K: the second row off, for a last half without it), else a multiple of 16 wide.  w2 (O, K),
-    # wp its blocks of 8 rows packed (K, 8); koff (K,): tap (c, ky, kx) at (c Hp + ky) W + kx - pw; mk
-    # (classes, K) the taps' lane masks; b (O,); out (N, O, OH, OW); r and res as _conv_panels_py's.
-    # Tasks as _conv_panels_py's: an image's chunks of `chunk` 32-pixel panels (its all, fused).
+def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, fused, chunk, r, res, out):
+    # STRIDE2 (bound per variant) False: x (flat) is the raw input (N, C, H, W), read in place: output
+    # pixel p's half panel (16 pixels from 16 hp) reads 16 consecutive values at p + koff[k], koff[k] =
+    # c H W + (ky - ph) W + kx - pw, under the lane mask mk[cls[hp], k], which drops the taps whose
+    # row or column falls outside the image and the pixels past its end (no padded copy, no slack:
+    # masked-off lanes are not read).  geo = (H, H, W, ph, C, 0).
+    # STRIDE2 True: x the row-padded input (N, C, Hp, W) and ROW_SLACK floats after it; or, fused,
+    # the raw input (N, C, H, W), which each task (an image) pads into a buffer of its own.  geo = (Hp,
+    # H, W, ph, C, flag); output pixel (y, x) at 2 y W + 2 x, flag = the output is 8 wide (a half panel
+    # is two output rows; mask row K: the second row off, for a last half without it), else a
+    # multiple of 16 wide; koff (K,): tap (c, ky, kx) at (c Hp + ky) W + kx - pw; cls unread.
+    # w2 (O, K), wp its blocks of 8 rows packed (K, 8); mk (classes, K) the taps' lane masks; b (O,);
+    # out (N, O, OH, OW); r and res as _conv_panels_py's.  Tasks as _conv_panels_py's: an image's
+    # chunks of `chunk` 32-pixel panels (its all, fused).
     Hp, H, W, ph, C, flag = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
     IS = C * Hp * W
     O, K = w2.shape
@@ -518,8 +526,8 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, geo, fused, chunk, r
             else:
                 b0 = base + p0
                 b1 = b0 + 16
-                m0 = ((p0 % W) // 16) * K if flag else 0
-                m1 = (((p0 + 16) % W) // 16) * K if flag else 0
+                m0 = cls[2 * pi] * K
+                m1 = cls[2 * pi + 1] * K
             full = nv == 32
             dst, cs = (of, P) if full else (tmp, 32)
             for ob in range(OB16):
@@ -589,8 +597,9 @@ FUSED_IMAGES = 4
 
 
 def rows_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
-    """Whether the row-padded kernel runs this float32 convolution (AVX-512 only): stride 1, no
-    dilation, groups 1, W kept (kw = 2 pw + 1), and W % 16 == 0 or 16 % W == 0."""
+    """Whether the row kernel runs this float32 convolution (AVX-512 only): stride 1, no dilation,
+    groups 1, W kept (kw = 2 pw + 1), and W % 16 == 0 or 16 % W == 0 (a half panel's columns then
+    repeat with its place in a row: few mask classes)."""
     n, c, h, w = xshape
     o, cg, kh, kw = wshape
     ph, pw = padding
@@ -614,35 +623,54 @@ def rows2_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
 
 
 @functools.lru_cache(maxsize=256)
-def row_taps(C, kh, kw, Hp, W, pw, OW=None, stride2=False):
-    """(koff (K,), masks (classes, K)) for _conv_rows_py, read-only.  Stride 1: one mask row per
-    16-column class of a half panel (or one).  Stride 2 (OW: the output width): each mask the first
-    load's 16 bits and the second's above them; one more row repeats the first with its second load
-    off (an 8-wide output's last half panel without its second row, whose input rows may lie past
-    the image)."""
+def row_taps(C, kh, kw, Hp, W, pw, OW):
+    """(koff (K,), masks (classes, K)) for _conv_rows_py at stride 2 on the row-padded input (OW:
+    the output width), read-only: each mask the first load's 16 bits and the second's above them;
+    one more row repeats the first with its second load off (an 8-wide output's last half panel
+    without its second row, whose input rows may lie past the image)."""
     c, i, j = np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw), indexing="ij")
     koff = ((c * Hp + i) * W + j - pw).reshape(-1).astype(np.int64)
     kx = j.reshape(-1)[:, None]
     lanes = np.arange(16)
-    if not stride2:
-        classes = W // 16 if W % 16 == 0 else 1
-        mk = np.zeros((classes, koff.size), np.int64)
-        for cl in range(classes):
-            col = (cl * 16 + lanes) % W + kx - pw                # each lane's input column at each tap
-            mk[cl] = (((col >= 0) & (col < W)) * (1 << lanes)).sum(axis=1)
-    else:
-        ow8 = OW == 8
-        classes = 1 if ow8 else OW // 16
-        mk = np.zeros((classes + 1, koff.size), np.int64)
-        for cl in range(classes):
-            for sh, first in ((0, 0), (16, 0 if ow8 else 8)):
-                col = 2 * (lanes // 2 + (0 if ow8 else cl * 16) + first) + kx - pw
-                ok = (lanes % 2 == 0) & (col >= 0) & (col < W)
-                mk[cl] |= (ok * (1 << (lanes + sh))).sum(axis=1)
-        mk[classes] = mk[0] & 0xFFFF
+    ow8 = OW == 8
+    classes = 1 if ow8 else OW // 16
+    mk = np.zeros((classes + 1, koff.size), np.int64)
+    for cl in range(classes):
+        for sh, first in ((0, 0), (16, 0 if ow8 else 8)):
+            col = 2 * (lanes // 2 + (0 if ow8 else cl * 16) + first) + kx - pw
+            ok = (lanes % 2 == 0) & (col >= 0) & (col < W)
+            mk[cl] |= (ok * (1 << (lanes + sh))).sum(axis=1)
+    mk[classes] = mk[0] & 0xFFFF
     koff.flags.writeable = False
     mk.flags.writeable = False
     return koff, mk
+
+
+@functools.lru_cache(maxsize=256)
+def direct_taps(C, kh, kw, H, W, ph, pw, OH):
+    """(koff (K,), masks (classes, K), cls (2 NP,)) for _conv_rows_py at stride 1 on the raw input
+    (C, H, W), OH output rows of W: each half panel's class (cls) picks its row of lane masks, a lane
+    set where the tap's input row and column lie inside the image and the pixel inside the output;
+    half panels with the same masks share a class (the interior's, one per 16-column place in a row,
+    and a few at the top and bottom rows).  Read-only."""
+    c, i, j = np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw), indexing="ij")
+    koff = (c * H * W + (i - ph) * W + j - pw).reshape(-1).astype(np.int64)
+    ky, kx = i.reshape(-1)[None, None, :], j.reshape(-1)[None, None, :]
+    P = OH * W
+    nhp = 2 * -(-P // 32)
+    p = (np.arange(nhp)[:, None] * 16 + np.arange(16)[None, :])[:, :, None]        # (half panel, lane, 1)
+    y, xc = p // W, p % W
+    ok = (p < P) & (y + ky - ph >= 0) & (y + ky - ph < H) & (xc + kx - pw >= 0) & (xc + kx - pw < W)
+    rows = (ok * (1 << np.arange(16))[None, :, None]).sum(axis=1)                   # (half panel, K)
+    mk, cls = np.unique(rows, axis=0, return_inverse=True)
+    mk = np.ascontiguousarray(mk, np.int64)
+    cls = np.ascontiguousarray(cls.reshape(-1), np.int64)
+    for a in (koff, mk, cls):
+        a.flags.writeable = False
+    return koff, mk, cls
+
+
+_NO_CLS = np.zeros(0, np.int64)
 
 
 def pad_rows(x, ph, out=None):
@@ -661,34 +689,43 @@ def pad_rows(x, ph, out=None):
 
 def rows_plan(xshape, wshape, oshape, padding, stride2=False, par=None, fused=None):
     """How _conv_rows_py runs a convolution that rows_applies (or, stride2, rows2_applies) accepts:
-    (the serial or parallel call, task count, koff, masks, geo, fused, chunk).  From FUSED_IMAGES
-    images each task pads its own image's rows."""
+    (the serial or parallel call, task count, koff, masks, cls, geo, fused, chunk, padded: whether
+    the caller passes the row-padded copy, pad_rows, rather than the input itself).  Stride 1 reads
+    the input in place; stride 2 from FUSED_IMAGES images pads each image's rows in its task, below
+    that takes the padded copy."""
     n, c, h, wd = xshape
     o, _, kh, kw = wshape
     ph, pw = padding
-    Hp = h + 2 * ph
     OW = oshape[3]
-    fused = n >= FUSED_IMAGES if fused is None else fused
-    koff, mk = row_taps(c, kh, kw, Hp, wd, pw, OW, stride2)
+    if stride2:
+        Hp = h + 2 * ph
+        fused = n >= FUSED_IMAGES if fused is None else fused
+        koff, mk = row_taps(c, kh, kw, Hp, wd, pw, OW)
+        cls = _NO_CLS
+        geo = _geo_array((Hp, h, wd, ph, c, int(OW == 8)))
+    else:
+        fused = False
+        koff, mk, cls = direct_taps(c, kh, kw, h, wd, ph, pw, oshape[2])
+        geo = _geo_array((h, h, wd, ph, c, 0))
     kern = _conv_rows2 if stride2 else _conv_rows
-    geo = _geo_array((Hp, h, wd, ph, c, int(OW == 8) if stride2 else int(wd % 16 == 0)))
     P = oshape[2] * OW
     np_ = -(-P // 32)
     chunk = max(1, min(CHUNK, n * np_ // 4))
     nt = n * (1 if fused else -(-np_ // chunk))
     par = n * o * P * c * kh * kw >= PAR_MACS if par is None else par
-    return (kern.parallel if par else kern.serial), nt, koff, mk, geo, fused, chunk
+    return (kern.parallel if par else kern.serial), nt, koff, mk, cls, geo, fused, chunk, stride2 and not fused
 
 
 def run_rows(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None, stride2=False, r=None):
-    """out = conv2d(x, w) + b (ReLU fused when asked; r as run's) through the row-padded kernels
-    (rows_plan); xbuf: a reusable row-padded buffer (pad_rows) for batches that do not pad in their
+    """out = conv2d(x, w) + b (ReLU fused when asked; r as run's) through the row kernels (rows_plan);
+    xbuf: a reusable row-padded buffer (pad_rows) for stride-2 batches that do not pad in their
     tasks."""
-    go, nt, koff, mk, geo, fused, chunk = rows_plan(x.shape, w.shape, out.shape, padding, stride2, par, fused)
-    xs = np.ascontiguousarray(x).reshape(-1) if fused else pad_rows(x, padding[0], xbuf)[0]
+    go, nt, koff, mk, cls, geo, fused, chunk, padded = rows_plan(x.shape, w.shape, out.shape, padding, stride2, par,
+                                                                  fused)
+    xs = pad_rows(x, padding[0], xbuf)[0] if padded else np.ascontiguousarray(x).reshape(-1)
     o = w.shape[0]
     go(nt, xs, np.ascontiguousarray(w).reshape(o, -1), derived(w, "conv_pack", pack_weight),
-       filled(o, 0.0) if b is None else b.astype(np.float32, copy=False), relu, koff, mk, geo, fused, chunk,
+       filled(o, 0.0) if b is None else b.astype(np.float32, copy=False), relu, koff, mk, cls, geo, fused, chunk,
        *_residual(out, r, relu))
 
 
