@@ -314,12 +314,13 @@ def _guarded(shape, at_end):
 _guarded.keep = []
 
 
-@pytest.mark.parametrize("n,c,o,h,w,k", [(1, 3, 16, 32, 32, 3), (2, 5, 9, 7, 16, 3), (1, 2, 5, 4, 8, 7),
-                                         (4, 16, 16, 32, 32, 3), (3, 3, 8, 5, 4, 5)])
-def test_row_convolution_reads_nothing_outside_its_input(n, c, o, h, w, k):
-    """The stride-1 row kernel reads its input in place under lane masks: with unreadable pages right
-    before and right after the input, it runs (serial and parallel) and matches the reference, so no
-    tap above the first row, below the last or past the last pixel touches memory."""
+@pytest.mark.parametrize("n,c,o,h,w,k,s", [(1, 3, 16, 32, 32, 3, 1), (2, 5, 9, 7, 16, 3, 1), (1, 2, 5, 4, 8, 7, 1),
+                                           (4, 16, 16, 32, 32, 3, 1), (3, 3, 8, 5, 4, 5, 1), (1, 16, 32, 32, 32, 3, 2),
+                                           (2, 3, 9, 13, 16, 3, 2), (1, 2, 16, 5, 32, 5, 2), (3, 4, 8, 15, 32, 3, 2)])
+def test_row_convolution_reads_nothing_outside_its_input(n, c, o, h, w, k, s):
+    """The row kernels (stride 1 and 2) read their input in place under lane masks: with unreadable
+    pages right before and right after the input, they run (serial and parallel) and match the
+    reference, so no tap above the first row, below the last or past the last pixel touches memory."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import conv_panels
     if not simd.HAVE_AVX512:
@@ -331,21 +332,21 @@ def test_row_convolution_reads_nothing_outside_its_input(n, c, o, h, w, k):
     for at_end in (True, False):
         x = _guarded((n, c, h, w), at_end)
         x[...] = rng.standard_normal(x.shape)
-        want = reference(x, wt, b, 1, (p, p))
+        want = reference(x, wt, b, s, (p, p))
+        if s == 2:
+            assert conv_panels.rows2_applies(x.shape, wt.shape, want.shape, (2, 2), (p, p), (1, 1), 1)
         for par in (False, True):
             out = np.full(want.shape, np.nan, np.float32)
-            conv_panels.run_rows(out, x, wt, b, False, (p, p), par)
+            conv_panels.run_rows(out, x, wt, b, False, (p, p), par, stride2=s == 2)
             np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
 
 
 def _check_rows_kernel(run, x, wt, b, relu, p, want):
-    """A row-padded kernel (run_rows / run_rows2) against the reference: fused and copied, serial and
-    parallel."""
-    for fused in (False, True):
-        for par in (False, True):
-            out = np.full(want.shape, np.nan, np.float32)
-            run(out, x, wt, b, relu, (p, p), par, fused=fused)
-            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(x.shape[1] * wt.shape[2] ** 2))
+    """A row kernel (run_rows / run_rows2) against the reference, serial and parallel."""
+    for par in (False, True):
+        out = np.full(want.shape, np.nan, np.float32)
+        run(out, x, wt, b, relu, (p, p), par)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(x.shape[1] * wt.shape[2] ** 2))
 
 
 @pytest.mark.parametrize("n,c,o,h,w,k", [
@@ -384,13 +385,14 @@ def test_row_convolution_matches_the_reference(n, c, o, h, w, k, relu):
     (1, 2, 5, 64, 64, 5, 2), (2, 3, 7, 9, 31, 3, 1), (2, 16, 32, 32, 32, 1, 0), (1, 4, 9, 16, 16, 1, 0),
     (1, 3, 8, 1, 16, 3, 1),                          # a single output row: the last half without its second
     (2, 3, 25, 9, 16, 3, 1), (1, 4, 16, 3, 16, 3, 1),            # 16-channel tiles (+ 8 + 1), partial panels
-    (4, 32, 64, 16, 16, 3, 1), (5, 6, 17, 13, 32, 3, 1)])         # row; from 4 images, padding in the tasks
+    (4, 32, 64, 16, 16, 3, 1), (5, 6, 17, 13, 32, 3, 1), (2, 3, 8, 16, 16, 5, 2),     # row; a wide pad
+    (1, 2, 16, 3, 16, 3, 1), (2, 3, 9, 7, 16, 3, 1)])             # taps below the last row
 @pytest.mark.parametrize("relu", [False, True])
 def test_stride2_deinterleaving_convolution_matches_the_reference(n, c, o, h, w, k, p, relu):
-    """conv_panels.py's stride-2 kernel on row-padded input: each half panel the even places of two
-    masked 16-value loads (outputs 8 wide: two input rows; 16, 32 wide: one), columns past the row's
-    ends masked, odd output heights, 1x1 and 5x5, channel tails; fused and copied, serial and
-    parallel; conv2d_into takes it below 4 images for kernels larger than 1x1."""
+    """conv_panels.py's stride-2 row kernel, the input read in place: each half panel the even places
+    of two masked 16-value loads (outputs 8 wide: two input rows; 16, 32 wide: one), rows and
+    columns outside the image masked, odd output heights, 1x1 and 5x5, channel tails; serial and
+    parallel; conv2d_into takes it at any batch for kernels larger than 1x1."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import conv_panels
     if not simd.HAVE_AVX512:
@@ -411,7 +413,7 @@ def test_stride2_deinterleaving_convolution_matches_the_reference(n, c, o, h, w,
             assert cv.conv2d_into(out, x, wt, b, (2, 2), (p, p), (1, 1), 1, relu=relu) == relu
         finally:
             conv_panels.run_rows2 = real
-        assert len(calls) == (n < conv_panels.FUSED_IMAGES and k > 1)
+        assert len(calls) == (k > 1)
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
 
 

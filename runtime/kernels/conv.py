@@ -97,11 +97,12 @@ def _conv_checks(out, x, w, stride, padding, dilation, groups):
 
 
 def _rows2(xshape, wshape, oshape, stride, padding, dilation, groups):
-    """Stride-2 convolutions of fewer than FUSED_IMAGES images read their input in place (conv_panels.py's
-    deinterleaving kernel: ResNet-8's stride-2 3x3 layers at batch 1 46-52 -> 30-32 us); from there
-    on, and for 1x1 shortcuts, the phase-split panels are as fast or faster (its deinterleaving
-    shuffles cost the tile what the split copy costs a batch)."""
-    return xshape[0] < conv_panels.FUSED_IMAGES and wshape[2] * wshape[3] > 1 and \
+    """Stride-2 convolutions larger than 1x1 run conv_panels.py's deinterleaving row kernel, the input
+    read in place, at any batch: in-process against the phase-split panels (which copy each image
+    first), ResNet-8's stride-2 3x3 layers at batch 1 40-50 -> 21-25 us, batch 8 125-136 -> 118-120,
+    batch 32 528-564 -> 495-549 and 490-536 -> 461-482 (two runs).  Strided 1x1 shortcuts keep the 1x1
+    pass or the panels."""
+    return wshape[2] * wshape[3] > 1 and \
         conv_panels.rows2_applies(xshape, wshape, oshape, stride, padding, dilation, groups)
 
 
@@ -248,20 +249,15 @@ def _prep_panels(out, x, w, b, stride, padding, dilation, groups, relu, res):
 
 
 def _prep_rows(out, x, w, b, padding, relu, res, stride2=False):
-    """conv_panels.py's row kernels (stride 1 in place, or stride 2 deinterleaving) with their taps,
-    masks, packed weight and task count once (rows_plan); at stride 2 below FUSED_IMAGES images the
-    row-padded copy goes to a buffer the run keeps (its zero rows and slack written once).
-    `call(out, x, r)`."""
-    go, nt, koff, mk, cls, geo, fused, chunk, padded = conv_panels.rows_plan(x.shape, w.shape, out.shape, padding,
-                                                                              stride2)
+    """conv_panels.py's row kernels (stride 1, or stride 2 deinterleaving; the input read in place)
+    with their taps, masks, packed weight and task count once (rows_plan).  `call(out, x, r)`."""
+    go, nt, koff, mk, cls, geo, chunk = conv_panels.rows_plan(x.shape, w.shape, out.shape, padding, stride2)
     o = w.shape[0]
     args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
-            relu, koff, mk, cls, geo, fused, chunk)
-    ph = padding[0]
-    buf = conv_panels.pad_rows(x, ph)[0] if padded else None
+            relu, koff, mk, cls, geo, chunk)
 
     def call(out, x, r):
-        go(nt, conv_panels.pad_rows(x, ph, buf)[0] if padded else x.reshape(-1), *args, r, res, out)
+        go(nt, x.reshape(-1), *args, r, res, out)
     return call
 
 

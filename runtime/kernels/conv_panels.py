@@ -442,92 +442,50 @@ _mtile2 = variant(_mtile_py, "_mtile2", {"OPND": _opnd2}, **_IL)
 _mtile16_1 = variant(_mtile16_py, "_mtile16_1", {"OPND": _opnd1}, **_IL)
 _mtile16_2 = variant(_mtile16_py, "_mtile16_2", {"OPND": _opnd2}, **_IL)
 _mrow2 = variant(_mrow_py, "_mrow2", {"OPND": _opnd2}, **_IL)
-# floats past the last row-padded image (stride 2) that a last, partial panel's unmasked lanes may
-# read: lanes of pixels past the end (never stored) read up to 31 + pw past it (pw <= 31)
-ROW_SLACK = 64
-
-
-def _pad_rows_into(xf, xi, C, H, W, ph, img, oi):
-    # the C planes (H, W) at xf[xi:] into img[oi:] as (C, H + 2 ph, W): ph zero rows above and below
-    Hp = H + 2 * ph
-    n = H * W
-    n16 = n - n % 16
-    for c in range(C):
-        o = oi + c * Hp * W
-        for q in range(ph * W):
-            img[o + q] = 0.0
-            img[o + (ph + H) * W + q] = 0.0
-        s = xi + c * n
-        d = o + ph * W
-        for q in range(0, n16, 16):
-            wfstore(img, d + q, wfload(xf, s + q))
-        for q in range(n16, n):
-            img[d + q] = xf[s + q]
-
-
-_pad_rows = njit(cache=True, inline="always")(_pad_rows_into)
-
-
-def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, fused, chunk, r, res, out):
-    # STRIDE2 (bound per variant) False: x (flat) is the raw input (N, C, H, W), read in place: output
-    # pixel p's half panel (16 pixels from 16 hp) reads 16 consecutive values at p + koff[k], koff[k] =
-    # c H W + (ky - ph) W + kx - pw, under the lane mask mk[cls[hp], k], which drops the taps whose
-    # row or column falls outside the image and the pixels past its end (no padded copy, no slack:
-    # masked-off lanes are not read).  geo = (H, H, W, ph, C, 0).
-    # STRIDE2 True: x the row-padded input (N, C, Hp, W) and ROW_SLACK floats after it; or, fused,
-    # the raw input (N, C, H, W), which each task (an image) pads into a buffer of its own.  geo = (Hp,
-    # H, W, ph, C, flag); output pixel (y, x) at 2 y W + 2 x, flag = the output is 8 wide (a half panel
-    # is two output rows; mask row K: the second row off, for a last half without it), else a
-    # multiple of 16 wide; koff (K,): tap (c, ky, kx) at (c Hp + ky) W + kx - pw; cls unread.
-    # w2 (O, K), wp its blocks of 8 rows packed (K, 8); mk (classes, K) the taps' lane masks; b (O,);
-    # out (N, O, OH, OW); r and res as _conv_panels_py's.  Tasks as _conv_panels_py's: an image's
-    # chunks of `chunk` 32-pixel panels (its all, fused).
-    Hp, H, W, ph, C, flag = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
-    IS = C * Hp * W
+def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, chunk, r, res, out):
+    # x (flat): the input (N, C, H, W), read in place.  Half panel hp of an image (output pixels 16 hp
+    # .. 16 hp + 15) reads, at tap k (c, ky, kx), from its base + koff[k], koff[k] = c H W + (ky - ph)
+    # W + kx - pw, under the lane mask mk[cls[hp], k]: lanes whose input row or column falls outside
+    # the image, or whose output pixel lies past the end, are masked off (not read: no padded copy and
+    # no slack needed).  STRIDE2 (bound per variant) False: output pixel p's base is p, 16 consecutive
+    # values.  True: output pixel (y, x)'s base is 2 y W + 2 x; the operand is the even places of two
+    # 16-value loads, the second hoff after the first (a mask's high 16 bits are the second's): 16
+    # further along the row (outputs a multiple of 16 wide), or two input rows down (8 wide: a half
+    # panel is two output rows; geo's flag).  geo = (H, W, C, flag).  w2 (O, K), wp its blocks of 8
+    # rows packed (K, 8); mk (classes, K), cls (2 NP,) from direct_taps; b (O,); out (N, O, OH, OW); r
+    # and res as _conv_panels_py's.  Tasks t_lo .. t_hi - 1: an image's chunks of `chunk` 32-pixel
+    # panels.
+    H, W, C, flag = geo[0], geo[1], geo[2], geo[3]
+    IS = C * H * W
     O, K = w2.shape
     OH, OW = out.shape[2], out.shape[3]
     P = OH * OW
     NP = (P + 31) // 32
-    if fused:
-        chunk = NP
     NCH = (NP + chunk - 1) // chunk
     OB = O // 8
     OB16 = O // 16 if STRIDE2 else 0        # (see the tile below)
     hoff = (2 * W if flag else 16) if STRIDE2 else 0
-    xf = x
     of = out.reshape(-1)
     rf = r.reshape(-1)
     relu_now = relu and not res
     mf = mk.reshape(-1)
     tmp = np.empty(16 * 32, np.float32)
-    img = np.zeros(IS + ROW_SLACK if fused else 0, np.float32)
     for t in range(t_lo, t_hi):
         n = t // NCH
-        if fused:
-            _pad_rows(xf, n * C * H * W, C, H, W, ph, img, 0)
-            src, base = img, 0
-        else:
-            src, base = xf, n * IS
+        src, base = x, n * IS
         for pi in range((t % NCH) * chunk, min(NP, (t % NCH) * chunk + chunk)):
             p0 = pi * 32
             nv = min(32, P - p0)
             if STRIDE2:
-                q1 = p0 + 16 if nv > 16 else p0      # a half-empty last panel repeats its first half
                 y0, x0 = p0 // OW, p0 % OW
-                y1, x1 = q1 // OW, q1 % OW
+                y1, x1 = (p0 + 16) // OW, (p0 + 16) % OW   # past the end: its masks are all off
                 b0 = base + 2 * y0 * W + 2 * x0
                 b1 = base + 2 * y1 * W + 2 * x1
-                if flag:
-                    m0 = 0 if y0 + 1 < OH else K
-                    m1 = 0 if y1 + 1 < OH else K
-                else:
-                    m0 = (x0 // 16) * K
-                    m1 = (x1 // 16) * K
             else:
                 b0 = base + p0
                 b1 = b0 + 16
-                m0 = cls[2 * pi] * K
-                m1 = cls[2 * pi + 1] * K
+            m0 = cls[2 * pi] * K
+            m1 = cls[2 * pi + 1] * K
             full = nv == 32
             dst, cs = (of, P) if full else (tmp, 32)
             for ob in range(OB16):
@@ -592,7 +550,8 @@ _conv_rows = chunked(_conv_rows_py, "", {"STRIDE2": False, "TILE": _mtile1, "TIL
                      fastmath=True)
 _conv_rows2 = chunked(_conv_rows_py, "_s2", {"STRIDE2": True, "TILE": _mtile2, "TILE16": _mtile16_2, "ROW": _mrow2},
                       fastmath=True)
-# the batch from which a convolution's task pads its own image (panels and row-padded kernels alike)
+# the batch from which a panel convolution's task pads its own image (and conv.py leaves stride 2 to the
+# panels rather than the row kernel)
 FUSED_IMAGES = 4
 
 
@@ -604,7 +563,7 @@ def rows_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
     o, cg, kh, kw = wshape
     ph, pw = padding
     return simd.HAVE_FMA and simd.HAVE_AVX512 and groups == 1 and cg == c and tuple(stride) == (1, 1) \
-        and tuple(dilation) == (1, 1) and (kh, kw) != (1, 1) and kw == 2 * pw + 1 and 0 <= pw <= ROW_SLACK - 33 \
+        and tuple(dilation) == (1, 1) and (kh, kw) != (1, 1) and kw == 2 * pw + 1 and 0 <= pw <= 31 \
         and ph >= 0 and w > 0 and (w % 16 == 0 or 16 % w == 0) and c > 0 \
         and tuple(oshape) == (n, o, h + 2 * ph - kh + 1, w) and oshape[2] > 0
 
@@ -623,45 +582,33 @@ def rows2_applies(xshape, wshape, oshape, stride, padding, dilation, groups):
 
 
 @functools.lru_cache(maxsize=256)
-def row_taps(C, kh, kw, Hp, W, pw, OW):
-    """(koff (K,), masks (classes, K)) for _conv_rows_py at stride 2 on the row-padded input (OW:
-    the output width), read-only: each mask the first load's 16 bits and the second's above them;
-    one more row repeats the first with its second load off (an 8-wide output's last half panel
-    without its second row, whose input rows may lie past the image)."""
-    c, i, j = np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw), indexing="ij")
-    koff = ((c * Hp + i) * W + j - pw).reshape(-1).astype(np.int64)
-    kx = j.reshape(-1)[:, None]
-    lanes = np.arange(16)
-    ow8 = OW == 8
-    classes = 1 if ow8 else OW // 16
-    mk = np.zeros((classes + 1, koff.size), np.int64)
-    for cl in range(classes):
-        for sh, first in ((0, 0), (16, 0 if ow8 else 8)):
-            col = 2 * (lanes // 2 + (0 if ow8 else cl * 16) + first) + kx - pw
-            ok = (lanes % 2 == 0) & (col >= 0) & (col < W)
-            mk[cl] |= (ok * (1 << (lanes + sh))).sum(axis=1)
-    mk[classes] = mk[0] & 0xFFFF
-    koff.flags.writeable = False
-    mk.flags.writeable = False
-    return koff, mk
-
-
-@functools.lru_cache(maxsize=256)
-def direct_taps(C, kh, kw, H, W, ph, pw, OH):
-    """(koff (K,), masks (classes, K), cls (2 NP,)) for _conv_rows_py at stride 1 on the raw input
-    (C, H, W), OH output rows of W: each half panel's class (cls) picks its row of lane masks, a lane
-    set where the tap's input row and column lie inside the image and the pixel inside the output;
-    half panels with the same masks share a class (the interior's, one per 16-column place in a row,
-    and a few at the top and bottom rows).  Read-only."""
+def direct_taps(C, kh, kw, H, W, ph, pw, OH, OW, stride2=False):
+    """(koff (K,), masks (classes, K), cls (2 NP,)) for _conv_rows_py on the input (C, H, W) read in
+    place, output OH x OW: each half panel's class (cls) picks its row of lane masks, a lane set
+    where the tap's input row and column lie inside the image and the output pixel exists (stride 2:
+    even lanes only, the second load's in the high 16 bits); half panels with the same masks share a
+    class (the interior's, one per 16-column place in a row, and a few at the edges).  Read-only."""
     c, i, j = np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw), indexing="ij")
     koff = (c * H * W + (i - ph) * W + j - pw).reshape(-1).astype(np.int64)
     ky, kx = i.reshape(-1)[None, None, :], j.reshape(-1)[None, None, :]
-    P = OH * W
+    P = OH * OW
     nhp = 2 * -(-P // 32)
-    p = (np.arange(nhp)[:, None] * 16 + np.arange(16)[None, :])[:, :, None]        # (half panel, lane, 1)
-    y, xc = p // W, p % W
-    ok = (p < P) & (y + ky - ph >= 0) & (y + ky - ph < H) & (xc + kx - pw >= 0) & (xc + kx - pw < W)
-    rows = (ok * (1 << np.arange(16))[None, :, None]).sum(axis=1)                   # (half panel, K)
+    hp = np.arange(nhp)[:, None, None]
+    lane = np.arange(32 if stride2 else 16)[None, :, None]
+    if not stride2:                        # output pixel p = 16 hp + lane, at its own place
+        p = hp * 16 + lane
+        y, col = p // W, p % W + kx - pw
+        row = y + ky - ph
+    elif OW == 8:                          # lanes 0-15: output row 2 hp, 16-31: the next; x = lane % 16 / 2
+        y = 2 * hp + lane // 16
+        p = y * 8 + (lane % 16) // 2
+        row, col = 2 * y + ky - ph, lane % 16 + kx - pw
+    else:                                  # 16 outputs of one row: lane l is input column 2 x0 + l
+        y, x0 = (hp * 16) // OW, (hp * 16) % OW
+        p = y * OW + x0 + lane // 2
+        row, col = 2 * y + ky - ph, 2 * x0 + lane + kx - pw
+    ok = (p < P) & (row >= 0) & (row < H) & (col >= 0) & (col < W) & ((lane % 2 == 0) | (not stride2))
+    rows = (ok * (1 << lane)).sum(axis=1)                                            # (half panel, K)
     mk, cls = np.unique(rows, axis=0, return_inverse=True)
     mk = np.ascontiguousarray(mk, np.int64)
     cls = np.ascontiguousarray(cls.reshape(-1), np.int64)
@@ -670,63 +617,31 @@ def direct_taps(C, kh, kw, H, W, ph, pw, OH):
     return koff, mk, cls
 
 
-_NO_CLS = np.zeros(0, np.int64)
-
-
-def pad_rows(x, ph, out=None):
-    """x (N, C, H, W) float32 with ph zero rows above and below each plane, (N, C, H + 2 ph, W), in a
-    buffer ROW_SLACK floats longer (the kernel's last panel may read past the last image); into
-    `out` (such a buffer, its zero rows and slack already zero) when given."""
-    n, c, h, w = x.shape
-    shape = (n, c, h + 2 * ph, w)
-    size = n * c * (h + 2 * ph) * w
-    if out is None or out.shape != (size + ROW_SLACK,):
-        out = np.zeros(size + ROW_SLACK, np.float32)
-    v = out[:size].reshape(shape)
-    v[:, :, ph:ph + h, :] = x
-    return out, v
-
-
-def rows_plan(xshape, wshape, oshape, padding, stride2=False, par=None, fused=None):
+def rows_plan(xshape, wshape, oshape, padding, stride2=False, par=None):
     """How _conv_rows_py runs a convolution that rows_applies (or, stride2, rows2_applies) accepts:
-    (the serial or parallel call, task count, koff, masks, cls, geo, fused, chunk, padded: whether
-    the caller passes the row-padded copy, pad_rows, rather than the input itself).  Stride 1 reads
-    the input in place; stride 2 from FUSED_IMAGES images pads each image's rows in its task, below
-    that takes the padded copy."""
+    (the serial or parallel call, task count, koff, masks, cls, geo, chunk)."""
     n, c, h, wd = xshape
     o, _, kh, kw = wshape
     ph, pw = padding
     OW = oshape[3]
-    if stride2:
-        Hp = h + 2 * ph
-        fused = n >= FUSED_IMAGES if fused is None else fused
-        koff, mk = row_taps(c, kh, kw, Hp, wd, pw, OW)
-        cls = _NO_CLS
-        geo = _geo_array((Hp, h, wd, ph, c, int(OW == 8)))
-    else:
-        fused = False
-        koff, mk, cls = direct_taps(c, kh, kw, h, wd, ph, pw, oshape[2])
-        geo = _geo_array((h, h, wd, ph, c, 0))
+    koff, mk, cls = direct_taps(c, kh, kw, h, wd, ph, pw, oshape[2], OW, stride2)
+    geo = _geo_array((h, wd, c, int(stride2 and OW == 8)))
     kern = _conv_rows2 if stride2 else _conv_rows
     P = oshape[2] * OW
     np_ = -(-P // 32)
     chunk = max(1, min(CHUNK, n * np_ // 4))
-    nt = n * (1 if fused else -(-np_ // chunk))
+    nt = n * -(-np_ // chunk)
     par = n * o * P * c * kh * kw >= PAR_MACS if par is None else par
-    return (kern.parallel if par else kern.serial), nt, koff, mk, cls, geo, fused, chunk, stride2 and not fused
+    return (kern.parallel if par else kern.serial), nt, koff, mk, cls, geo, chunk
 
 
-def run_rows(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None, stride2=False, r=None):
-    """out = conv2d(x, w) + b (ReLU fused when asked; r as run's) through the row kernels (rows_plan);
-    xbuf: a reusable row-padded buffer (pad_rows) for stride-2 batches that do not pad in their
-    tasks."""
-    go, nt, koff, mk, cls, geo, fused, chunk, padded = rows_plan(x.shape, w.shape, out.shape, padding, stride2, par,
-                                                                  fused)
-    xs = pad_rows(x, padding[0], xbuf)[0] if padded else np.ascontiguousarray(x).reshape(-1)
+def run_rows(out, x, w, b, relu, padding, par=None, stride2=False, r=None):
+    """out = conv2d(x, w) + b (ReLU fused when asked; r as run's) through the row kernels (rows_plan)."""
+    go, nt, koff, mk, cls, geo, chunk = rows_plan(x.shape, w.shape, out.shape, padding, stride2, par)
     o = w.shape[0]
-    go(nt, xs, np.ascontiguousarray(w).reshape(o, -1), derived(w, "conv_pack", pack_weight),
-       filled(o, 0.0) if b is None else b.astype(np.float32, copy=False), relu, koff, mk, cls, geo, fused, chunk,
-       *_residual(out, r, relu))
+    go(nt, np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(w).reshape(o, -1),
+       derived(w, "conv_pack", pack_weight), filled(o, 0.0) if b is None else b.astype(np.float32, copy=False),
+       relu, koff, mk, cls, geo, chunk, *_residual(out, r, relu))
 
 
 def _residual(out, r, relu):
@@ -740,9 +655,9 @@ def _residual(out, r, relu):
     return r, True, out
 
 
-def run_rows2(out, x, w, b, relu, padding, par=None, xbuf=None, fused=None, r=None):
+def run_rows2(out, x, w, b, relu, padding, par=None, r=None):
     """run_rows at stride 2 (rows2_applies)."""
-    run_rows(out, x, w, b, relu, padding, par, xbuf, fused, stride2=True, r=r)
+    run_rows(out, x, w, b, relu, padding, par, stride2=True, r=r)
 
 
 # ------------------------------------------------------------------ 1x1 convolution + residual + ReLU
