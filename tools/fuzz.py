@@ -152,6 +152,10 @@ def worker(start, count, seed, seed_file=None, per_mutant=10):
     warnings.simplefilter("ignore")
     base = load_seeds(seed_file)
     counts = {"ok": 0, "rejected": 0, "failed": 0}
+    # the unmutated programs once, untimed: the kernels they need compile here (into an empty Numba
+    # cache that took longer than per_mutant, and the first mutant to reach a kernel looked hung)
+    for b in base:
+        run_one(b)
     signal.signal(signal.SIGALRM, _alarm)
     for k in range(start, start + count):
         rng = np.random.default_rng([seed, k])
