@@ -353,15 +353,16 @@ def _check_rows_kernel(run, x, wt, b, relu, p, want):
     (1, 3, 16, 32, 32, 3), (2, 16, 16, 32, 32, 3), (3, 64, 64, 8, 8, 3), (1, 5, 13, 7, 16, 3),
     (2, 7, 9, 5, 4, 5), (1, 2, 3, 3, 2, 3), (2, 4, 11, 9, 48, 5), (3, 3, 8, 1, 1, 3), (1, 3, 9, 2, 16, 3),
     (1, 2, 5, 4, 8, 7),          # a taller kernel than the image: outputs from the zero rows too
-    (2, 5, 25, 7, 16, 3), (1, 3, 24, 5, 8, 3),       # 16-channel tiles, then 8, then one: partial panels
+    (2, 5, 25, 7, 16, 3), (1, 3, 24, 5, 8, 3),       # 8-channel tiles, then one: partial panels
+    (2, 8, 25, 7, 16, 3), (1, 8, 24, 5, 8, 3), (3, 16, 33, 6, 32, 3),    # K >= 64: 16-channel tiles first
     (4, 16, 16, 32, 32, 3), (5, 32, 32, 16, 16, 3), (4, 64, 64, 8, 8, 3), (6, 3, 10, 5, 2, 3), (4, 1, 17, 3, 16, 5)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_row_convolution_matches_the_reference(n, c, o, h, w, k, relu):
     """conv_panels.py's stride-1 row kernel (the width kept, the input read in place): taps past a
     row's ends and above or below the image masked off (widths that are multiples of 16, and 8, 4, 2,
-    1 whose half panels span rows; kernels taller than the image), partial last panels, channels past
-    the last block of 8, ReLU, bias or none; serial and parallel; against a float64 reference, and
-    conv2d_into takes it for these shapes."""
+    1 whose half panels span rows; kernels taller than the image), partial last panels, blocks of 16
+    output channels (from 64 taps), then of 8, then channels past the last block, ReLU, bias or none;
+    serial and parallel; against a float64 reference, and conv2d_into takes it for these shapes."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import conv_panels
     if not simd.HAVE_AVX512:

@@ -435,7 +435,7 @@ def _mrow_py(w2, r, b, b0, b1, hoff, koff, mk, m0, m1, K):
 _IL = dict(fastmath=True, inline="always")
 _opnd1 = variant(_opnd1_py, "_opnd1", None, **_IL)
 _opnd2 = variant(_opnd2_py, "_opnd2", None, **_IL)
-OPND, STRIDE2 = _opnd1, False         # the stride-1 bindings (each variant below binds its own)
+OPND, STRIDE2, USE16 = _opnd1, False, False     # the stride-1 bindings (each variant below binds its own)
 _mtile1 = variant(_mtile_py, "_mtile1", {"OPND": _opnd1}, **_IL)
 _mrow1 = variant(_mrow_py, "_mrow1", {"OPND": _opnd1}, **_IL)
 _mtile2 = variant(_mtile_py, "_mtile2", {"OPND": _opnd2}, **_IL)
@@ -463,7 +463,7 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, chunk, r, 
     NP = (P + 31) // 32
     NCH = (NP + chunk - 1) // chunk
     OB = O // 8
-    OB16 = O // 16 if STRIDE2 else 0        # (see the tile below)
+    OB16 = O // 16 if USE16 else 0        # (see the tile below)
     hoff = (2 * W if flag else 16) if STRIDE2 else 0
     of = out.reshape(-1)
     rf = r.reshape(-1)
@@ -492,10 +492,11 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, chunk, r, 
                 # 16 channels x 16 pixels a tile, each half panel in turn: one operand (two masked
                 # loads and a shuffle at stride 2) and 16 FMAs a step, each weight's broadcast folded
                 # into its FMA (the 8 x 32 tile below broadcasts each separately, on the FP pipes the
-                # shuffles need too).  Stride 2, in-process against the 8 x 32 tile (two runs):
-                # ResNet-8's 16 -> 32 and 32 -> 64 at batch 1 -2% to -8%; at batch 32 -9% to -19%
-                # (still level with the panel kernel there: +7% / -4%, so batches from 4 keep that).
-                # At stride 1 it measured -6% to +4% (noise-level): stride 1 keeps the 8 x 32 tile
+                # FMAs and shuffles need).  In-process against the 8 x 32 tile: stride 2 (ResNet-8's
+                # 16 -> 32 and 32 -> 64) batch 1 -2% to -8%, batch 32 -9% to -19%; stride 1, the input
+                # read in place (three runs), batch 32 16 -> 16 -2.5% to -8.8%, 32 -> 32 -4% to
+                # -7.5%, 64 -> 64 -2.5% to -3%, batch 1 -9% to +2%; but the 3 -> 16 stem (K = 27)
+                # +16% to +35%: its epilogue, twice as many stores a step, weighs on a short K
                 o0 = ob * 16
                 o = (n * O + o0) * P + p0 if full else 0
                 for hf in range(2 if nv > 16 else 1):
@@ -546,10 +547,15 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, chunk, r, 
             _add_relu_rows(of, rf, n * O * P, O, P, pc, min(P, pc + chunk * 32))
 
 
-_conv_rows = chunked(_conv_rows_py, "", {"STRIDE2": False, "TILE": _mtile1, "TILE16": _mtile16_1, "ROW": _mrow1},
-                     fastmath=True)
-_conv_rows2 = chunked(_conv_rows_py, "_s2", {"STRIDE2": True, "TILE": _mtile2, "TILE16": _mtile16_2, "ROW": _mrow2},
-                      fastmath=True)
+# taps (C kh kw) from which stride-1 blocks of 16 output channels take the 16-channel tile (a variant
+# of its own: compiled in beside the 8 x 32 path, the unused tile slowed the stem's 8 x 32 path 37%)
+TILE16_K = 64
+_conv_rows = chunked(_conv_rows_py, "", {"STRIDE2": False, "USE16": False, "TILE": _mtile1, "TILE16": _mtile16_1,
+                                         "ROW": _mrow1}, fastmath=True)
+_conv_rows16 = chunked(_conv_rows_py, "_t16", {"STRIDE2": False, "USE16": True, "TILE": _mtile1,
+                                               "TILE16": _mtile16_1, "ROW": _mrow1}, fastmath=True)
+_conv_rows2 = chunked(_conv_rows_py, "_s2", {"STRIDE2": True, "USE16": True, "TILE": _mtile2, "TILE16": _mtile16_2,
+                                             "ROW": _mrow2}, fastmath=True)
 # the batch from which a panel convolution's task pads its own image (and conv.py leaves stride 2 to the
 # panels rather than the row kernel)
 FUSED_IMAGES = 4
@@ -626,7 +632,7 @@ def rows_plan(xshape, wshape, oshape, padding, stride2=False, par=None):
     OW = oshape[3]
     koff, mk, cls = direct_taps(c, kh, kw, h, wd, ph, pw, oshape[2], OW, stride2)
     geo = _geo_array((h, wd, c, int(stride2 and OW == 8)))
-    kern = _conv_rows2 if stride2 else _conv_rows
+    kern = _conv_rows2 if stride2 else (_conv_rows16 if c * kh * kw >= TILE16_K and o >= 16 else _conv_rows)
     P = oshape[2] * OW
     np_ = -(-P // 32)
     chunk = max(1, min(CHUNK, n * np_ // 4))
