@@ -379,25 +379,18 @@ def _mtile16_py(a, ab0, ab1, b, bh, hoff, koff, mk, mh, K):
     c15 = wfzero()
     for k in range(K):
         v = OPND(b, bh + koff[k], hoff, mk[mh + k])
-        q = ab0 + 8 * k
-        c0 = wfma(wfsplat(a[q]), v, c0)
-        c1 = wfma(wfsplat(a[q + 1]), v, c1)
-        c2 = wfma(wfsplat(a[q + 2]), v, c2)
-        c3 = wfma(wfsplat(a[q + 3]), v, c3)
-        c4 = wfma(wfsplat(a[q + 4]), v, c4)
-        c5 = wfma(wfsplat(a[q + 5]), v, c5)
-        c6 = wfma(wfsplat(a[q + 6]), v, c6)
-        c7 = wfma(wfsplat(a[q + 7]), v, c7)
-        q = ab1 + 8 * k
-        c8 = wfma(wfsplat(a[q]), v, c8)
-        c9 = wfma(wfsplat(a[q + 1]), v, c9)
-        c10 = wfma(wfsplat(a[q + 2]), v, c10)
-        c11 = wfma(wfsplat(a[q + 3]), v, c11)
-        c12 = wfma(wfsplat(a[q + 4]), v, c12)
-        c13 = wfma(wfsplat(a[q + 5]), v, c13)
-        c14 = wfma(wfsplat(a[q + 6]), v, c14)
-        c15 = wfma(wfsplat(a[q + 7]), v, c15)
+        c0, c1, c2, c3, c4, c5, c6, c7 = _fma8(a, ab0 + 8 * k, v, c0, c1, c2, c3, c4, c5, c6, c7)
+        c8, c9, c10, c11, c12, c13, c14, c15 = _fma8(a, ab1 + 8 * k, v, c8, c9, c10, c11, c12, c13, c14, c15)
     return c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _fma8(a, q, v, c0, c1, c2, c3, c4, c5, c6, c7):
+    # c_i + a[q + i] v for a block's 8 packed weights of one tap (each broadcast used once: LLVM folds
+    # it into the FMA's memory operand)
+    return (wfma(wfsplat(a[q]), v, c0), wfma(wfsplat(a[q + 1]), v, c1), wfma(wfsplat(a[q + 2]), v, c2),
+            wfma(wfsplat(a[q + 3]), v, c3), wfma(wfsplat(a[q + 4]), v, c4), wfma(wfsplat(a[q + 5]), v, c5),
+            wfma(wfsplat(a[q + 6]), v, c6), wfma(wfsplat(a[q + 7]), v, c7))
 
 
 @njit(cache=True, fastmath=True, inline="always")
