@@ -68,6 +68,24 @@ _store = variant(_store_py, "_store", simd.F8, fastmath=True, inline="always")
 _wstore = variant(_store_py, "_wstore", simd.F16, fastmath=True, inline="always")
 
 
+def _put8_py(dst, o, cs, b, o0, relu, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70,
+             c71):
+    # an 8-channel tile's 2 L-pixel rows (ci0, ci1: channel o0 + i) at dst[o + i cs:], plus b[o0 + i]
+    # (PUT: the 8- or 16-lane store, bound per variant)
+    PUT(dst, o, c00, c01, b[o0], relu)
+    PUT(dst, o + cs, c10, c11, b[o0 + 1], relu)
+    PUT(dst, o + 2 * cs, c20, c21, b[o0 + 2], relu)
+    PUT(dst, o + 3 * cs, c30, c31, b[o0 + 3], relu)
+    PUT(dst, o + 4 * cs, c40, c41, b[o0 + 4], relu)
+    PUT(dst, o + 5 * cs, c50, c51, b[o0 + 5], relu)
+    PUT(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu)
+    PUT(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu)
+
+
+_put8 = variant(_put8_py, "_put8", {"PUT": _store}, fastmath=True, inline="always")
+_wput8 = variant(_put8_py, "_wput8", {"PUT": _wstore}, fastmath=True, inline="always")
+
+
 @njit(cache=True, fastmath=True, inline="always")
 def _add_relu_rows(of, rf, o0, O, P, p_lo, p_hi):
     # of[c, p] = relu(of[c, p] + rf[c, p]) for O channels (planes of P from flat o0) and pixels p_lo ..
@@ -180,14 +198,8 @@ def _conv_panels_py(t_lo, t_hi, x, w2, wp, b, relu, koff, sh, geo, fused, direct
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
                     TILE(wp, o0, src, b0, b1, ko, K)
                 o = (n * O + o0) * P + p0 if full else 0
-                PUT(dst, o, c00, c01, b[o0], relu_now)
-                PUT(dst, o + cs, c10, c11, b[o0 + 1], relu_now)
-                PUT(dst, o + 2 * cs, c20, c21, b[o0 + 2], relu_now)
-                PUT(dst, o + 3 * cs, c30, c31, b[o0 + 3], relu_now)
-                PUT(dst, o + 4 * cs, c40, c41, b[o0 + 4], relu_now)
-                PUT(dst, o + 5 * cs, c50, c51, b[o0 + 5], relu_now)
-                PUT(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu_now)
-                PUT(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu_now)
+                PUT8(dst, o, cs, b, o0, relu_now, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60,
+                     c61, c70, c71)
                 if not full:
                     _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv, PW)
             for oc in range(OB * 8, O):        # channels past the last block of 8
@@ -201,7 +213,7 @@ def _conv_panels_py(t_lo, t_hi, x, w2, wp, b, relu, koff, sh, geo, fused, direct
             _add_relu_rows(of, rf, n * O * P, O, P, pc, min(P, pc + chunk * PW))
 
 
-TILE, ROW, PUT, PW, PAD_PLANE = itile8x16, irow16, _store, 16, pad_plane_f32    # the 8-lane variant's bindings
+TILE, ROW, PUT, PUT8, PW, PAD_PLANE = itile8x16, irow16, _store, _put8, 16, pad_plane_f32  # the 8-lane bindings
 
 
 # one compile each for serial and parallel runs (jit.chunked): the 16-lane parallel twin alone took
@@ -210,7 +222,7 @@ _conv_panels = chunked(_conv_panels_py, fastmath=True)
 # (its images padded by pad.py's split2_plane_f32: stride-2 phases in one 16-lane pass, ~2x the 8-lane
 # copy's speed)
 _conv_panels_wide = chunked(
-    _conv_panels_py, "_wide", {"TILE": itile8x32, "ROW": irow32, "PUT": _wstore, "PW": 32,
+    _conv_panels_py, "_wide", {"TILE": itile8x32, "ROW": irow32, "PUT": _wstore, "PUT8": _wput8, "PW": 32,
                                "PAD_PLANE": split2_plane_f32}, fastmath=True)
 PAR_MACS = 1 << 20
 
@@ -519,14 +531,8 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, chunk, r, 
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
                     TILE(wp, o0, src, b0, b1, hoff, koff, mf, m0, m1, K)
                 o = (n * O + o0) * P + p0 if full else 0
-                _wstore(dst, o, c00, c01, b[o0], relu_now)
-                _wstore(dst, o + cs, c10, c11, b[o0 + 1], relu_now)
-                _wstore(dst, o + 2 * cs, c20, c21, b[o0 + 2], relu_now)
-                _wstore(dst, o + 3 * cs, c30, c31, b[o0 + 3], relu_now)
-                _wstore(dst, o + 4 * cs, c40, c41, b[o0 + 4], relu_now)
-                _wstore(dst, o + 5 * cs, c50, c51, b[o0 + 5], relu_now)
-                _wstore(dst, o + 6 * cs, c60, c61, b[o0 + 6], relu_now)
-                _wstore(dst, o + 7 * cs, c70, c71, b[o0 + 7], relu_now)
+                _wput8(dst, o, cs, b, o0, relu_now, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60,
+                       c61, c70, c71)
                 if not full:
                     _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv, 32)
             for oc in range(OB * 8, O):

@@ -290,6 +290,30 @@ def test_fused_conv3x3_add_relu(n, c, h, w, o, s, pad, bias):
     assert np.isnan(c_out).all()
 
 
+@pytest.mark.skipif(not simd.HAVE_FMA, reason="the panel kernels need FMA")
+def test_fused_conv_add_relu_on_the_8_lane_panels(monkeypatch):
+    """Without AVX-512 a convolution + add_relu runs on the 8-lane panel kernel, the residual added
+    once each task's panels are stored (full and partial panels, channels past the last block of 8)."""
+    from edgetorch.runtime.kernels import conv as cv
+    monkeypatch.setattr(simd, "HAVE_AVX512", False)
+    monkeypatch.setattr(cv.conv_panels, "rows_applies", lambda *a: False)
+    monkeypatch.setattr(cv.conv_panels, "rows2_applies", lambda *a: False)
+    rng = np.random.default_rng(5)
+    for n, c, h, w, o, s in [(5, 6, 10, 12, 11, 1), (2, 8, 16, 16, 16, 2)]:
+        x = rng.normal(size=(n, c, h, w)).astype(np.float32)
+        wt, b = _ro(rng.normal(size=(o, c, 3, 3)).astype(np.float32)), _ro(rng.normal(size=o).astype(np.float32))
+        oh, ow = (h - 1) // s + 1, (w - 1) // s + 1
+        r = rng.normal(size=(n, o, oh, ow)).astype(np.float32)
+        c_out, out = np.full((n, o, oh, ow), np.nan, np.float32), np.full((n, o, oh, ow), np.nan, np.float32)
+        run = PREPARE_PAIR[("conv2d", "add_relu")](out, r, c_out, x, wt, b, stride=(s, s), padding=(1, 1))
+        assert run is not None
+        run(out, x, wt, b, r)
+        conv = REGISTRY["conv2d"].forward(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64),
+                                          stride=(s, s), padding=(1, 1))
+        np.testing.assert_allclose(out, np.maximum(conv + r, 0), rtol=1e-4, atol=1e-4)
+        assert np.isnan(c_out).all()
+
+
 def test_fused_shortcut_declines():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 16, 16, 16)).astype(np.float32)
