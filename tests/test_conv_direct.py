@@ -341,6 +341,31 @@ def test_row_convolution_reads_nothing_outside_its_input(n, c, o, h, w, k, s):
             np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_row_kernels_add_a_residual(stride):
+    """run_rows / run_rows2 with r: relu(conv + b + r), added once a task's panels are stored (full and
+    partial panels, serial and parallel); r without the ReLU, or of another shape, is refused."""
+    from edgetorch._native import simd
+    from edgetorch.runtime.kernels import conv_panels
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F (masked loads)")
+    rng = np.random.default_rng(stride)
+    x = rng.standard_normal((3, 8, 9, 16)).astype(np.float32)
+    wt = rng.standard_normal((24, 8, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    want = reference(x, wt, b, stride, (1, 1))
+    r = rng.standard_normal(want.shape).astype(np.float32)
+    run = conv_panels.run_rows2 if stride == 2 else conv_panels.run_rows
+    for par in (False, True):
+        out = np.full(want.shape, np.nan, np.float32)
+        run(out, x, wt, b, True, (1, 1), par, r=r)
+        np.testing.assert_allclose(out, np.maximum(want + r, 0), rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="residual"):
+        run(out, x, wt, b, False, (1, 1), r=r)
+    with pytest.raises(ValueError, match="residual"):
+        run(out, x, wt, b, True, (1, 1), r=r[:, :5])
+
+
 def _check_rows_kernel(run, x, wt, b, relu, p, want):
     """A row kernel (run_rows / run_rows2) against the reference, serial and parallel."""
     for par in (False, True):

@@ -186,8 +186,8 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation, res=
     """The panel path of conv2d_into (float32, groups 1) for these shapes: the checks, the plan, the
     packed weight and the task count once; a run pads (or subsamples) and calls the kernel.  Only
     for constant (read-only) weights and biases, whose packed copies the run keeps.  res: the run
-    takes a residual r last, out = relu(conv + b + r) (a residual block's add + ReLU fused into the
-    convolution's stores; activation must be "relu")."""
+    takes a residual r last, out = relu(conv + b + r) (a residual block's add + ReLU fused: in the 1x1
+    pass's stores, else a pass over each task's outputs; activation must be "relu")."""
     if activation not in (None, "relu") or not (x.dtype == w.dtype == out.dtype == np.float32 and x.ndim == w.ndim
                                                  == 4 and out.flags.c_contiguous and x.flags.c_contiguous
                                                  and w.flags.c_contiguous and simd.HAVE_FMA):
@@ -431,8 +431,8 @@ def k_adaptive_avg_pool2d(out, x, output_size=(1, 1)):
 @pair_preparer("conv2d", "add_relu")
 def p_conv2d_add_relu(out, r, c, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     """A float32 convolution whose output only a residual add + ReLU reads: one pass for constant
-    weights, the sum and ReLU in the convolution's stores (_prep_conv with res: a 1x1 projection
-    shortcut on conv_panels._pointwise_res, a 3x3 through the row-padded or panel kernels).  Declined
+    weights (_prep_conv with res: a 1x1 projection shortcut on conv_panels._pointwise_res, the sum in
+    its stores; a 3x3 through the row or panel kernels, the sum added to each task's outputs).  Declined
     where the sum's output shares memory with the convolution's input (the pass reads x while it
     writes out) or with r (the 3x3 kernels store a task's convolution first, then add r to it)."""
     if not (x.dtype == w.dtype == out.dtype == r.dtype == c.dtype == np.float32 and x.flags.c_contiguous

@@ -29,8 +29,9 @@ us, 3->16 409 -> 319, 32->32 at 16x16 1144 -> 1030, the stride-2 3x3 layers
 channels past the last block of 8 run one at a time.
 
 With AVX-512, stride-1 convolutions that keep the width (the 8x8 layer
-included, which gathered here) and small-batch stride-2 ones run the
-row kernels at the end of this file instead (conv.py chooses).
+included, which gathered here) and stride-2 ones with 8- or 16-multiple
+wide outputs run the row kernels at the end of this file instead (conv.py
+chooses).
 """
 import functools
 
@@ -241,9 +242,8 @@ def _geo_array(geo):
     return a
 
 
-def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par, r=None):
-    """out = conv2d(x, w) + b (ReLU fused when asked; with a residual r shaped as out, relu(conv + b +
-    r), relu then required).  x is the input zero-padded and split into
+def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par):
+    """out = conv2d(x, w) + b (ReLU fused when asked).  x is the input zero-padded and split into
     stride_w column phases, (N, C, S, Hp, Wh) (pad.py's _pad2 with phases=stride_w), or, fused, the
     raw input as (N, C, 1, H, W), padded a task (an image) at a time inside the kernel; geo = (S, Hp,
     Wh, H, W, ph, pw); koff from tap_offsets; direct when OW is a multiple of the half panel (L
@@ -261,7 +261,7 @@ def run(out, x, w, b, relu, koff, sh, geo, fused, direct, chunk, par, r=None):
     (kern.parallel if par else kern.serial)(
         tasks(out.shape[0], out.shape[2] * out.shape[3], pw_, chunk, fused), np.ascontiguousarray(x), w2,
         derived(w, "conv_pack", pack_weight), b.astype(np.float32, copy=False), relu, koff, sh, _geo_array(geo),
-        fused, direct, chunk, *_residual(out, r, relu))
+        fused, direct, chunk, out, False, out)
 
 
 def pack_weight(w):
@@ -300,13 +300,13 @@ def tap_offsets(C, kh, kw, S, Hp, Wh):
 # (a copy per call, or per image in its task from 4 images): ResNet-8's 3x3 layers at batch 1 -9%
 # to -17%, at batch 32 -1% to -3% (in-process).
 #
-# Stride 2 (below 4 images: conv.py's _rows2) on a row-padded input (ph zero rows above and below
-# each plane, (C, H + 2 ph, W); padded per image in its task from 4 images): the 16 pixels of a half
-# panel at a tap are the even places of 32 consecutive input values (outputs at least 16 wide), or of
+# Stride 2 (conv.py's _rows2, kernels larger than 1x1), also in place: the 16 pixels of a half panel
+# at a tap are the even places of 32 consecutive input values (outputs a multiple of 16 wide), or of
 # 16 values in each of two input rows (outputs 8 wide: a half panel is two output rows).  Two masked
-# 16-value loads and one shuffle (simd.wfevens) a half and step; masks: the even places whose column
-# lies in [0, W) (odd places are never read).  At batch 32 the shuffles cost the tile what the
-# phase-split copy of the panels above costs, so larger batches keep that.
+# 16-value loads and one shuffle (simd.wfevens) a half and step; masks: the even places whose row and
+# column lie inside the image (odd places are never read).  Session 11: in place it beats the
+# phase-split panels at every batch (it used to read a row-padded copy, and lost to them from 4
+# images).
 
 def _opnd1_py(b, i, hoff, m):
     return wfload_mask(b, i, m)           # stride 1: 16 consecutive values under the mask m
