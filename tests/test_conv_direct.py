@@ -341,6 +341,24 @@ def test_row_convolution_reads_nothing_outside_its_input(n, c, o, h, w, k, s):
             np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(c * k * k))
 
 
+def test_row_masks_stay_small_for_large_layers():
+    """direct_taps works its masks out per kernel place (ky, kx) and repeats them per channel: a
+    512-channel 3x3 layer at 224x224 plans in a few MB (worked out per tap, its int64 temporaries
+    would take several GB), with a handful of mask classes, every channel's taps carrying the same
+    masks."""
+    import tracemalloc
+    from edgetorch.runtime.kernels import conv_panels
+    tracemalloc.start()
+    try:
+        koff, mk, cls = conv_panels.direct_taps.__wrapped__(512, 3, 3, 224, 224, 1, 1, 224, 224)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak
+    assert mk.shape[1] == koff.size == 512 * 9 and len(mk) <= 16 and cls.size == 2 * (224 * 224 // 32)
+    np.testing.assert_array_equal(mk[:, :9], mk[:, -9:])
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_row_kernels_add_a_residual(stride):
     """run_rows / run_rows2 with r: relu(conv + b + r), added once a task's panels are stored (full and

@@ -592,10 +592,12 @@ def direct_taps(C, kh, kw, H, W, ph, pw, OH, OW, stride2=False):
     place, output OH x OW: each half panel's class (cls) picks its row of lane masks, a lane set
     where the tap's input row and column lie inside the image and the output pixel exists (stride 2:
     even lanes only, the second load's in the high 16 bits); half panels with the same masks share a
-    class (the interior's, one per 16-column place in a row, and a few at the edges).  Read-only."""
+    class (the interior's, one per 16-column place in a row, and a few at the edges).  A tap's mask
+    depends on its (ky, kx) only, so the masks are worked out for the kh kw places and repeated for
+    each channel (temporaries of half panels x lanes x kh kw, not x C kh kw).  Read-only."""
     c, i, j = np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw), indexing="ij")
     koff = (c * H * W + (i - ph) * W + j - pw).reshape(-1).astype(np.int64)
-    ky, kx = i.reshape(-1)[None, None, :], j.reshape(-1)[None, None, :]
+    ky, kx = (a.reshape(-1)[None, None, :] for a in np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij"))
     P = OH * OW
     nhp = 2 * -(-P // 32)
     hp = np.arange(nhp)[:, None, None]
@@ -613,9 +615,9 @@ def direct_taps(C, kh, kw, H, W, ph, pw, OH, OW, stride2=False):
         p = y * OW + x0 + lane // 2
         row, col = 2 * y + ky - ph, 2 * x0 + lane + kx - pw
     ok = (p < P) & (row >= 0) & (row < H) & (col >= 0) & (col < W) & ((lane % 2 == 0) | (not stride2))
-    rows = (ok * (1 << lane)).sum(axis=1)                                            # (half panel, K)
+    rows = (ok * (1 << lane)).sum(axis=1)                                      # (half panel, kh kw)
     mk, cls = np.unique(rows, axis=0, return_inverse=True)
-    mk = np.ascontiguousarray(mk, np.int64)
+    mk = np.ascontiguousarray(np.tile(mk, (1, C)), np.int64)                  # tap k = (c kh + ky) kw + kx
     cls = np.ascontiguousarray(cls.reshape(-1), np.int64)
     for a in (koff, mk, cls):
         a.flags.writeable = False
