@@ -271,7 +271,7 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
                                               (4, 64, 16, 16, 16, 1), (1, 3, 24, 12, 4, 1), (40, 16, 16, 16, 16, 2)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_pointwise_convolution_direct_pass(n, c, o, h, w, stride, relu):
-    """1x1 convolutions on conv_panels._pointwise_res's direct pass (no residual): stride 1, and 2 with
+    """1x1 convolutions on pointwise._pointwise_res's direct pass (no residual): stride 1, and 2 with
     16-multiple or 8-wide outputs; bias or none, ReLU fused, serial and parallel (40 images)."""
     from edgetorch._native import simd
     if not simd.HAVE_AVX512:

@@ -12,7 +12,7 @@ from numpy.lib.stride_tricks import as_strided
 from edgetorch._native import conv as direct
 from edgetorch._native import simd
 
-from . import conv_panels
+from . import conv_panels, pointwise
 from .pad import _pad2, _subsample  # noqa: F401  (_pad2: the tests take it here)
 
 from ._jit import chunked, twins
@@ -107,11 +107,11 @@ def _rows2(xshape, wshape, oshape, stride, padding, dilation, groups):
 
 
 def _pointwise_direct(x, w, out, stride, padding, dilation, groups):
-    """Whether this float32 1x1 convolution runs conv_panels._pointwise_res's direct pass (stride 1, or 2
+    """Whether this float32 1x1 convolution runs pointwise._pointwise_res's direct pass (stride 1, or 2
     with 16-multiple or 8-wide outputs): 8 output channels x 16 pixels a step, no copy of the input.
     ResNet-8's b32 shortcuts 106 -> 96 and 82 -> 60 us; a 64 -> 64 stride-1 1x1 at 16x16, batch 8,
     446 -> 86 us (it had no panel path)."""
-    return x.flags.c_contiguous and w.flags.c_contiguous and conv_panels.pointwise_res_applies(
+    return x.flags.c_contiguous and w.flags.c_contiguous and pointwise.pointwise_res_applies(
         x.shape, w.shape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
@@ -123,7 +123,7 @@ def conv2d_into(out, x, w, b, stride, padding, dilation, groups, relu=False):
     plan = None
     if x.dtype == w.dtype == out.dtype == np.float32 and out.flags.c_contiguous and (b is None or b.shape == (o,)):
         if _pointwise_direct(x, w, out, stride, padding, dilation, groups):
-            conv_panels.pointwise_pass(x.shape, w, b, out.shape, res=False, relu=relu)(x, out, out)
+            pointwise.pointwise_pass(x.shape, w, b, out.shape, res=False, relu=relu)(x, out, out)
             return relu
         if conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
             conv_panels.run_rows(out, x, w, b, relu, tuple(padding))
@@ -203,7 +203,7 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation, res=
     if res and not relu:
         return None
     if _pointwise_direct(x, w, out, stride, padding, dilation, groups):
-        go = conv_panels.pointwise_pass(x.shape, w, b, out.shape, res=res, relu=relu)
+        go = pointwise.pointwise_pass(x.shape, w, b, out.shape, res=res, relu=relu)
         call = lambda out, x, r: go(x, r, out)      # noqa: E731
     elif conv_panels.rows_applies(x.shape, w.shape, out.shape, stride, padding, dilation, groups):
         call = _prep_rows(out, x, w, b, tuple(padding), relu, res)
@@ -431,7 +431,7 @@ def k_adaptive_avg_pool2d(out, x, output_size=(1, 1)):
 @pair_preparer("conv2d", "add_relu")
 def p_conv2d_add_relu(out, r, c, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     """A float32 convolution whose output only a residual add + ReLU reads: one pass for constant
-    weights (_prep_conv with res: a 1x1 projection shortcut on conv_panels._pointwise_res, the sum in
+    weights (_prep_conv with res: a 1x1 projection shortcut on pointwise._pointwise_res, the sum in
     its stores; a 3x3 through the row or panel kernels, the sum added to each task's outputs).  Declined
     where the sum's output shares memory with the convolution's input (the pass reads x while it
     writes out) or with r (the 3x3 kernels store a task's convolution first, then add r to it)."""
