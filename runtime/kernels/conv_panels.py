@@ -478,7 +478,7 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, chunk, r, 
     tmp = np.empty(16 * 32, np.float32)
     for t in range(t_lo, t_hi):
         n = t // NCH
-        src, base = x, n * IS
+        base = n * IS
         for pi in range((t % NCH) * chunk, min(NP, (t % NCH) * chunk + chunk)):
             p0 = pi * 32
             nv = min(32, P - p0)
@@ -507,7 +507,7 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, chunk, r, 
                 o = (n * O + o0) * P + p0 if full else 0
                 for hf in range(2 if nv > 16 else 1):
                     c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15 = TILE16(
-                        wp, o0 * K, (o0 + 8) * K, src, b1 if hf else b0, hoff, koff, mf, m1 if hf else m0, K)
+                        wp, o0 * K, (o0 + 8) * K, x, b1 if hf else b0, hoff, koff, mf, m1 if hf else m0, K)
                     oh = o + 16 * hf
                     _wput(dst, oh, c0, b[o0], relu_now)
                     _wput(dst, oh + cs, c1, b[o0 + 1], relu_now)
@@ -530,14 +530,14 @@ def _conv_rows_py(t_lo, t_hi, x, w2, wp, b, relu, koff, mk, cls, geo, chunk, r, 
             for ob in range(2 * OB16, OB):
                 o0 = ob * 8
                 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71 = \
-                    TILE(wp, o0, src, b0, b1, hoff, koff, mf, m0, m1, K)
+                    TILE(wp, o0, x, b0, b1, hoff, koff, mf, m0, m1, K)
                 o = (n * O + o0) * P + p0 if full else 0
                 _wput8(dst, o, cs, b, o0, relu_now, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60,
                        c61, c70, c71)
                 if not full:
                     _copy_rows(of, tmp, (n * O + o0) * P + p0, P, 8, nv, 32)
             for oc in range(OB * 8, O):
-                lo, hi = ROW(w2, oc, src, b0, b1, hoff, koff, mf, m0, m1, K)
+                lo, hi = ROW(w2, oc, x, b0, b1, hoff, koff, mf, m0, m1, K)
                 o = (n * O + oc) * P + p0 if full else 0
                 _wstore(dst, o, lo, hi, b[oc], relu_now)
                 if not full:
