@@ -245,6 +245,7 @@ def test_panel_convolution_matches_the_reference(n, c, o, h, w, k, stride, paddi
     monkeypatch.setattr(conv_panels, "rows_applies", lambda *a: False)    # their own tests below
     monkeypatch.setattr(conv_panels, "rows2_applies", lambda *a: False)
     monkeypatch.setattr(cv, "_pointwise_direct", lambda *a: False)
+    monkeypatch.setattr(cv, "_winograd", lambda *a: False)
     calls = []
     real = conv_panels.run
     rng = np.random.default_rng(n * c * o + h)

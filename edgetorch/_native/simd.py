@@ -160,6 +160,7 @@ def _llvm_call(name, lty, n):
 
 vfmax = _binary(f32x8, _llvm_call("llvm.maxnum", _VF, 2))
 wfadd = _binary(f32x16, lambda b, x, y: b.fadd(x, y))
+wfsub = _binary(f32x16, lambda b, x, y: b.fsub(x, y))
 wfmul = _binary(f32x16, lambda b, x, y: b.fmul(x, y))
 wand = _binary(i32x16, lambda b, x, y: b.and_(x, y))
 wadd = _binary(i32x16, lambda b, x, y: b.add(x, y))
@@ -253,6 +254,70 @@ def wfload_mask(typingctx, a, i, m):
     return f32x16(a, i, m), codegen
 
 
+def _masked_intrinsic(name, n):
+    fnty_load = ir.FunctionType(ir.VectorType(ir.FloatType(), n), [ir.VectorType(ir.FloatType(), n).as_pointer(),
+                                                                    _I32, ir.VectorType(ir.IntType(1), n),
+                                                                    ir.VectorType(ir.FloatType(), n)])
+    fnty_store = ir.FunctionType(ir.VoidType(), [ir.VectorType(ir.FloatType(), n),
+                                                 ir.VectorType(ir.FloatType(), n).as_pointer(), _I32,
+                                                 ir.VectorType(ir.IntType(1), n)])
+    return fnty_load if name == "load" else fnty_store
+
+
+def _mask_bits(b, m, lo, n):
+    # bits lo .. lo + n - 1 of the integer m as an <n x i1> lane mask
+    return b.bitcast(b.trunc(b.lshr(m, ir.Constant(m.type, lo)) if lo else m, ir.IntType(n)),
+                     ir.VectorType(ir.IntType(1), n))
+
+
+@intrinsic
+def wfload2_mask(typingctx, a, i, j, m):
+    """Lanes 0-7 from the 8 float32 at flat element i of a, lanes 8-15 from those at j, where bit l
+    of m is set (0.0 elsewhere; masked-off lanes are not read): two rows' pieces as one vector."""
+    if not (_array_of(a, types.float32) and isinstance(i, types.Integer) and isinstance(j, types.Integer)
+            and isinstance(m, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, _masked_intrinsic("load", 8), "llvm.masked.load.v8f32.p0")
+        halves = [b.call(fn, [_ptr(ctx, b, sig.args[0], args[0], args[k], _VF), ir.Constant(_I32, 4),
+                              _mask_bits(b, args[3], 8 * (k - 1), 8), ir.Constant(_VF, None)]) for k in (1, 2)]
+        return b.shuffle_vector(halves[0], halves[1], ir.Constant(_VI16, list(range(16))))
+    return f32x16(a, i, j, m), codegen
+
+
+@intrinsic
+def wfstore_mask(typingctx, a, i, v, m):
+    """Store the lanes of v whose bit in m is set at flat element i of a (others not written)."""
+    if not (_array_of(a, types.float32) and isinstance(i, types.Integer) and v is f32x16
+            and isinstance(m, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, _masked_intrinsic("store", 16), "llvm.masked.store.v16f32.p0")
+        b.call(fn, [args[2], _ptr(ctx, b, sig.args[0], args[0], args[1], _VF16), ir.Constant(_I32, 4),
+                    _mask_bits(b, args[3], 0, 16)])
+        return ctx.get_dummy_value()
+    return types.none(a, i, v, m), codegen
+
+
+@intrinsic
+def wfstore2_mask(typingctx, a, i, j, v, m):
+    """wfstore_mask in two pieces: lanes 0-7 at flat element i, lanes 8-15 at j."""
+    if not (_array_of(a, types.float32) and isinstance(i, types.Integer) and isinstance(j, types.Integer)
+            and v is f32x16 and isinstance(m, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(b.module, _masked_intrinsic("store", 8), "llvm.masked.store.v8f32.p0")
+        for k in (0, 1):
+            half = b.shuffle_vector(args[3], args[3], ir.Constant(_VI, list(range(8 * k, 8 * k + 8))))
+            b.call(fn, [half, _ptr(ctx, b, sig.args[0], args[0], args[1 + k], _VF), ir.Constant(_I32, 4),
+                        _mask_bits(b, args[4], 8 * k, 8)])
+        return ctx.get_dummy_value()
+    return types.none(a, i, j, v, m), codegen
+
+
 def _halves(odd):
     @intrinsic
     def pick(typingctx, u, v):
@@ -269,6 +334,25 @@ def _halves(odd):
 # the even (odd) lanes of u then those of v, 16 lanes (one vpermt2ps): 16 pixels of a stride-2 row
 # from two 16-value loads, or a row split into its column phases
 wfevens, wfodds = _halves(False), _halves(True)
+
+
+def _zipper(high):
+    @intrinsic
+    def zip_(typingctx, u, v):
+        if not (u is f32x16 and v is f32x16):
+            return None
+        lo = 8 if high else 0
+
+        def codegen(ctx, b, sig, args):
+            return b.shuffle_vector(args[0], args[1], ir.Constant(
+                ir.VectorType(_I32, 16), [k for i in range(lo, lo + 8) for k in (i, 16 + i)]))
+        return f32x16(u, v), codegen
+    return zip_
+
+
+# lanes 0-7 (wfzip_lo) or 8-15 (wfzip_hi) of u and v interleaved, u0 v0 u1 v1 ...: the inverse of
+# wfevens / wfodds, two column phases of a row put back together (winograd.py's output tiles)
+wfzip_lo, wfzip_hi = _zipper(False), _zipper(True)
 
 
 @intrinsic
