@@ -144,6 +144,66 @@ def test_sixteen_float_lanes():
 
 
 @njit
+def _shuffles(a, b, out):
+    u, v = simd.wfload(a, 0), simd.wfload(b, 0)
+    simd.wfstore(out, 0, simd.wfevens(u, v))
+    simd.wfstore(out, 16, simd.wfodds(u, v))
+    simd.wfstore(out, 32, simd.wfzip_lo(u, v))
+    simd.wfstore(out, 48, simd.wfzip_hi(u, v))
+    simd.wfstore(out, 64, simd.wfsub(u, v))
+
+
+@njit
+def _masked(a, i, j, m, out, k, l):
+    v = simd.wfload2_mask(a, i, j, m)
+    simd.wfstore(out, 0, v)
+    simd.wfstore_mask(out, 16 + k, v, m)
+    simd.wfstore2_mask(out, 48 + k, 48 + l, v, m)
+
+
+@pytest.mark.skipif(not simd.HAVE_AVX512, reason="16-lane shuffles and masks need AVX-512F")
+def test_sixteen_lane_shuffles_and_masked_pieces():
+    """wfevens / wfodds and their inverse wfzip_lo / wfzip_hi (winograd.py's column phases), wfsub,
+    and the masked two-piece load and stores: masked-off lanes read as 0.0 and are left unwritten."""
+    a = np.arange(16, dtype=np.float32)
+    b = np.arange(100, 116, dtype=np.float32)
+    out = np.zeros(80, np.float32)
+    _shuffles(a, b, out)
+    both = np.concatenate([a, b])
+    np.testing.assert_array_equal(out[:16], both[0::2])
+    np.testing.assert_array_equal(out[16:32], both[1::2])
+    np.testing.assert_array_equal(out[32:48], np.stack([a[:8], b[:8]], 1).ravel())
+    np.testing.assert_array_equal(out[48:64], np.stack([a[8:], b[8:]], 1).ravel())
+    np.testing.assert_array_equal(out[64:], a - b)
+    np.testing.assert_array_equal(_zip_inverts(a, b), both)
+    src = np.arange(64, dtype=np.float32) + 1
+    m = 0b1011_0000_1111_0001
+    out = np.full(96, -1, np.float32)
+    _masked(src, 3, 40, m, out, 2, 30)
+    lanes = np.array([(m >> k) & 1 for k in range(16)], bool)
+    want = np.where(lanes, np.concatenate([src[3:11], src[40:48]]), 0)
+    np.testing.assert_array_equal(out[:16], want)
+    got = out[18:34]
+    np.testing.assert_array_equal(got[lanes], want[lanes])
+    assert (got[~lanes] == -1).all() and (out[16:18] == -1).all() and (out[34:48] == -1).all()
+    np.testing.assert_array_equal(out[50:58][lanes[:8]], want[:8][lanes[:8]])
+    np.testing.assert_array_equal(out[78:86][lanes[8:]], want[8:][lanes[8:]])
+    assert (out[50:58][~lanes[:8]] == -1).all() and (out[78:86][~lanes[8:]] == -1).all()
+    assert (out[58:78] == -1).all() and (out[86:] == -1).all()
+
+
+@njit
+def _zip_inverts(a, b):
+    # wfzip_lo / wfzip_hi put back what wfevens / wfodds took apart
+    u, v = simd.wfload(a, 0), simd.wfload(b, 0)
+    e, o = simd.wfevens(u, v), simd.wfodds(u, v)
+    out = np.empty(32, np.float32)
+    simd.wfstore(out, 0, simd.wfzip_lo(e, o))
+    simd.wfstore(out, 16, simd.wfzip_hi(e, o))
+    return out
+
+
+@njit
 def _prefetch_sum(a, ahead):
     s = 0
     for i in range(a.shape[0]):
