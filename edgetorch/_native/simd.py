@@ -355,6 +355,30 @@ def _zipper(high):
 wfzip_lo, wfzip_hi = _zipper(False), _zipper(True)
 
 
+_SHUFFLES = {}
+
+
+def wfshuffle(idx):
+    """An intrinsic f(u, v) -> the 16 lanes idx[l] of u's lanes then v's (0-15 from u, 16-31 from v):
+    one fixed two-source permutation (LLVM picks vpermt2ps, vshuff32x4, ...), made once per pattern.
+    winograd.py's 4 x 4 block transposes of column phases."""
+    idx = tuple(int(i) for i in idx)
+    if len(idx) != 16 or not all(0 <= i < 32 for i in idx):
+        raise ValueError(f"wfshuffle: 16 lane indices in 0..31, got {idx}")
+    fn = _SHUFFLES.get(idx)
+    if fn is None:
+        @intrinsic
+        def shuffle(typingctx, u, v):
+            if not (u is f32x16 and v is f32x16):
+                return None
+
+            def codegen(ctx, b, sig, args):
+                return b.shuffle_vector(args[0], args[1], ir.Constant(ir.VectorType(_I32, 16), list(idx)))
+            return f32x16(u, v), codegen
+        fn = _SHUFFLES[idx] = shuffle
+    return fn
+
+
 @intrinsic
 def vprefetch(typingctx, a, i):
     """Hint the cache line holding flat element i of the C-contiguous array a into L1 (no fault

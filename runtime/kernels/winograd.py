@@ -1,8 +1,8 @@
-"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) (AVX-512, float32, NCHW).
+"""3x3 stride-1 convolutions by Winograd's minimal filtering (AVX-512, float32, NCHW).
 
-A 2x2 block of output pixels (a tile) comes from a 4x4 block of input; with
-Lavin & Gray's matrices ("Fast Algorithms for Convolutional Neural Networks",
-2015, section 4.1)
+F(2x2, 3x3): a 2x2 block of output pixels (a tile) comes from a 4x4 block of
+input; with Lavin & Gray's matrices ("Fast Algorithms for Convolutional
+Neural Networks", 2015, section 4.1)
 
     B^T = [1  0 -1  0]     G = [ 1    0    0 ]     A^T = [1  1  1  0]
           [0  1  1  0]         [1/2  1/2  1/2]           [0  1 -1 -1]
@@ -14,22 +14,30 @@ multiply-adds a pixel of a direct convolution become 16 C O for 4 pixels
 (2.25x fewer), as 16 independent GEMMs (one per place p of the 4x4
 transformed tile) between the transformed weight U[p] (O x C, packed at
 prepare time by pack_weight) and the transformed input V[p] (C x tiles).
-The input and output transforms only add and subtract.
+The input and output transforms only add and subtract.  F(4x4, 3x3) (the
+same paper, section 4.2; 6x6 transforms, 36 GEMMs, 4x fewer multiply-adds)
+runs where the height is a multiple of 4 and the width of 16: see its
+section below.
 
-Layout: tiles are numbered over an image's (H/2) x (W/2) grid, row-major,
-and 16 of them fill a vector lane by lane.  With W a multiple of 16 the
-tiles of each 8-lane half lie in one tile row, so a half's input row is one
-16-value load per window (lane masks zero the padding and the rows above
-and below the image; masked lanes are not read) and its column phases are
-wfevens / wfodds of them; the two output column phases are put back with
-wfzip_lo / wfzip_hi and stored straight into NCHW.  A task is a group of 32
-tiles of one image: their V (16 x C x 32) is made once and every block of 8
-output channels multiplies it in 16 accumulators (8 channels x 2 vectors of
-tiles), then transforms its 16 x 8 x 32 products back while they are in L1.
+Layout: tiles are numbered over the batch (image, tile row, tile), and 16 of
+them fill a vector lane by lane, as 4 pieces of 4 tiles that each lie in one
+tile row.  With W a multiple of 16 two pieces of a row are adjacent, so a
+half vector's input row is one 16-value load per window (lane masks zero the
+padding and the rows above and below the image; masked lanes are not read)
+and its column phases are wfevens / wfodds of them; otherwise each piece is
+an 8-value load (wfload2_mask).  The two output column phases are put back
+with wfzip_lo / wfzip_hi and stored straight into NCHW (masked past the
+batch's last tile).  A task is a group of tiles (and, for small batches, a
+range of output-channel blocks): their V (16 x C x group) is made once and
+every block of 8 output channels multiplies it in 8 or 16 accumulators
+(8 channels x 1 or 2 vectors of tiles), then transforms its products back
+while they are in L1.  Bias, ReLU and a residual block's add are applied in
+the output transform's stores.
 
-Numerics: the transforms only add, subtract and halve, so the error stays
-that of a float32 sum (tests hold it to the direct kernels within 1e-5
-relative).  Only used where it measured faster than the row kernels (conv.py).
+Numerics: F(2x2) only adds, subtracts and halves; F(4x4) scales by up to 8
+and 1/24, a few float32 ulps more (tests hold both to a float64 direct
+convolution).  In-process against the row kernels on ResNet-8's layers, see
+conv._winograd.
 """
 import functools
 
@@ -37,8 +45,9 @@ import numpy as np
 
 from edgetorch._native import simd
 from edgetorch._native.jit import variant
-from edgetorch._native.simd import (wfadd, wfevens, wfload, wfload2_mask, wfload_mask, wfma, wfmax, wfodds, wfsplat,
-                                    wfstore, wfstore2_mask, wfstore_mask, wfsub, wfzero, wfzip_hi, wfzip_lo)
+from edgetorch._native.simd import (wfadd, wfevens, wfload, wfload2_mask, wfload_mask, wfma, wfmax, wfodds,
+                                    wfshuffle, wfsplat, wfstore, wfstore2_mask, wfstore_mask, wfsub, wfzero, wfzip_hi,
+                                    wfzip_lo)
 from numba import config, njit
 
 from ._jit import chunked
@@ -163,11 +172,12 @@ def _gemm8x32(u, ui, vb, vi, C):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _gemm8x16(u, ui, vb, vi, C):
-    # _gemm8x32 for a group's lone vector of 16 tiles (8 FMAs a step still outrun its 9 loads)
+def _gemm8x16(u, ui, vb, vi, C, vs):
+    # _gemm8x32 for a group's lone vector of 16 tiles (8 FMAs a step still outrun its 9 loads);
+    # vb's rows vs apart
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = wfzero()
     for c in range(C):
-        v0 = wfload(vb, vi + 32 * c)
+        v0 = wfload(vb, vi + vs * c)
         k = ui + 8 * c
         a0 = wfma(wfsplat(u[k]), v0, a0)
         a1 = wfma(wfsplat(u[k + 1]), v0, a1)
@@ -212,8 +222,8 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
     of = out.reshape(-1)
     rf = r.reshape(-1)
     uf = u.reshape(-1)
-    vb = np.empty(16 * C * GROUP, np.float32)
-    mb = np.empty(16 * 8 * GROUP, np.float32)
+    vb = np.empty(16 * C * GROUP2, np.float32)
+    mb = np.empty(16 * 8 * GROUP2, np.float32)
     # per vector of 16 tiles: its quarters' flat offsets of (image, channel 0, row 2r - 1, column
     # 2t - 2) and output offsets of (image, channel 0, 2r, 2t); the mask bits of its rows 2r - 1 + i inside the image (i = 0..3) and
     # its windows' columns (w = 0..2), pieces 0-1 (u) and 2-3 (v); its quarters that hold tiles
@@ -224,9 +234,9 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
     qm = np.zeros((2, 2), np.int64)
     zero = wfzero()
     for t in range(t_lo, t_hi):
-        q0 = t // S * GROUP
+        q0 = t // S * GROUP2
         sr = t % S
-        nv = 2 if q0 + 16 < NQ else 1
+        nv = 2 if q0 + 16 < NQ and GROUP2 == 32 else 1
         for v in range(nv):
             for h in range(2):
                 qm[v, h] = 0
@@ -267,37 +277,37 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                 base += W
                 e30, e31, e32, e33 = HROW(xf, base + p0, base + p1, base + p2, base + p3, r3u, r3v,
                                           c0u, c1u, c2u, c0v, c1v, c2v)
-                i0 = c * GROUP + 16 * v
-                step = 4 * C * GROUP
+                i0 = c * GROUP2 + 16 * v
+                step = 4 * C * GROUP2
                 _col4(vb, i0, step, e00, e10, e20, e30)
-                _col4(vb, i0 + C * GROUP, step, e01, e11, e21, e31)
-                _col4(vb, i0 + 2 * C * GROUP, step, e02, e12, e22, e32)
-                _col4(vb, i0 + 3 * C * GROUP, step, e03, e13, e23, e33)
+                _col4(vb, i0 + C * GROUP2, step, e01, e11, e21, e31)
+                _col4(vb, i0 + 2 * C * GROUP2, step, e02, e12, e22, e32)
+                _col4(vb, i0 + 3 * C * GROUP2, step, e03, e13, e23, e33)
         # per block of 8 output channels: the 16 GEMMs, then the output transform
         for ob in range(sr * OB // S, (sr + 1) * OB // S):
             for p in range(16 if nv == 2 else 0):
                 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = \
-                    _gemm8x32(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP, C)
-                i0 = p * 8 * GROUP
+                    _gemm8x32(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP2, C)
+                i0 = p * 8 * GROUP2
                 _put2(mb, i0, a00, a01)
-                _put2(mb, i0 + GROUP, a10, a11)
-                _put2(mb, i0 + 2 * GROUP, a20, a21)
-                _put2(mb, i0 + 3 * GROUP, a30, a31)
-                _put2(mb, i0 + 4 * GROUP, a40, a41)
-                _put2(mb, i0 + 5 * GROUP, a50, a51)
-                _put2(mb, i0 + 6 * GROUP, a60, a61)
-                _put2(mb, i0 + 7 * GROUP, a70, a71)
+                _put2(mb, i0 + GROUP2, a10, a11)
+                _put2(mb, i0 + 2 * GROUP2, a20, a21)
+                _put2(mb, i0 + 3 * GROUP2, a30, a31)
+                _put2(mb, i0 + 4 * GROUP2, a40, a41)
+                _put2(mb, i0 + 5 * GROUP2, a50, a51)
+                _put2(mb, i0 + 6 * GROUP2, a60, a61)
+                _put2(mb, i0 + 7 * GROUP2, a70, a71)
             for p in range(16 if nv == 1 else 0):
-                a0, a1, a2, a3, a4, a5, a6, a7 = _gemm8x16(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP, C)
-                i0 = p * 8 * GROUP
+                a0, a1, a2, a3, a4, a5, a6, a7 = _gemm8x16(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP2, C, GROUP2)
+                i0 = p * 8 * GROUP2
                 wfstore(mb, i0, a0)
-                wfstore(mb, i0 + GROUP, a1)
-                wfstore(mb, i0 + 2 * GROUP, a2)
-                wfstore(mb, i0 + 3 * GROUP, a3)
-                wfstore(mb, i0 + 4 * GROUP, a4)
-                wfstore(mb, i0 + 5 * GROUP, a5)
-                wfstore(mb, i0 + 6 * GROUP, a6)
-                wfstore(mb, i0 + 7 * GROUP, a7)
+                wfstore(mb, i0 + GROUP2, a1)
+                wfstore(mb, i0 + 2 * GROUP2, a2)
+                wfstore(mb, i0 + 3 * GROUP2, a3)
+                wfstore(mb, i0 + 4 * GROUP2, a4)
+                wfstore(mb, i0 + 5 * GROUP2, a5)
+                wfstore(mb, i0 + 6 * GROUP2, a6)
+                wfstore(mb, i0 + 7 * GROUP2, a7)
             # A^T m A per channel, written as NCHW rows (inline here: the same code in an inlined
             # function that took the arrays kept Numba's reference counting calls in the loop,
             # and LLVM spilled every vector around them)
@@ -307,7 +317,7 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                 for i in range(8):
                     o = ob * 8 + i
                     bias = wfsplat(b[o])
-                    j = i * GROUP + 16 * v
+                    j = i * GROUP2 + 16 * v
                     f00, f10 = _out_col(mb, j)
                     f01, f11 = _out_col(mb, j + 256)
                     f02, f12 = _out_col(mb, j + 512)
@@ -337,23 +347,276 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                     STORE16(of, base + o2 + W, base + o3 + W, h1, mv)
 
 
+GROUP2 = GROUP        # 16 measured the same for F(2x2, 3x3)
 HROW = _hrow
 _WINO = {16: chunked(_wino_py, "_16", fastmath=True),
          8: chunked(_wino_py, "_8", {"LOAD16": wfload2_mask, "STORE16": wfstore2_mask, "HROW": _hrow2},
                     fastmath=True)}
 
 
+# ---------------------------------------------------------------- F(4x4, 3x3)
+# Lavin & Gray's 6 x 6 transforms (section 4.2): 36 GEMMs for 16 outputs a tile (2.25 multiply-adds
+# an output and input channel against the direct 9, F(2x2, 3x3)'s 4), for images whose width is a
+# multiple of 16 and height of 4.  A vector's 16 tiles are 4 pieces of 4 tiles (16 columns of one
+# tile row); a piece's 6 column phases (columns 4t - 1 + j) come from two masked 16-value loads
+# per input row and a 4 x 4 transpose of 4-lane blocks across the 4 pieces (wfshuffle).
+
+_G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+                [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
+
+def pack_weight4(w):
+    """U = G g G^T (6 x 6 places) for every (o, c), laid out (36, O / 8, C, 8) as pack_weight's."""
+    o, c = w.shape[:2]
+    u = np.einsum("ki,ocij,lj->klco", _G4, w.astype(np.float64), _G4)
+    u = u.reshape(36, c, o // 8, 8).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(u, dtype=np.float32)
+
+
+def _blocks(picks):
+    # a wfshuffle pattern of 4-lane blocks: (source 0 = u or 1 = v, its block) for each output block
+    return wfshuffle([16 * src + 4 * blk + l for src, blk in picks for l in range(4)])
+
+
+_S_EVEN = _blocks([(0, 0), (1, 0), (0, 2), (1, 2)])
+_S_ODD = _blocks([(0, 1), (1, 1), (0, 3), (1, 3)])
+_S_LO = _blocks([(0, 0), (0, 1), (1, 0), (1, 1)])
+_S_HI = _blocks([(0, 2), (0, 3), (1, 2), (1, 3)])
+# a piece's 32 columns from 4t0 - 1 (u then v): block j = its 4 tiles' column 4t - 1 + j (j = 0..3);
+# then j = 4, 5, 4, 5; and the inverse for outputs, phase-major -> tile-major (lane 4t + j <- 4j + t)
+_PH03 = wfshuffle([j + 4 * t for j in range(4) for t in range(4)])
+_PH45 = wfshuffle([j + 4 * t for j in (4, 5, 4, 5) for t in range(4)])
+_TILES = wfshuffle([4 * (k % 4) + k // 4 for k in range(16)])
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _btrans(p0, p1, p2, p3):
+    # 4 x 4 transpose of 4-lane blocks: out j = (p0 block j, p1 block j, p2 block j, p3 block j)
+    t0 = _S_EVEN(p0, p1)
+    t1 = _S_ODD(p0, p1)
+    t2 = _S_EVEN(p2, p3)
+    t3 = _S_ODD(p2, p3)
+    return _S_LO(t0, t2), _S_LO(t1, t3), _S_HI(t0, t2), _S_HI(t1, t3)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _bt6(d0, d1, d2, d3, d4, d5):
+    # B^T d for F(4, 3): 14 adds and FMAs
+    t0 = wfsub(d4, d2)
+    c = wfsub(d3, d1)
+    v0 = wfma(wfsplat(np.float32(4.0)), d0, wfma(wfsplat(np.float32(-5.0)), d2, d4))
+    v1 = wfma(wfsplat(np.float32(-4.0)), wfadd(d1, d2), wfadd(d3, d4))
+    v2 = wfma(wfsplat(np.float32(4.0)), wfsub(d1, d2), wfsub(d4, d3))
+    v3 = wfma(wfsplat(np.float32(2.0)), c, t0)
+    v4 = wfma(wfsplat(np.float32(-2.0)), c, t0)
+    v5 = wfma(wfsplat(np.float32(4.0)), d1, wfma(wfsplat(np.float32(-5.0)), d3, d5))
+    return v0, v1, v2, v3, v4, v5
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _at6(m0, m1, m2, m3, m4, m5):
+    # A^T m for F(4, 3)
+    a = wfadd(m1, m2)
+    b = wfsub(m1, m2)
+    c = wfadd(m3, m4)
+    d = wfsub(m3, m4)
+    return (wfadd(wfadd(m0, a), c), wfma(wfsplat(np.float32(2.0)), d, b), wfma(wfsplat(np.float32(4.0)), c, a),
+            wfadd(wfma(wfsplat(np.float32(8.0)), d, b), m5))
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _hrow4(xf, i0, i1, i2, i3, a0, b0, a1, b1, a2, b2, a3, b3):
+    # one input row of 16 tiles (piece k's columns from flat ik; masks ak for its first 16 columns,
+    # bk for the next) transformed along it: B^T of the 6 column phases
+    u = wfload_mask(xf, i0, a0)
+    v = wfload_mask(xf, i0 + 16, b0)
+    q0, r0 = _PH03(u, v), _PH45(u, v)
+    u = wfload_mask(xf, i1, a1)
+    v = wfload_mask(xf, i1 + 16, b1)
+    q1, r1 = _PH03(u, v), _PH45(u, v)
+    u = wfload_mask(xf, i2, a2)
+    v = wfload_mask(xf, i2 + 16, b2)
+    q2, r2 = _PH03(u, v), _PH45(u, v)
+    u = wfload_mask(xf, i3, a3)
+    v = wfload_mask(xf, i3 + 16, b3)
+    q3, r3 = _PH03(u, v), _PH45(u, v)
+    d0, d1, d2, d3 = _btrans(q0, q1, q2, q3)
+    d4 = _S_LO(_S_EVEN(r0, r1), _S_EVEN(r2, r3))
+    d5 = _S_LO(_S_ODD(r0, r1), _S_ODD(r2, r3))
+    return _bt6(d0, d1, d2, d3, d4, d5)
+
+
+@njit(cache=True, inline="always")
+def _cmask16(s, W, lim):
+    # lanes l of a 16-value window from column s with 0 <= s + l < min(W, lim)
+    lo = max(0, -s)
+    hi = min(16, min(W, lim) - s)
+    if hi <= lo:
+        return 0
+    return ((1 << hi) - 1) ^ ((1 << lo) - 1)
+
+
+def _wino4_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
+    # F(4x4, 3x3) as _wino_py (same arguments and tasks; u: pack_weight4's (36, O / 8, C, 8)); tiles
+    # 4 x 4 (H % 4 == 0, W % 16 == 0).  The input transform runs along each input row (_hrow4, into
+    # es), then down the columns into vb; the output transform down the columns (into ys), then
+    # along the rows, back to tile-major pieces of 16 columns stored (masked) into NCHW
+    C, H, W, O, G, S = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    T = W // 4
+    NT = (H // 4) * T
+    OB = O // 8
+    HW = H * W
+    NQ = xf.shape[0] // (C * HW) * NT
+    of = out.reshape(-1)
+    rf = r.reshape(-1)
+    uf = u.reshape(-1)
+    vb = np.empty(36 * C * GROUP4, np.float32)
+    mb = np.empty(36 * 8 * GROUP4, np.float32)
+    es = np.empty(36 * 16, np.float32)
+    ys = np.empty(24 * 16, np.float32)
+    # per vector and piece: flat offsets of (image, channel 0, row 4r - 1, column 4t - 1) and of
+    # the output's (image, channel 0, 4r, 4t); column masks of its two loads; their masks for input
+    # row i (rows outside the image off); validity
+    po = np.empty((2, 4), np.int64)
+    oo = np.empty((2, 4), np.int64)
+    ca = np.zeros((2, 4), np.int64)
+    cb = np.zeros((2, 4), np.int64)
+    lm = np.zeros((2, 6, 8), np.int64)
+    qm = np.zeros((2, 4), np.int64)
+    zero = wfzero()
+    for t in range(t_lo, t_hi):
+        q0 = t // S * GROUP4
+        sr = t % S
+        nv = 2 if q0 + 16 < NQ and GROUP4 == 32 else 1
+        for v in range(nv):
+            for k in range(4):
+                q = q0 + 16 * v + 4 * k
+                nk, rk, tk = q // NT, q % NT // T, q % T
+                po[v, k] = nk * C * HW + (4 * rk - 1) * W + 4 * tk - 1
+                oo[v, k] = nk * O * HW + 4 * rk * W + 4 * tk
+                ok = q < NQ
+                qm[v, k] = 0xFFFF if ok else 0
+                ca[v, k] = _cmask16(4 * tk - 1, W, W)
+                cb[v, k] = _cmask16(4 * tk + 15, W, 4 * tk + 17)     # only columns up to 4 t + 16 used
+                for i in range(6):
+                    rm = 0xFFFF if ok and 0 <= 4 * rk - 1 + i < H else 0
+                    lm[v, i, 2 * k] = ca[v, k] & rm
+                    lm[v, i, 2 * k + 1] = cb[v, k] & rm
+        for v in range(nv):
+            p0, p1, p2, p3 = po[v, 0], po[v, 1], po[v, 2], po[v, 3]
+            for c in range(C):
+                for i in range(6):
+                    base = c * HW + i * W
+                    e0, e1, e2, e3, e4, e5 = _hrow4(
+                        xf, base + p0, base + p1, base + p2, base + p3, lm[v, i, 0], lm[v, i, 1], lm[v, i, 2],
+                        lm[v, i, 3], lm[v, i, 4], lm[v, i, 5], lm[v, i, 6], lm[v, i, 7])
+                    j = 96 * i
+                    wfstore(es, j, e0)
+                    wfstore(es, j + 16, e1)
+                    wfstore(es, j + 32, e2)
+                    wfstore(es, j + 48, e3)
+                    wfstore(es, j + 64, e4)
+                    wfstore(es, j + 80, e5)
+                for col in range(6):
+                    v0, v1, v2, v3, v4, v5 = _bt6(wfload(es, 16 * col), wfload(es, 96 + 16 * col),
+                                                  wfload(es, 192 + 16 * col), wfload(es, 288 + 16 * col),
+                                                  wfload(es, 384 + 16 * col), wfload(es, 480 + 16 * col))
+                    j = (col * C + c) * GROUP4 + 16 * v          # place (k, col): (6 k + col) C GROUP4
+                    step = 6 * C * GROUP4
+                    wfstore(vb, j, v0)
+                    wfstore(vb, j + step, v1)
+                    wfstore(vb, j + 2 * step, v2)
+                    wfstore(vb, j + 3 * step, v3)
+                    wfstore(vb, j + 4 * step, v4)
+                    wfstore(vb, j + 5 * step, v5)
+        for ob in range(sr * OB // S, (sr + 1) * OB // S):
+            for p in range(36 if nv == 2 else 0):
+                a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = \
+                    _gemm8x32(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP4, C)
+                i0 = p * 8 * GROUP4
+                _put2(mb, i0, a00, a01)
+                _put2(mb, i0 + GROUP4, a10, a11)
+                _put2(mb, i0 + 2 * GROUP4, a20, a21)
+                _put2(mb, i0 + 3 * GROUP4, a30, a31)
+                _put2(mb, i0 + 4 * GROUP4, a40, a41)
+                _put2(mb, i0 + 5 * GROUP4, a50, a51)
+                _put2(mb, i0 + 6 * GROUP4, a60, a61)
+                _put2(mb, i0 + 7 * GROUP4, a70, a71)
+            for p in range(36 if nv == 1 else 0):
+                a0, a1, a2, a3, a4, a5, a6, a7 = _gemm8x16(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP4, C, GROUP4)
+                i0 = p * 8 * GROUP4
+                wfstore(mb, i0, a0)
+                wfstore(mb, i0 + GROUP4, a1)
+                wfstore(mb, i0 + 2 * GROUP4, a2)
+                wfstore(mb, i0 + 3 * GROUP4, a3)
+                wfstore(mb, i0 + 4 * GROUP4, a4)
+                wfstore(mb, i0 + 5 * GROUP4, a5)
+                wfstore(mb, i0 + 6 * GROUP4, a6)
+                wfstore(mb, i0 + 7 * GROUP4, a7)
+            for v in range(nv):
+                for i in range(8):
+                    o = ob * 8 + i
+                    # the bias at place (1, 1): A^T's column 1 is all ones, so it reaches every output
+                    bias = wfsplat(b[o])
+                    for col in range(6):
+                        j = (col * 8 + i) * GROUP4 + 16 * v          # place (k, col) at (6 k + col) 8 GROUP4
+                        step = 48 * GROUP4
+                        m1 = wfload(mb, j + step)
+                        if col == 1:
+                            m1 = wfadd(m1, bias)
+                        y0, y1, y2, y3 = _at6(wfload(mb, j), m1, wfload(mb, j + 2 * step), wfload(mb, j + 3 * step),
+                                              wfload(mb, j + 4 * step), wfload(mb, j + 5 * step))
+                        wfstore(ys, 16 * col, y0)
+                        wfstore(ys, 96 + 16 * col, y1)
+                        wfstore(ys, 192 + 16 * col, y2)
+                        wfstore(ys, 288 + 16 * col, y3)
+                    for a in range(4):
+                        j = 96 * a
+                        z0, z1, z2, z3 = _at6(wfload(ys, j), wfload(ys, j + 16), wfload(ys, j + 32),
+                                              wfload(ys, j + 48), wfload(ys, j + 64), wfload(ys, j + 80))
+                        w0, w1, w2, w3 = _btrans(z0, z1, z2, z3)
+                        base = o * HW + a * W
+                        g0 = _TILES(w0, w0)
+                        g1 = _TILES(w1, w1)
+                        g2 = _TILES(w2, w2)
+                        g3 = _TILES(w3, w3)
+                        if res:
+                            g0 = wfadd(g0, wfload_mask(rf, base + oo[v, 0], qm[v, 0]))
+                            g1 = wfadd(g1, wfload_mask(rf, base + oo[v, 1], qm[v, 1]))
+                            g2 = wfadd(g2, wfload_mask(rf, base + oo[v, 2], qm[v, 2]))
+                            g3 = wfadd(g3, wfload_mask(rf, base + oo[v, 3], qm[v, 3]))
+                        if relu:
+                            g0 = wfmax(g0, zero)
+                            g1 = wfmax(g1, zero)
+                            g2 = wfmax(g2, zero)
+                            g3 = wfmax(g3, zero)
+                        wfstore_mask(of, base + oo[v, 0], g0, qm[v, 0])
+                        wfstore_mask(of, base + oo[v, 1], g1, qm[v, 1])
+                        wfstore_mask(of, base + oo[v, 2], g2, qm[v, 2])
+                        wfstore_mask(of, base + oo[v, 3], g3, qm[v, 3])
+
+
+# tiles a task for F(4x4, 3x3): 16 (one vector) measured faster than 32 (b32 16->16 at 32x32 427 ->
+# 369 us, 32->32 at 16x16 307 -> 276): a 32-tile group's V and products (36 places each) leave L1
+GROUP4 = 16
+_WINO4 = chunked(_wino4_py, fastmath=True)
+
+
 @functools.lru_cache(maxsize=256)
-def _plan(xshape, wshape):
-    """(geo, task count, parallel or not, the variant) for these shapes."""
+def _plan(xshape, wshape, f4=None):
+    """(geo, task count, parallel or not, the kernel, its weight packing) for these shapes: F(4x4,
+    3x3) where the height is a multiple of 4 and the width of 16 (unless f4 says), else F(2x2, 3x3)."""
     n, c, h, w = xshape
     o = wshape[0]
-    groups = -(-n * (h // 2) * (w // 2) // GROUP)
+    f4 = h % 4 == 0 and w % 16 == 0 if f4 is None else f4
+    tile = 4 if f4 else 2
+    groups = -(-n * (h // tile) * (w // tile) // (GROUP4 if f4 else GROUP2))
     # split each group's output channels when the groups alone leave a thread idle (a range redoes
     # the group's input transform: ResNet-8's 64-channel 8 x 8 layer at batch 1 is half a group)
     split = max(1, min(o // 8, -(-_THREADS // groups)))
     par = n * o * h * w * c * 9 >= PAR_MACS
-    return _geo_array((c, h, w, o, groups, split)), groups * split, par, _WINO[16 if w % 16 == 0 else 8]
+    kern, pack = (_WINO4, pack_weight4) if f4 else (_WINO[16 if w % 16 == 0 else 8], pack_weight)
+    return _geo_array((c, h, w, o, groups, split)), groups * split, par, kern, pack
 
 
 _THREADS = max(2, config.NUMBA_NUM_THREADS)
@@ -362,9 +625,9 @@ _THREADS = max(2, config.NUMBA_NUM_THREADS)
 def prepare(out, x, w, b, relu, res):
     """`call(out, x, r)` for a convolution that `applies`: the packed weight, plan and task count
     once (w and b constant)."""
-    geo, nt, par, kern = _plan(x.shape, w.shape)
+    geo, nt, par, kern, pack = _plan(x.shape, w.shape)
     go = kern.parallel if par else kern.serial
-    u = derived(w, "winograd_f2", pack_weight)
+    u = derived(w, pack.__name__, pack)
     bb = filled(w.shape[0], 0.0) if b is None else b
 
     def call(out, x, r):
@@ -372,9 +635,12 @@ def prepare(out, x, w, b, relu, res):
     return call
 
 
-def run(out, x, w, b, relu, r=None, par=None):
-    """out = conv2d(x, w, padding 1) + b (ReLU when asked; + r before it, as conv_panels.run_rows)."""
-    geo, nt, par_, kern = _plan(x.shape, w.shape)
+def run(out, x, w, b, relu, r=None, par=None, f4=None):
+    """out = conv2d(x, w, padding 1) + b (ReLU when asked; + r before it, as conv_panels.run_rows);
+    f4: F(4x4, 3x3) or F(2x2, 3x3) forced (it must fit the shapes), else _plan's choice."""
+    if f4 and (x.shape[2] % 4 or x.shape[3] % 16):
+        raise ValueError(f"winograd: F(4x4, 3x3) needs a height a multiple of 4 and a width of 16, got {x.shape}")
+    geo, nt, par_, kern, pack = _plan(x.shape, w.shape, f4)
     go = kern.parallel if (par_ if par is None else par) else kern.serial
-    go(nt, np.ascontiguousarray(x, dtype=np.float32).reshape(-1), derived(w, "winograd_f2", pack_weight),
+    go(nt, np.ascontiguousarray(x, dtype=np.float32).reshape(-1), derived(w, pack.__name__, pack),
        filled(w.shape[0], 0.0) if b is None else b.astype(np.float32, copy=False), relu, geo, *_residual(out, r, relu))
