@@ -40,14 +40,15 @@ def _close(out, want, c):
     (5, 7, 40, 10, 16), (2, 64, 8, 4, 16), (1, 64, 64, 8, 8),     # output-channel ranges split (b1)
     (1, 3, 8, 4, 16),            # F(4x4): one tile row, one piece a vector
     (3, 5, 16, 12, 48),          # F(4x4): 3 pieces a tile row, vectors across rows and images
-    (1, 2, 8, 8, 32), (2, 24, 16, 16, 16)])
+    (1, 2, 8, 8, 32), (2, 24, 16, 16, 16),
+    (3, 5, 24, 8, 8), (1, 1, 8, 16, 8)])     # F(4x4) 8 wide: pieces of 2 x 2 tiles (two tile rows)
 @pytest.mark.parametrize("relu", [False, True])
 def test_winograd_matches_the_reference(n, c, o, h, w, relu):
     """Bias or none, ReLU or not, serial and parallel, F(2x2, 3x3) and (where the height is a
     multiple of 4 and the width of 16) F(4x4, 3x3): against a float64 direct convolution."""
     x, wt, b, _ = _case(n, c, o, h, w)
     assert winograd.applies(x.shape, wt.shape, (n, o, h, w), (1, 1), (1, 1), (1, 1), 1)
-    for f4 in (False, True) if h % 4 == 0 and w % 16 == 0 else (False,):
+    for f4 in (False, True) if winograd._f4_fits(h, w) else (False,):
         for bias in (None, b):
             want = reference(x, wt, np.zeros(o, np.float32) if bias is None else bias, 1, (1, 1))
             want = np.maximum(want, 0) if relu else want
@@ -58,13 +59,13 @@ def test_winograd_matches_the_reference(n, c, o, h, w, relu):
 
 
 @pytest.mark.parametrize("n,c,o,h,w", [(2, 16, 16, 32, 32), (3, 5, 24, 6, 48), (1, 8, 8, 6, 8), (1, 64, 64, 8, 8),
-                                       (3, 4, 8, 4, 48)])
+                                       (3, 4, 8, 4, 48), (2, 8, 16, 16, 8)])
 def test_winograd_adds_a_residual(n, c, o, h, w):
     """relu(conv + b + r) in the output transform's stores (16-lane rows and 8-lane pieces, partial
     vectors); r without the ReLU, or of another shape, is refused."""
     x, wt, b, r = _case(n, c, o, h, w, seed=1)
     want = np.maximum(reference(x, wt, b, 1, (1, 1)) + r, 0)
-    for f4 in (False, True) if h % 4 == 0 and w % 16 == 0 else (False,):
+    for f4 in (False, True) if winograd._f4_fits(h, w) else (False,):
         for par in (False, True):
             out = np.full(want.shape, np.nan, np.float32)
             winograd.run(out, x, wt, b, True, r=r, par=par, f4=f4)
@@ -74,7 +75,7 @@ def test_winograd_adds_a_residual(n, c, o, h, w):
 
 
 @pytest.mark.parametrize("n,c,o,h,w", [(1, 3, 16, 32, 32), (2, 5, 8, 6, 48), (1, 4, 8, 6, 8), (3, 2, 16, 4, 24),
-                                       (3, 2, 8, 4, 16), (1, 3, 8, 8, 48)])
+                                       (3, 2, 8, 4, 16), (1, 3, 8, 8, 48), (2, 3, 8, 8, 8)])
 def test_winograd_touches_nothing_outside_its_arrays(n, c, o, h, w):
     """Input, residual and output each placed against unreadable pages (before and after): the masked
     loads skip the padding above, below and beside the image, and the masked stores the tiles past the
@@ -88,7 +89,7 @@ def test_winograd_touches_nothing_outside_its_arrays(n, c, o, h, w):
         r = _guarded((n, o, h, w), not at_end)
         r[...] = rng.standard_normal(r.shape)
         want = np.maximum(reference(x, wt, b, 1, (1, 1)) + r, 0)
-        for f4 in (False, True) if h % 4 == 0 and w % 16 == 0 else (False,):
+        for f4 in (False, True) if winograd._f4_fits(h, w) else (False,):
             for par in (False, True):
                 out = _guarded((n, o, h, w), at_end)
                 out[...] = np.nan
@@ -142,7 +143,9 @@ def test_conv_paths_take_winograd():
     finally:
         kern.serial, kern.parallel = real
     assert winograd._plan((1, 16, 6, 16), wt.shape)[3] is winograd._WINO[16]         # F(2x2): height 6
-    assert winograd._plan((1, 16, 8, 8), wt.shape)[3] is winograd._WINO[8]           # 8-lane pieces
+    assert winograd._plan((1, 16, 8, 8), wt.shape)[3] is winograd._WINO[8]           # 4 tiles: F(2x2)
+    assert winograd._plan((4, 16, 8, 8), wt.shape)[3] is winograd._WINO4N            # 16 tiles: F(4x4)
+    assert winograd._plan((4, 16, 12, 8), wt.shape)[3] is winograd._WINO[8]          # 12 high: F(2x2)
     with pytest.raises(ValueError, match="F\\(4x4"):
         winograd.run(np.empty((1, 16, 6, 16), np.float32), np.zeros((1, 16, 6, 16), np.float32), wt, b, False,
                      f4=True)

@@ -424,26 +424,35 @@ def _at6(m0, m1, m2, m3, m4, m5):
             wfadd(wfma(wfsplat(np.float32(8.0)), d, b), m5))
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def _hrow4(xf, i0, i1, i2, i3, a0, b0, a1, b1, a2, b2, a3, b3):
-    # one input row of 16 tiles (piece k's columns from flat ik; masks ak for its first 16 columns,
-    # bk for the next) transformed along it: B^T of the 6 column phases
+def _hrow4_py(xf, i0, i1, i2, i3, dv, a0, b0, a1, b1, a2, b2, a3, b3):
+    # one input row of 16 tiles (piece k: 16 values from flat ik under mask ak and 16 from ik + dv
+    # under bk) transformed along it: B^T of the 6 column phases.  PH03, PH45: where a piece's phases
+    # lie in its two loads (bound per variant: 32 columns of a row; or, 8 wide, two rows 4 apart)
     u = wfload_mask(xf, i0, a0)
-    v = wfload_mask(xf, i0 + 16, b0)
-    q0, r0 = _PH03(u, v), _PH45(u, v)
+    v = wfload_mask(xf, i0 + dv, b0)
+    q0, r0 = PH03(u, v), PH45(u, v)
     u = wfload_mask(xf, i1, a1)
-    v = wfload_mask(xf, i1 + 16, b1)
-    q1, r1 = _PH03(u, v), _PH45(u, v)
+    v = wfload_mask(xf, i1 + dv, b1)
+    q1, r1 = PH03(u, v), PH45(u, v)
     u = wfload_mask(xf, i2, a2)
-    v = wfload_mask(xf, i2 + 16, b2)
-    q2, r2 = _PH03(u, v), _PH45(u, v)
+    v = wfload_mask(xf, i2 + dv, b2)
+    q2, r2 = PH03(u, v), PH45(u, v)
     u = wfload_mask(xf, i3, a3)
-    v = wfload_mask(xf, i3 + 16, b3)
-    q3, r3 = _PH03(u, v), _PH45(u, v)
+    v = wfload_mask(xf, i3 + dv, b3)
+    q3, r3 = PH03(u, v), PH45(u, v)
     d0, d1, d2, d3 = _btrans(q0, q1, q2, q3)
     d4 = _S_LO(_S_EVEN(r0, r1), _S_EVEN(r2, r3))
     d5 = _S_LO(_S_ODD(r0, r1), _S_ODD(r2, r3))
     return _bt6(d0, d1, d2, d3, d4, d5)
+
+
+# 8-wide images: a piece is 2 x 2 tiles (two tile rows); its loads are one input row from column
+# -1 and the row 4 below, and a phase block takes lanes j, j + 4 of each
+_PH03N = wfshuffle([i for j in range(4) for i in (j, j + 4, 16 + j, 20 + j)])
+_PH45N = wfshuffle([i for j in (4, 5, 4, 5) for i in (j, j + 4, 16 + j, 20 + j)])
+PH03, PH45 = _PH03, _PH45
+_hrow4 = variant(_hrow4_py, "_wino_hrow4", fastmath=True, inline="always")
+_hrow4n = variant(_hrow4_py, "_wino_hrow4n", {"PH03": _PH03N, "PH45": _PH45N}, fastmath=True, inline="always")
 
 
 @njit(cache=True, inline="always")
@@ -458,9 +467,10 @@ def _cmask16(s, W, lim):
 
 def _wino4_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
     # F(4x4, 3x3) as _wino_py (same arguments and tasks; u: pack_weight4's (36, O / 8, C, 8)); tiles
-    # 4 x 4 (H % 4 == 0, W % 16 == 0).  The input transform runs along each input row (_hrow4, into
-    # es), then down the columns into vb; the output transform down the columns (into ys), then
-    # along the rows, back to tile-major pieces of 16 columns stored (masked) into NCHW
+    # 4 x 4 (H % 4 == 0, W % 16 == 0; or, NARROW, W == 8 and H % 8 == 0: pieces of 2 x 2 tiles).
+    # The input transform runs along each input row (HROW4, into es), then down the columns into vb;
+    # the output transform down the columns (into ys), then along the rows, back to tile-major
+    # pieces (16 columns of a row, or 8 of two rows 4 apart) stored (masked) into NCHW
     C, H, W, O, G, S = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
     T = W // 4
     NT = (H // 4) * T
@@ -484,6 +494,7 @@ def _wino4_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
     lm = np.zeros((2, 6, 8), np.int64)
     qm = np.zeros((2, 4), np.int64)
     zero = wfzero()
+    dv = 4 * W if NARROW else 16            # the second load of a piece: the row 4 below, or 16 on
     for t in range(t_lo, t_hi):
         q0 = t // S * GROUP4
         sr = t % S
@@ -497,18 +508,20 @@ def _wino4_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                 ok = q < NQ
                 qm[v, k] = 0xFFFF if ok else 0
                 ca[v, k] = _cmask16(4 * tk - 1, W, W)
-                cb[v, k] = _cmask16(4 * tk + 15, W, 4 * tk + 17)     # only columns up to 4 t + 16 used
+                # only columns up to 4 t + 16 used; 8 wide, the second load is the row 4 below
+                cb[v, k] = ca[v, k] if NARROW else _cmask16(4 * tk + 15, W, 4 * tk + 17)
                 for i in range(6):
                     rm = 0xFFFF if ok and 0 <= 4 * rk - 1 + i < H else 0
                     lm[v, i, 2 * k] = ca[v, k] & rm
-                    lm[v, i, 2 * k + 1] = cb[v, k] & rm
+                    lm[v, i, 2 * k + 1] = cb[v, k] & (rm if not NARROW else
+                                                      (0xFFFF if ok and 4 * rk + 3 + i < H else 0))
         for v in range(nv):
             p0, p1, p2, p3 = po[v, 0], po[v, 1], po[v, 2], po[v, 3]
             for c in range(C):
                 for i in range(6):
                     base = c * HW + i * W
-                    e0, e1, e2, e3, e4, e5 = _hrow4(
-                        xf, base + p0, base + p1, base + p2, base + p3, lm[v, i, 0], lm[v, i, 1], lm[v, i, 2],
+                    e0, e1, e2, e3, e4, e5 = HROW4(
+                        xf, base + p0, base + p1, base + p2, base + p3, dv, lm[v, i, 0], lm[v, i, 1], lm[v, i, 2],
                         lm[v, i, 3], lm[v, i, 4], lm[v, i, 5], lm[v, i, 6], lm[v, i, 7])
                     j = 96 * i
                     wfstore(es, j, e0)
@@ -581,45 +594,59 @@ def _wino4_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                         g2 = _TILES(w2, w2)
                         g3 = _TILES(w3, w3)
                         if res:
-                            g0 = wfadd(g0, wfload_mask(rf, base + oo[v, 0], qm[v, 0]))
-                            g1 = wfadd(g1, wfload_mask(rf, base + oo[v, 1], qm[v, 1]))
-                            g2 = wfadd(g2, wfload_mask(rf, base + oo[v, 2], qm[v, 2]))
-                            g3 = wfadd(g3, wfload_mask(rf, base + oo[v, 3], qm[v, 3]))
+                            g0 = wfadd(g0, LOAD16(rf, base + oo[v, 0], base + oo[v, 0] + dv, qm[v, 0]))
+                            g1 = wfadd(g1, LOAD16(rf, base + oo[v, 1], base + oo[v, 1] + dv, qm[v, 1]))
+                            g2 = wfadd(g2, LOAD16(rf, base + oo[v, 2], base + oo[v, 2] + dv, qm[v, 2]))
+                            g3 = wfadd(g3, LOAD16(rf, base + oo[v, 3], base + oo[v, 3] + dv, qm[v, 3]))
                         if relu:
                             g0 = wfmax(g0, zero)
                             g1 = wfmax(g1, zero)
                             g2 = wfmax(g2, zero)
                             g3 = wfmax(g3, zero)
-                        wfstore_mask(of, base + oo[v, 0], g0, qm[v, 0])
-                        wfstore_mask(of, base + oo[v, 1], g1, qm[v, 1])
-                        wfstore_mask(of, base + oo[v, 2], g2, qm[v, 2])
-                        wfstore_mask(of, base + oo[v, 3], g3, qm[v, 3])
+                        STORE16(of, base + oo[v, 0], base + oo[v, 0] + dv, g0, qm[v, 0])
+                        STORE16(of, base + oo[v, 1], base + oo[v, 1] + dv, g1, qm[v, 1])
+                        STORE16(of, base + oo[v, 2], base + oo[v, 2] + dv, g2, qm[v, 2])
+                        STORE16(of, base + oo[v, 3], base + oo[v, 3] + dv, g3, qm[v, 3])
 
 
 # tiles a task for F(4x4, 3x3): 16 (one vector) measured faster than 32 (b32 16->16 at 32x32 427 ->
 # 369 us, 32->32 at 16x16 307 -> 276): a 32-tile group's V and products (36 places each) leave L1
 GROUP4 = 16
+NARROW = False
+HROW4 = _hrow4
 _WINO4 = chunked(_wino4_py, fastmath=True)
+_WINO4N = chunked(_wino4_py, "_narrow", {"NARROW": True, "HROW4": _hrow4n, "LOAD16": wfload2_mask,
+                                         "STORE16": wfstore2_mask}, fastmath=True)
 
 
 @functools.lru_cache(maxsize=256)
 def _plan(xshape, wshape, f4=None):
     """(geo, task count, parallel or not, the kernel, its weight packing) for these shapes: F(4x4,
-    3x3) where the height is a multiple of 4 and the width of 16 (unless f4 says), else F(2x2, 3x3)."""
+    3x3) where it fits the image (_f4_fits) and the batch has at least 16 of its tiles (unless f4
+    says), else F(2x2, 3x3)."""
     n, c, h, w = xshape
     o = wshape[0]
-    f4 = h % 4 == 0 and w % 16 == 0 if f4 is None else f4
+    # fewer than a vector of 4 x 4 tiles leaves F(4x4)'s lanes idle: 8 x 8 64-channel images at batch
+    # 2 ran 59 us against F(2x2)'s 49 (batch 1: 39 vs 19), at batch 4 70 vs 95
+    f4 = _f4_fits(h, w) and n * (h // 4) * (w // 4) >= 16 if f4 is None else f4
     tile = 4 if f4 else 2
     groups = -(-n * (h // tile) * (w // tile) // (GROUP4 if f4 else GROUP2))
     # split each group's output channels when the groups alone leave a thread idle (a range redoes
     # the group's input transform: ResNet-8's 64-channel 8 x 8 layer at batch 1 is half a group)
     split = max(1, min(o // 8, -(-_THREADS // groups)))
     par = n * o * h * w * c * 9 >= PAR_MACS
-    kern, pack = (_WINO4, pack_weight4) if f4 else (_WINO[16 if w % 16 == 0 else 8], pack_weight)
+    kern, pack = ((_WINO4 if w % 16 == 0 else _WINO4N), pack_weight4) if f4 else \
+        (_WINO[16 if w % 16 == 0 else 8], pack_weight)
     return _geo_array((c, h, w, o, groups, split)), groups * split, par, kern, pack
 
 
 _THREADS = max(2, config.NUMBA_NUM_THREADS)
+
+
+def _f4_fits(h, w):
+    """Whether F(4x4, 3x3) covers an h x w image: rows of 16-multiple width in tile rows of 4, or 8
+    wide in pairs of tile rows."""
+    return (h % 4 == 0 and w % 16 == 0) or (w == 8 and h % 8 == 0)
 
 
 def prepare(out, x, w, b, relu, res):
@@ -638,8 +665,9 @@ def prepare(out, x, w, b, relu, res):
 def run(out, x, w, b, relu, r=None, par=None, f4=None):
     """out = conv2d(x, w, padding 1) + b (ReLU when asked; + r before it, as conv_panels.run_rows);
     f4: F(4x4, 3x3) or F(2x2, 3x3) forced (it must fit the shapes), else _plan's choice."""
-    if f4 and (x.shape[2] % 4 or x.shape[3] % 16):
-        raise ValueError(f"winograd: F(4x4, 3x3) needs a height a multiple of 4 and a width of 16, got {x.shape}")
+    if f4 and not _f4_fits(x.shape[2], x.shape[3]):
+        raise ValueError(f"winograd: F(4x4, 3x3) needs a height a multiple of 4 and a width of 16 (or 8 wide, "
+                         f"a height a multiple of 8), got {x.shape}")
     geo, nt, par_, kern, pack = _plan(x.shape, w.shape, f4)
     go = kern.parallel if (par_ if par is None else par) else kern.serial
     go(nt, np.ascontiguousarray(x, dtype=np.float32).reshape(-1), derived(w, pack.__name__, pack),
