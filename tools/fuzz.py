@@ -79,6 +79,10 @@ def seeds():
     # 4 images of 16 x 16: the convolutions read the input in place and pad it inside each task
     out.append(et.export(ResNet(num_classes=3, widths=(4, 4, 4), in_channels=1).eval(),
                          (et.randn(4, 1, 16, 16),)).to_bytes())
+    # Winograd F(4x4): on 16-wide rows (the stem) and on 8-wide pieces (stage 2); the 8 x 8 ResNet above
+    # runs F(2x2) on 8-wide pieces
+    out.append(et.export(ResNet(num_classes=3, widths=(8, 8, 8), in_channels=1).eval(),
+                         (et.randn(4, 1, 16, 16),)).to_bytes())
     return out
 
 
