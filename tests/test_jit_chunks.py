@@ -57,3 +57,18 @@ def test_a_chunk_that_raises_raises_its_error():
         _count.parallel(50, x, np.zeros(50, np.float32), np.float32(1))
     with pytest.raises(ValueError, match="negative input"):
         _count.serial(50, x, np.zeros(50, np.float32), np.float32(1))
+
+
+def test_bound_runs_reuse_the_entry_looked_up_once():
+    """Chunks.bound: the entry for these argument types looked up at bind time; later calls with other
+    arrays of the same types run every chunk once, and a chunk's error still surfaces."""
+    n = 40
+    run = _count.bound(np.zeros(n, np.float32), np.zeros(n, np.float32), np.float32(1))
+    for k in (1.0, 2.5):
+        x = np.arange(n, dtype=np.float32)
+        out = np.zeros(n, np.float32)
+        run(n, x, out, np.float32(k))
+        np.testing.assert_allclose(out, x * k + np.arange(n))
+    x[5] = -1
+    with pytest.raises(ValueError, match="negative input"):
+        run(n, x, np.zeros(n, np.float32), np.float32(1))

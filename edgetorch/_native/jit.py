@@ -107,6 +107,22 @@ class Chunks:
             self.body(0, n, *args)
             raise RuntimeError(f"{self.body.__name__}: a parallel chunk failed")
 
+    def bound(self, *args):
+        """`run(n, *args)`: parallel(n, *args) for calls whose arguments have exactly the types of these
+        (a prepared run's constants and arena views, whose dtypes, ranks and layouts a program fixes):
+        the compiled entry is looked up once here instead of fingerprinting every argument a call
+        (~1 us; a batch-1 ResNet-8 forward makes 9 such calls)."""
+        key = tuple(map(compute_fingerprint, args))
+        addr = self._addr.get(key)
+        if addr is None:
+            addr = self._address(args, key)
+
+        def run(n, *a):
+            if _drive(addr, n, min(n, _THREADS), a):
+                self.body(0, n, *a)
+                raise RuntimeError(f"{self.body.__name__}: a parallel chunk failed")
+        return run
+
     def _address(self, args, key):
         sig = (types.int64, types.int64) + tuple(typeof(a, Purpose.argument) for a in args)
         self.body.compile(sig)

@@ -216,7 +216,7 @@ def _prep_conv(out, x, w, b, stride, padding, dilation, groups, activation, res=
     if res and not relu:
         return None
     if _pointwise_direct(x, w, out, stride, padding, dilation, groups):
-        go = pointwise.pointwise_pass(x.shape, w, b, out.shape, res=res, relu=relu)
+        go = pointwise.pointwise_pass(x.shape, w, b, out.shape, res=res, relu=relu, like=(x, out))
         call = lambda out, x, r: go(x, r, out)      # noqa: E731
     elif _winograd(x, out, w.shape, stride, padding, dilation, groups):
         call = winograd.prepare(out, x, w, b, relu, res)
@@ -244,7 +244,6 @@ def _prep_panels(out, x, w, b, stride, padding, dilation, groups, relu, res):
     sub, st, pad, koff, geo, fused, direct_, chunk, par = plan
     oh, ow = out.shape[2:]
     kern, pw = (conv_panels._conv_panels_wide, 32) if simd.HAVE_AVX512 else (conv_panels._conv_panels, 16)
-    go = kern.parallel if par else kern.serial
     args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
             relu, koff, st[0], conv_panels._geo_array(geo), fused, direct_, chunk)
     nt = conv_panels.tasks(n, oh * ow, pw, chunk, fused)
@@ -255,6 +254,10 @@ def _prep_panels(out, x, w, b, stride, padding, dilation, groups, relu, res):
     h1, w1 = (oh, ow) if sub else x.shape[2:]
     pad_buf = None if fused or (pad == (0, 0) and st[1] == 1) else \
         np.empty((n, c, st[1], h1 + 2 * pad[0], -(-(w1 + 2 * pad[1]) // st[1])), np.float32)
+    # the input the kernel gets: the raw one (fused), or a 5-d scratch copy; r typed as out
+    xk = x.reshape(n, c, 1, *x.shape[2:]) if fused else (pad_buf if pad_buf is not None else
+                                                         (sub_buf if sub else x).reshape(n, c, 1, h1, w1))
+    go = kern.bound(xk, *args, out, res, out) if par else kern.serial
 
     def call(out, x, r):
         xs = _subsample(x, sub, oh, ow, sub_buf) if sub else x
@@ -270,6 +273,9 @@ def _prep_rows(out, x, w, b, padding, relu, res, stride2=False):
     o = w.shape[0]
     args = (w.reshape(o, -1), derived(w, "conv_pack", conv_panels.pack_weight), filled(o, 0.0) if b is None else b,
             relu, koff, mk, cls, geo, chunk)
+    kern = go.__self__
+    if go == kern.parallel:
+        go = kern.bound(x.reshape(-1), *args, out, res, out)        # (r is shaped and typed as out)
 
     def call(out, x, r):
         go(nt, x.reshape(-1), *args, r, res, out)

@@ -753,9 +753,13 @@ def p_sdpa(out, q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=Fals
             and v.flags.c_contiguous and out.flags.c_contiguous):
         return None
     sc = np.float32(1.0 / math.sqrt(E) if scale is None else float(scale))
-    run = _attention.parallel if B * H * L * S * (E + v.shape[3]) >= DECODE_PAR_WORK else _attention.serial
     n = B * H
-    if k.dtype == np.float16:             # a float16 KV cache, read as its bits
+    half = k.dtype == np.float16          # a float16 KV cache, read as its bits
+    run = _attention.serial
+    if B * H * L * S * (E + v.shape[3]) >= DECODE_PAR_WORK:
+        run = _attention.bound(q, k.view(np.uint16) if half else k, v.view(np.uint16) if half else v,
+                               mask.reshape(L, S), sc, out)
+    if half:
         return lambda out, q, k, v, mask: run(n, q, k.view(np.uint16), v.view(np.uint16), mask.reshape(L, S), sc, out)
     return lambda out, q, k, v, mask: run(n, q, k, v, mask.reshape(L, S), sc, out)
 

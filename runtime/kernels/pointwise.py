@@ -137,14 +137,17 @@ def pointwise_res_applies(xshape, wshape, oshape, stride, padding, dilation, gro
     return False
 
 
-def pointwise_pass(xshape, w, b, oshape, res, relu=True):
+def pointwise_pass(xshape, w, b, oshape, res, relu=True, like=None):
     """`go(x, r, out)` running _pointwise_res for shapes pointwise_res_applies accepted, the weight (O, C,
     1, 1) packed and the bias (or zeros) bound: out = relu(conv + b + r) where res, else conv + b,
-    clamped where relu (r is then unread: pass out).  A constant weight's packed copy is kept."""
+    clamped where relu (r is then unread: pass out).  A constant weight's packed copy is kept.  like:
+    (x, out) arrays typed as every later call's (a prepared run): a parallel run's entry bound once."""
     mode = 0 if xshape[3] == oshape[3] else (1 if oshape[3] % 16 == 0 else 2)
     kern = _pointwise_kernel(mode, res, relu)
-    go = kern.parallel if xshape[0] * w.shape[0] * w.shape[1] * oshape[2] * oshape[3] >= PAR_MACS else kern.serial
+    par = xshape[0] * w.shape[0] * w.shape[1] * oshape[2] * oshape[3] >= PAR_MACS
     n = xshape[0] * (w.shape[0] // 8)
     wpk = derived(w, "pointwise_pack", _pack_pointwise)
     bb = filled(w.shape[0], 0.0) if b is None else b
+    go = kern.serial if not par else (kern.parallel if like is None else
+                                      kern.bound(like[0], wpk, bb, like[1], like[1]))
     return lambda x, r, out: go(n, x, wpk, bb, r, out)

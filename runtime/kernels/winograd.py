@@ -653,9 +653,10 @@ def prepare(out, x, w, b, relu, res):
     """`call(out, x, r)` for a convolution that `applies`: the packed weight, plan and task count
     once (w and b constant)."""
     geo, nt, par, kern, pack = _plan(x.shape, w.shape)
-    go = kern.parallel if par else kern.serial
     u = derived(w, pack.__name__, pack)
     bb = filled(w.shape[0], 0.0) if b is None else b
+    # the compiled entry bound once (r is shaped and typed as out)
+    go = kern.bound(x.reshape(-1), u, bb, relu, geo, out, res, out) if par else kern.serial
 
     def call(out, x, r):
         go(nt, x.reshape(-1), u, bb, relu, geo, r, res, out)
