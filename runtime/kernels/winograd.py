@@ -197,6 +197,36 @@ def _put2(mb, i, u0, u1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _products(uf, vb, mb, ob, OB, C, NP, G, nv):
+    # the NP places' GEMMs for output channels 8 ob .. 8 ob + 7 of a group of G tiles: mb[(p 8 + i) G +
+    # 16 v:] = sum over c of U[p, 8 ob + i, c] V[p, c, 16 v:] (vb[(p C + c) G:]); 8 x 32 tiles a step for
+    # a group's two vectors, 8 x 16 for a lone one
+    for p in range(NP if nv == 2 else 0):
+        a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = \
+            _gemm8x32(uf, (p * OB + ob) * C * 8, vb, p * C * G, C)
+        i0 = p * 8 * G
+        _put2(mb, i0, a00, a01)
+        _put2(mb, i0 + G, a10, a11)
+        _put2(mb, i0 + 2 * G, a20, a21)
+        _put2(mb, i0 + 3 * G, a30, a31)
+        _put2(mb, i0 + 4 * G, a40, a41)
+        _put2(mb, i0 + 5 * G, a50, a51)
+        _put2(mb, i0 + 6 * G, a60, a61)
+        _put2(mb, i0 + 7 * G, a70, a71)
+    for p in range(NP if nv == 1 else 0):
+        a0, a1, a2, a3, a4, a5, a6, a7 = _gemm8x16(uf, (p * OB + ob) * C * 8, vb, p * C * G, C, G)
+        i0 = p * 8 * G
+        wfstore(mb, i0, a0)
+        wfstore(mb, i0 + G, a1)
+        wfstore(mb, i0 + 2 * G, a2)
+        wfstore(mb, i0 + 3 * G, a3)
+        wfstore(mb, i0 + 4 * G, a4)
+        wfstore(mb, i0 + 5 * G, a5)
+        wfstore(mb, i0 + 6 * G, a6)
+        wfstore(mb, i0 + 7 * G, a7)
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _out_col(mb, i):
     # A^T down a column of the product tile (places 4 k + l, k = 0..3, 8 x 32 apart from flat i)
     m0 = wfload(mb, i)
@@ -285,29 +315,7 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                 _col4(vb, i0 + 3 * C * GROUP2, step, e03, e13, e23, e33)
         # per block of 8 output channels: the 16 GEMMs, then the output transform
         for ob in range(sr * OB // S, (sr + 1) * OB // S):
-            for p in range(16 if nv == 2 else 0):
-                a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = \
-                    _gemm8x32(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP2, C)
-                i0 = p * 8 * GROUP2
-                _put2(mb, i0, a00, a01)
-                _put2(mb, i0 + GROUP2, a10, a11)
-                _put2(mb, i0 + 2 * GROUP2, a20, a21)
-                _put2(mb, i0 + 3 * GROUP2, a30, a31)
-                _put2(mb, i0 + 4 * GROUP2, a40, a41)
-                _put2(mb, i0 + 5 * GROUP2, a50, a51)
-                _put2(mb, i0 + 6 * GROUP2, a60, a61)
-                _put2(mb, i0 + 7 * GROUP2, a70, a71)
-            for p in range(16 if nv == 1 else 0):
-                a0, a1, a2, a3, a4, a5, a6, a7 = _gemm8x16(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP2, C, GROUP2)
-                i0 = p * 8 * GROUP2
-                wfstore(mb, i0, a0)
-                wfstore(mb, i0 + GROUP2, a1)
-                wfstore(mb, i0 + 2 * GROUP2, a2)
-                wfstore(mb, i0 + 3 * GROUP2, a3)
-                wfstore(mb, i0 + 4 * GROUP2, a4)
-                wfstore(mb, i0 + 5 * GROUP2, a5)
-                wfstore(mb, i0 + 6 * GROUP2, a6)
-                wfstore(mb, i0 + 7 * GROUP2, a7)
+            _products(uf, vb, mb, ob, OB, C, 16, GROUP2, nv)
             # A^T m A per channel, written as NCHW rows (inline here: the same code in an inlined
             # function that took the arrays kept Numba's reference counting calls in the loop,
             # and LLVM spilled every vector around them)
@@ -543,29 +551,7 @@ def _wino4_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                     wfstore(vb, j + 4 * step, v4)
                     wfstore(vb, j + 5 * step, v5)
         for ob in range(sr * OB // S, (sr + 1) * OB // S):
-            for p in range(36 if nv == 2 else 0):
-                a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = \
-                    _gemm8x32(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP4, C)
-                i0 = p * 8 * GROUP4
-                _put2(mb, i0, a00, a01)
-                _put2(mb, i0 + GROUP4, a10, a11)
-                _put2(mb, i0 + 2 * GROUP4, a20, a21)
-                _put2(mb, i0 + 3 * GROUP4, a30, a31)
-                _put2(mb, i0 + 4 * GROUP4, a40, a41)
-                _put2(mb, i0 + 5 * GROUP4, a50, a51)
-                _put2(mb, i0 + 6 * GROUP4, a60, a61)
-                _put2(mb, i0 + 7 * GROUP4, a70, a71)
-            for p in range(36 if nv == 1 else 0):
-                a0, a1, a2, a3, a4, a5, a6, a7 = _gemm8x16(uf, (p * OB + ob) * C * 8, vb, p * C * GROUP4, C, GROUP4)
-                i0 = p * 8 * GROUP4
-                wfstore(mb, i0, a0)
-                wfstore(mb, i0 + GROUP4, a1)
-                wfstore(mb, i0 + 2 * GROUP4, a2)
-                wfstore(mb, i0 + 3 * GROUP4, a3)
-                wfstore(mb, i0 + 4 * GROUP4, a4)
-                wfstore(mb, i0 + 5 * GROUP4, a5)
-                wfstore(mb, i0 + 6 * GROUP4, a6)
-                wfstore(mb, i0 + 7 * GROUP4, a7)
+            _products(uf, vb, mb, ob, OB, C, 36, GROUP4, nv)
             for v in range(nv):
                 for i in range(8):
                     o = ob * 8 + i
