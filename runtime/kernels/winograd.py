@@ -240,10 +240,10 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
     # xf: the input (N, C, H, W) flat; u: pack_weight's (16, O / 8, C, 8); b (O,); out (N, O, H, W);
     # geo = (C, H, W, O, G, S): G groups of 32 tiles (numbered over the batch, image-major: a group
     # may span images, the last may hold fewer), each split over S ranges of output-channel blocks
-    # (small batches: more tasks than threads).  Task t: group t // S, range t % S.  res: out = relu(conv + b + r) (r shaped as
-    # out; relu then set), else r is unread.  LOAD16, STORE16, HROW: bound per variant (16-lane
-    # rows, W % 16 == 0, or 8-lane pieces, W % 8 == 0).
-    C, H, W, O, G, S = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    # (small batches: more tasks than threads).  Task t: group t // S, range t % S.  res: out =
+    # relu(conv + b + r) (r shaped as out; relu then set), else r is unread.  LOAD16, STORE16, HROW:
+    # bound per variant (16-lane rows, W % 16 == 0, or 8-lane pieces, W % 8 == 0).
+    C, H, W, O, S = geo[0], geo[1], geo[2], geo[3], geo[5]
     T = W // 2
     NT = (H // 2) * T
     OB = O // 8
@@ -255,8 +255,9 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
     vb = np.empty(16 * C * GROUP2, np.float32)
     mb = np.empty(16 * 8 * GROUP2, np.float32)
     # per vector of 16 tiles: its quarters' flat offsets of (image, channel 0, row 2r - 1, column
-    # 2t - 2) and output offsets of (image, channel 0, 2r, 2t); the mask bits of its rows 2r - 1 + i inside the image (i = 0..3) and
-    # its windows' columns (w = 0..2), pieces 0-1 (u) and 2-3 (v); its quarters that hold tiles
+    # 2t - 2) and output offsets of (image, channel 0, 2r, 2t); the mask bits of its rows 2r - 1 + i
+    # inside the image (i = 0..3) and its windows' columns (w = 0..2), pieces 0-1 (u) and 2-3 (v);
+    # its quarters that hold tiles
     po = np.empty((2, 4), np.int64)
     oo = np.empty((2, 4), np.int64)
     rm = np.zeros((2, 4, 2), np.int64)
@@ -479,7 +480,7 @@ def _wino4_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
     # The input transform runs along each input row (HROW4, into es), then down the columns into vb;
     # the output transform down the columns (into ys), then along the rows, back to tile-major
     # pieces (16 columns of a row, or 8 of two rows 4 apart) stored (masked) into NCHW
-    C, H, W, O, G, S = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    C, H, W, O, S = geo[0], geo[1], geo[2], geo[3], geo[5]
     T = W // 4
     NT = (H // 4) * T
     OB = O // 8
