@@ -255,13 +255,11 @@ def wfload_mask(typingctx, a, i, m):
 
 
 def _masked_intrinsic(name, n):
-    fnty_load = ir.FunctionType(ir.VectorType(ir.FloatType(), n), [ir.VectorType(ir.FloatType(), n).as_pointer(),
-                                                                    _I32, ir.VectorType(ir.IntType(1), n),
-                                                                    ir.VectorType(ir.FloatType(), n)])
-    fnty_store = ir.FunctionType(ir.VoidType(), [ir.VectorType(ir.FloatType(), n),
-                                                 ir.VectorType(ir.FloatType(), n).as_pointer(), _I32,
-                                                 ir.VectorType(ir.IntType(1), n)])
-    return fnty_load if name == "load" else fnty_store
+    # the type of llvm.masked.load / llvm.masked.store over n float32 lanes
+    vf, m = ir.VectorType(ir.FloatType(), n), ir.VectorType(ir.IntType(1), n)
+    if name == "load":
+        return ir.FunctionType(vf, [vf.as_pointer(), _I32, m, vf])
+    return ir.FunctionType(ir.VoidType(), [vf, vf.as_pointer(), _I32, m])
 
 
 def _mask_bits(b, m, lo, n):

@@ -116,11 +116,11 @@ def _pointwise_direct(x, w, out, stride, padding, dilation, groups):
 
 
 def _winograd(x, out, wshape, stride, padding, dilation, groups):
-    """Whether this float32 convolution runs winograd.py (3x3, stride 1, padding 1; F(4x4, 3x3) where
-    the height is a multiple of 4 and the width of 16, else F(2x2, 3x3); the output must not overlap
-    the input, which other tasks still read).  In-process against the row kernels on ResNet-8's
-    layers at batch 32: 16->16 at 32x32 870 -> 369 us (F(2x2): 643), 32->32 at 16x16 813 -> 276
-    (488), 64->64 at 8x8 768 -> 410 (F(2x2)), the 3->16 stem 236 -> 184; batch 1 20-39 -> 15-26 us."""
+    """Whether this float32 convolution runs winograd.py (3x3, stride 1, padding 1; F(4x4, 3x3) or
+    F(2x2, 3x3) as winograd._plan chooses; the output must not overlap the input, which other tasks
+    still read).  In-process against the row kernels on ResNet-8's layers at batch 32: 16->16 at
+    32x32 870 -> 369 us (F(2x2): 643), 32->32 at 16x16 813 -> 276 (488), 64->64 at 8x8 731 -> 226
+    (372), the 3->16 stem 236 -> 184; batch 1 20-39 -> 15-26 us."""
     return winograd.applies(x.shape, wshape, out.shape, tuple(stride), tuple(padding), tuple(dilation), groups) \
         and not np.may_share_memory(out, x)
 

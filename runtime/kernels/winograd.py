@@ -60,9 +60,9 @@ _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.
 
 
 def applies(xshape, wshape, oshape, stride, padding, dilation, groups):
-    """Whether F(2x2, 3x3) runs this float32 convolution: AVX-512, 3x3, stride 1, padding 1, no
-    dilation, groups 1, H even, W a multiple of 8, output channels a multiple of 8 and the same
-    size as the input."""
+    """Whether winograd.py runs this float32 convolution (F(2x2, 3x3)'s conditions; F(4x4, 3x3)
+    covers a subset, _plan): AVX-512, 3x3, stride 1, padding 1, no dilation, groups 1, H even, W a
+    multiple of 8, output channels a multiple of 8, and the output the same size as the input."""
     if len(xshape) != 4 or len(wshape) != 4:
         return False
     n, c, h, w = xshape
@@ -136,13 +136,14 @@ def _col4(vb, i, step, e0, e1, e2, e3):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _gemm8x32(u, ui, vb, vi, C):
-    # 8 output channels (broadcasts u[ui + 8 c + i]) x 32 tiles (vb[vi + 32 c:]) summed over C
+def _gemm8x32(u, ui, vb, vi, C, vs):
+    # 8 output channels (broadcasts u[ui + 8 c + i]) x 32 tiles (vb[vi + vs c:], 32 values) summed
+    # over C
     a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = wfzero()
     a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = wfzero()
     for c in range(C):
-        v0 = wfload(vb, vi + 32 * c)
-        v1 = wfload(vb, vi + 32 * c + 16)
+        v0 = wfload(vb, vi + vs * c)
+        v1 = wfload(vb, vi + vs * c + 16)
         k = ui + 8 * c
         s = wfsplat(u[k])
         a00 = wfma(s, v0, a00)
@@ -203,7 +204,7 @@ def _products(uf, vb, mb, ob, OB, C, NP, G, nv):
     # a group's two vectors, 8 x 16 for a lone one
     for p in range(NP if nv == 2 else 0):
         a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71 = \
-            _gemm8x32(uf, (p * OB + ob) * C * 8, vb, p * C * G, C)
+            _gemm8x32(uf, (p * OB + ob) * C * 8, vb, p * C * G, C, G)
         i0 = p * 8 * G
         _put2(mb, i0, a00, a01)
         _put2(mb, i0 + G, a10, a11)
@@ -227,12 +228,12 @@ def _products(uf, vb, mb, ob, OB, C, NP, G, nv):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _out_col(mb, i):
-    # A^T down a column of the product tile (places 4 k + l, k = 0..3, 8 x 32 apart from flat i)
+def _out_col(mb, i, st):
+    # A^T down a column of the product tile (places 4 k + l, k = 0..3, st apart from flat i)
     m0 = wfload(mb, i)
-    m1 = wfload(mb, i + 1024)
-    m2 = wfload(mb, i + 2048)
-    m3 = wfload(mb, i + 3072)
+    m1 = wfload(mb, i + st)
+    m2 = wfload(mb, i + 2 * st)
+    m3 = wfload(mb, i + 3 * st)
     return wfadd(wfadd(m0, m1), m2), wfsub(wfsub(m1, m2), m3)
 
 
@@ -327,10 +328,10 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                     o = ob * 8 + i
                     bias = wfsplat(b[o])
                     j = i * GROUP2 + 16 * v
-                    f00, f10 = _out_col(mb, j)
-                    f01, f11 = _out_col(mb, j + 256)
-                    f02, f12 = _out_col(mb, j + 512)
-                    f03, f13 = _out_col(mb, j + 768)
+                    f00, f10 = _out_col(mb, j, 32 * GROUP2)          # place (k, l) at (4 k + l) 8 GROUP2
+                    f01, f11 = _out_col(mb, j + 8 * GROUP2, 32 * GROUP2)
+                    f02, f12 = _out_col(mb, j + 16 * GROUP2, 32 * GROUP2)
+                    f03, f13 = _out_col(mb, j + 24 * GROUP2, 32 * GROUP2)
                     y00 = wfadd(wfadd(wfadd(f00, f01), f02), bias)
                     y01 = wfadd(wfsub(wfsub(f01, f02), f03), bias)
                     y10 = wfadd(wfadd(wfadd(f10, f11), f12), bias)
