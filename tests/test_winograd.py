@@ -138,6 +138,12 @@ def test_conv_paths_take_winograd():
         _close(out, np.maximum(want + r, 0), 16)
         assert np.isnan(c_out).all()
         assert len(calls) == 3
+        # a computed (writable) weight, as an int8-weight program's dequantized one: not transformed
+        # again every call, the row kernels take it
+        out = np.full(want.shape, np.nan, np.float32)
+        assert not cv.conv2d_into(out, x, wt.copy(), b, (1, 1), (1, 1), (1, 1), 1)
+        _close(out, want, 16)
+        assert len(calls) == 3
         same = np.zeros((2, 16, 8, 16), np.float32)          # output = input: not on winograd.py
         assert not cv._winograd(same, same, wt.shape, (1, 1), (1, 1), (1, 1), 1)
     finally:

@@ -76,8 +76,9 @@ def pack_weight(w):
     """U = G g G^T for every (o, c) (computed in float64), laid out (16 places, O / 8, C, 8): the
     broadcasts of a block of 8 output channels for one place and input channel are consecutive."""
     o, c = w.shape[:2]
-    u = np.einsum("ki,ocij,lj->klco", _G, w.astype(np.float64), _G)      # (4, 4, C, O)
-    u = u.reshape(16, c, o // 8, 8).transpose(0, 2, 1, 3)
+    # U[k, l] = sum over i, j of G[k, i] G[l, j] g[i, j]: one (O C, 9) x (9, 16) product with G (x) G
+    u = (w.reshape(o * c, 9).astype(np.float64) @ np.kron(_G, _G).T).reshape(o, c, 16)
+    u = u.transpose(2, 1, 0).reshape(16, c, o // 8, 8).transpose(0, 2, 1, 3)
     return np.ascontiguousarray(u, dtype=np.float32)
 
 
@@ -378,8 +379,8 @@ _G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6]
 def pack_weight4(w):
     """U = G g G^T (6 x 6 places) for every (o, c), laid out (36, O / 8, C, 8) as pack_weight's."""
     o, c = w.shape[:2]
-    u = np.einsum("ki,ocij,lj->klco", _G4, w.astype(np.float64), _G4)
-    u = u.reshape(36, c, o // 8, 8).transpose(0, 2, 1, 3)
+    u = (w.reshape(o * c, 9).astype(np.float64) @ np.kron(_G4, _G4).T).reshape(o, c, 36)
+    u = u.transpose(2, 1, 0).reshape(36, c, o // 8, 8).transpose(0, 2, 1, 3)
     return np.ascontiguousarray(u, dtype=np.float32)
 
 
