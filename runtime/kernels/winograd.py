@@ -642,7 +642,7 @@ def prepare(out, x, w, b, relu, res):
     """`call(out, x, r)` for a convolution that `applies`: the packed weight, plan and task count
     once (w and b constant)."""
     geo, nt, par, kern, pack = _plan(x.shape, w.shape)
-    u = derived(w, pack.__name__, pack)
+    u = derived(w, "winograd_" + pack.__name__, pack)
     bb = filled(w.shape[0], 0.0) if b is None else b
     # the compiled entry bound once (r is shaped and typed as out)
     go = kern.bound(x.reshape(-1), u, bb, relu, geo, out, res, out) if par else kern.serial
@@ -660,5 +660,5 @@ def run(out, x, w, b, relu, r=None, par=None, f4=None):
                          f"a height a multiple of 8), got {x.shape}")
     geo, nt, par_, kern, pack = _plan(x.shape, w.shape, f4)
     go = kern.parallel if (par_ if par is None else par) else kern.serial
-    go(nt, np.ascontiguousarray(x, dtype=np.float32).reshape(-1), derived(w, pack.__name__, pack),
+    go(nt, np.ascontiguousarray(x, dtype=np.float32).reshape(-1), derived(w, "winograd_" + pack.__name__, pack),
        filled(w.shape[0], 0.0) if b is None else b.astype(np.float32, copy=False), relu, geo, *_residual(out, r, relu))
