@@ -83,13 +83,25 @@ def pack_weight(w):
 
 
 @njit(cache=True, inline="always")
-def _cmask8(s, W):
-    # lanes l of an 8-value piece from column s that lie inside a row of W: 0 <= s + l < W
+def _cmask(s, n, lim):
+    # mask bits of the lanes l < n of a window from column s with 0 <= s + l < lim (the row's width,
+    # or less where later columns are not used)
     lo = max(0, -s)
-    hi = min(8, W - s)
+    hi = min(n, lim - s)
     if hi <= lo:
         return 0
     return ((1 << hi) - 1) ^ ((1 << lo) - 1)
+
+
+@njit(cache=True, inline="always")
+def _geometry(geo, xf, tile):
+    # a kernel's sizes from geo (C, H, W, O, G, S) and the flat input: tiles a row T, an image NT, the
+    # batch NQ (tile x tile outputs each); blocks of 8 output channels OB; pixels a plane HW
+    C, H, W, O, S = geo[0], geo[1], geo[2], geo[3], geo[5]
+    T = W // tile
+    NT = (H // tile) * T
+    HW = H * W
+    return C, H, W, O, S, T, NT, O // 8, HW, xf.shape[0] // (C * HW) * NT
 
 
 def _load16_py(a, i, j, m):
@@ -245,12 +257,7 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
     # (small batches: more tasks than threads).  Task t: group t // S, range t % S.  res: out =
     # relu(conv + b + r) (r shaped as out; relu then set), else r is unread.  LOAD16, STORE16, HROW:
     # bound per variant (16-lane rows, W % 16 == 0, or 8-lane pieces, W % 8 == 0).
-    C, H, W, O, S = geo[0], geo[1], geo[2], geo[3], geo[5]
-    T = W // 2
-    NT = (H // 2) * T
-    OB = O // 8
-    HW = H * W
-    NQ = xf.shape[0] // (C * HW) * NT
+    C, H, W, O, S, T, NT, OB, HW, NQ = _geometry(geo, xf, 2)
     of = out.reshape(-1)
     rf = r.reshape(-1)
     uf = u.reshape(-1)
@@ -289,7 +296,7 @@ def _wino_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                         if 0 <= 2 * rk - 1 + i < H:
                             rm[v, i, h] |= 0xFF << sh
                     for w in range(3):
-                        cm[v, w, h] |= _cmask8(2 * tk - 2 + 2 * w, W) << sh
+                        cm[v, w, h] |= _cmask(2 * tk - 2 + 2 * w, 8, W) << sh
         # the input transform: V[p, c, 32 tiles] at vb[(p C + c) 32:]
         for v in range(nv):
             p0, p1, p2, p3 = po[v, 0], po[v, 1], po[v, 2], po[v, 3]
@@ -466,28 +473,13 @@ _hrow4 = variant(_hrow4_py, "_wino_hrow4", fastmath=True, inline="always")
 _hrow4n = variant(_hrow4_py, "_wino_hrow4n", {"PH03": _PH03N, "PH45": _PH45N}, fastmath=True, inline="always")
 
 
-@njit(cache=True, inline="always")
-def _cmask16(s, W, lim):
-    # lanes l of a 16-value window from column s with 0 <= s + l < min(W, lim)
-    lo = max(0, -s)
-    hi = min(16, min(W, lim) - s)
-    if hi <= lo:
-        return 0
-    return ((1 << hi) - 1) ^ ((1 << lo) - 1)
-
-
 def _wino4_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
     # F(4x4, 3x3) as _wino_py (same arguments and tasks; u: pack_weight4's (36, O / 8, C, 8)); tiles
     # 4 x 4 (H % 4 == 0, W % 16 == 0; or, NARROW, W == 8 and H % 8 == 0: pieces of 2 x 2 tiles).
     # The input transform runs along each input row (HROW4, into es), then down the columns into vb;
     # the output transform down the columns (into ys), then along the rows, back to tile-major
     # pieces (16 columns of a row, or 8 of two rows 4 apart) stored (masked) into NCHW
-    C, H, W, O, S = geo[0], geo[1], geo[2], geo[3], geo[5]
-    T = W // 4
-    NT = (H // 4) * T
-    OB = O // 8
-    HW = H * W
-    NQ = xf.shape[0] // (C * HW) * NT
+    C, H, W, O, S, T, NT, OB, HW, NQ = _geometry(geo, xf, 4)
     of = out.reshape(-1)
     rf = r.reshape(-1)
     uf = u.reshape(-1)
@@ -518,9 +510,9 @@ def _wino4_py(t_lo, t_hi, xf, u, b, relu, geo, r, res, out):
                 oo[v, k] = nk * O * HW + 4 * rk * W + 4 * tk
                 ok = q < NQ
                 qm[v, k] = 0xFFFF if ok else 0
-                ca[v, k] = _cmask16(4 * tk - 1, W, W)
+                ca[v, k] = _cmask(4 * tk - 1, 16, W)
                 # only columns up to 4 t + 16 used; 8 wide, the second load is the row 4 below
-                cb[v, k] = ca[v, k] if NARROW else _cmask16(4 * tk + 15, W, 4 * tk + 17)
+                cb[v, k] = ca[v, k] if NARROW else _cmask(4 * tk + 15, 16, min(W, 4 * tk + 17))
                 for i in range(6):
                     rm = 0xFFFF if ok and 0 <= 4 * rk - 1 + i < H else 0
                     lm[v, i, 2 * k] = ca[v, k] & rm
