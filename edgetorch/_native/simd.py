@@ -43,6 +43,8 @@ as Numba intrinsics that emit the LLVM IR directly:
                                 bits in a uint16 array (int4 group scales as the file stores them)
     w = wperm(v, w)             lane l: lane v[l] % 16 of w (vpermps)
     v = wsplat2(a, b)           the int32 a in lanes 0-7, b in lanes 8-15
+    v = wload_mask(a, i, m)     the 64 bytes from flat element i of a 1-byte array where bit b of
+                                the integer m is set, 0 elsewhere (masked-off bytes are not read)
     v = wsub(v, w); v = wsll4(v)
                                 int32 difference; each lane shifted left 4
     vprefetch_l2(a, i)          vprefetch into L2 only (prefetcht1)
@@ -514,6 +516,26 @@ def wperm(typingctx, idx, v):
 
 
 wdot = _byte_dot(i32x16, _VI16)
+
+
+@intrinsic
+def wload_mask(typingctx, a, i, m):
+    """The 64 bytes from flat element i of the 1-byte array a where bit b of the integer m (64 bits)
+    is set, 0 elsewhere; masked-off bytes are not read (vmovdqu8 with a zeroing mask), so they may
+    lie past the array's end."""
+    if not (_byte_array(a) and isinstance(i, types.Integer) and isinstance(m, types.Integer)):
+        return None
+    v64 = ir.VectorType(ir.IntType(8), 64)
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(v64, [v64.as_pointer(), _I32, ir.VectorType(ir.IntType(1), 64), v64]),
+            "llvm.masked.load.v64i8.p0")
+        mask = b.bitcast(ctx.cast(b, args[2], sig.args[2], types.int64), ir.VectorType(ir.IntType(1), 64))
+        v = b.call(fn, [_ptr(ctx, b, sig.args[0], args[0], args[1], v64), ir.Constant(_I32, 1), mask,
+                        ir.Constant(v64, None)])
+        return b.bitcast(v, _VI16)
+    return i32x16(a, i, m), codegen
 
 
 @intrinsic

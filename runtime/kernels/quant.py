@@ -32,7 +32,6 @@ from edgetorch._native import simd
 from edgetorch._native.simd import wfadd, wfhsum, wfload, wfma, wfzero, wi8f
 
 from . import vnni
-from .vnni import _f32_of_bits
 from ._derived import derived
 from ._jit import chunked, twins
 from .conv import _check_window
@@ -105,6 +104,19 @@ def _gemv_q8_kernel(x, wq, out):
     return _gemv_q8w if vec else _gemv_q8
 
 
+@njit(cache=True, inline="always")
+def _f32_of_bits(b):
+    # the non-negative float32 whose bit pattern is the int32 b (Numba has no scalar bitcast, and a
+    # float view of an int array written in the same parallel loop read back stale values)
+    e = b >> 23
+    mant = b & 0x7FFFFF
+    if e == 255:
+        return np.float32(np.inf) if mant == 0 else np.float32(np.nan)
+    if e == 0:
+        return np.float32(math.ldexp(np.float64(mant), -149))
+    return np.float32(math.ldexp(np.float64(mant | 0x800000), e - 150))
+
+
 def _quant_rows_py(x, xq, sx, off):
     # per-row symmetric int8, rounded exactly as the reference (IEEE division, no fastmath);
     # stored plus `off` (128 into a uint8 xq: the unsigned operand of vpdpbusd).  The row's
@@ -134,6 +146,70 @@ QUANT_ROWS_PAR = 1 << 15      # values from which the row quantization runs para
 
 def _quant_rows(x, xq, sx, off=0):
     (_quant_rows_p if x.size >= QUANT_ROWS_PAR else _quant_rows_s)(x, xq, sx, off)
+
+
+def _quant_lanes_py(x, xq, cxb, sxb, xg, zp):
+    # x (M, K) float32 in blocks of 32 columns, each symmetric int8 with its own scale d = max|x| / 127
+    # (llama.cpp's Q8_0 block: q = rint(x * (1 / d)), ties to even), written in the int4 kernel's lane
+    # layout (vnni.lane_pos: xq (M, K + 64), the 64 bytes past K zero); per block: cxb = -zp x the
+    # block's sum of q (the symmetric weights' zero point, added to the block's int32 dot) and sxb =
+    # d, 0 in the lanes past the last block; xg (M, ng) the sums of the dequantized x over each
+    # weight group (asymmetric weights' zero points, after the dot).  A block holding inf or NaN gets
+    # an inf or NaN scale: the results are not finite either.
+    M, K = x.shape
+    nb = K // 32
+    G = K // xg.shape[1]
+    bits = x.view(np.int32)
+    for m in range(M):
+        for i in range(K, xq.shape[1]):
+            xq[m, i] = 0
+        for i in range(nb, cxb.shape[1]):
+            cxb[m, i] = 0
+            sxb[m, i] = 0.0
+        for g in range(xg.shape[1]):
+            xg[m, g] = 0.0
+        for blk in range(nb):
+            k0 = blk * 32
+            a = int32(0)
+            for k in range(k0, k0 + 32):
+                a = max(a, bits[m, k] & int32(0x7FFFFFFF))
+            amax = _f32_of_bits(a)
+            d = np.float32(1.0) if amax == 0 else amax / np.float32(127.0)     # NaN stays NaN
+            inv = np.float32(1.0) / d
+            tot = int32(0)
+            for k in range(k0, k0 + 32):
+                v = np.rint(x[m, k] * inv)
+                q = int32(min(max(v, np.float32(-127.0)), np.float32(127.0)))
+                xq[m, vnni.lane_pos(k, nb)] = q
+                tot += q
+            cxb[m, blk] = -zp * tot
+            sxb[m, blk] = d
+            xg[m, k0 // G] += np.float32(tot) * d
+
+
+_quant_lanes = njit(cache=True)(_quant_lanes_py)
+
+
+def _lanes_of_rows_py(xr, xq, cxb):
+    # int8 rows xr (M, K) already quantized with one scale a row (8da4w) into the lane layout xq
+    # (M, K + 64) with cxb = -8 x each block's sum, as _quant_lanes lays them out
+    M, K = xr.shape
+    nb = K // 32
+    for m in range(M):
+        for i in range(K, xq.shape[1]):
+            xq[m, i] = 0
+        for i in range(nb, cxb.shape[1]):
+            cxb[m, i] = 0
+        for blk in range(nb):
+            tot = int32(0)
+            for k in range(blk * 32, blk * 32 + 32):
+                q = xr[m, k]
+                xq[m, vnni.lane_pos(k, nb)] = q
+                tot += int32(q)
+            cxb[m, blk] = -8 * tot
+
+
+_lanes_of_rows = njit(cache=True)(_lanes_of_rows_py)
 
 
 def _gemv_dq8_py(xq, sx, wq, s, out):

@@ -17,12 +17,11 @@ from edgetorch._native.simd import vprefetch, wfhsum, wfload, wfma, wfsplat, wfz
 from edgetorch._native.jit import variant
 
 from . import vnni
-from .vnni import lanes_of_rows as _lanes_of_rows, quant_lanes as _quant_lanes
 from ._jit import twins
 from .linalg import apply_activation
 from .index import check_index
 from ._derived import derived, filled
-from .quant import (PAR_WEIGHTS, QUANT_ROWS_PAR, _check, _quant_rows, _quant_rows_p,
+from .quant import (PAR_WEIGHTS, QUANT_ROWS_PAR, _check, _lanes_of_rows, _quant_lanes, _quant_rows, _quant_rows_p,
                     _quant_rows_s, _rows, f32)
 from .registry import kernel, preparer
 
@@ -316,7 +315,7 @@ def _vnni_groups(K, ng):
 
 
 def _block_scratch(M, K, ng):
-    """(xq, cxb, sxb, xg): the arrays vnni.quant_lanes fills for M rows of K inputs, ng groups."""
+    """(xq, cxb, sxb, xg): the arrays quant._quant_lanes fills for M rows of K inputs, ng groups."""
     L = vnni.lane_blocks(K)
     return (np.empty((M, vnni.lane_cols(K)), np.int8), np.empty((M, L), np.int32), np.empty((M, L), np.float32),
             np.empty((M, ng), np.float32))
@@ -327,8 +326,16 @@ def _blocks_dequantized(x2):
     M, K = x2.shape
     xq, cxb, sxb, xg = _block_scratch(M, K, 1)
     _quant_lanes(np.ascontiguousarray(x2), xq, cxb, sxb, xg, 0)
-    nat = xq[:, vnni.lane_index(K)]            # back to column order
+    nat = xq[:, _lane_index(K)]                # back to column order
     return (nat.reshape(M, K // 32, 32).astype(np.float32) * sxb[:, :K // 32, None]).reshape(M, K)
+
+
+def _lane_index(K):
+    """pos[c]: where column c sits in a row's lane layout (vnni.lane_pos)."""
+    c = np.arange(K)
+    w = c // vnni.WIN
+    i = c - w * vnni.WIN
+    return w * vnni.WIN + ((i & 31) >> 2) * 4 * np.minimum(16, K // 32 - 16 * w) + (i >> 5) * 4 + (i & 3)
 
 
 @kernel("linear_q4")

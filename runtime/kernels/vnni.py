@@ -22,14 +22,14 @@ Measured here (2-core Zen 4, encoder shapes 128 x 384 x 1536): 810-910
 Gops/s, against 140-155 for the portable int8 GEMM (vpmaddwd) and 170-190
 for OpenBLAS sgemm on the same shapes.
 """
-import math
-
 import numpy as np
-from numba import int32, njit, prange
+from numba import njit, prange
 
 from edgetorch._native.simd import (vadd, vbcast4, vcvt, vdot, vfadd, vfload, vfmul, vfsplat, vfstore, vload,
                                     vload4, vprefetch_l2, vstore, vsub, vzero, wadd, wand, wcvt, wdot, wfhsum,
-                                    wfload, wfload_mask, wfma, wfmul, wfsplat, wfzero, wload, wload4, wload_half, wperm, wscales, wsll4, wsplat, wsub, sload)
+                                    wfload, wfma, wfmul, wfsplat, wfzero, wload, wload4, wload_mask, wperm,
+                                    wscales, wsll4, wsplat, wsub, sload)
+from edgetorch._native.jit import variant
 
 from ._jit import twins
 
@@ -216,79 +216,55 @@ PF_BYTES = 4096
 # window of 16 blocks (512 columns) holds block l: step q (0-7), lane l, byte r is column
 # 32 l + 4 q + r of the window.  A block's whole dot product then builds in one int32 lane over
 # the window's 8 steps, and the scales are applied once a window: the step is 3 loads, 2 ANDs and
-# 4 vpdpbusd for 4 rows.  A row's blocks past its last whole window go in sub-windows of 8, 4, 2
-# and 1 blocks (the binary digits of their count, largest first) laid out alike (step q's b
-# blocks' quads together: one vector holds 16 / b steps, lane l block l % b), read as whole vectors
-# (half a one for a single block), every load a full vector of real weights; their epilogue gives
-# each lane its block's scales by a permute (folding the lanes onto b first cost 12-48 more
-# operations a sub-window: a single block's sub-window took 16x a full window's time a block).  Row pairs share bytes as in the file (row 2p in the low nibble,
-# 2p + 1 in the high one); a task's two pairs are interleaved window by window, one contiguous
-# stream a task: pair 2t's (sub-)window then pair 2t + 1's.  The high nibble is not shifted: the
-# whole byte's dot (lo + 16 hi) minus the low nibble's gives 16 x the high one's, in exact int32,
-# and 1/16 goes into its scale.  (llama.cpp's CPU back end repacks Q4_0 at load too, into
-# row-interleaved blocks, for the same reason: its "repack" buffer types.)
-# Measured against the natural-layout kernel it replaced (2 threads, alternating): L3-resident
-# 1536 x 1024 38 -> 55-61 GB/s, 2048 x 768 28-36 -> 41-53; from DRAM equal (20.5 -> 20.8, 27.5 ->
-# 27.7 GB/s) once its hints go to L2 only.
+# 4 vpdpbusd for 4 rows.  The last window of a row holds its nbw < 16 remaining blocks the same
+# way, 4 nbw bytes a step (read with a byte mask).  Row pairs share bytes as in the file (row 2p in
+# the low nibble, 2p + 1 in the high one); a task's two pairs are interleaved window by window,
+# one contiguous stream a task: pair 2t's window then pair 2t + 1's.  The high nibble is not
+# shifted: the whole byte's dot (lo + 16 hi) minus the low nibble's gives 16 x the high one's, in
+# exact int32, and 1/16 goes into its scale.  (llama.cpp's CPU back end repacks Q4_0 at load too,
+# into row-interleaved blocks, for the same reason: its "repack" buffer types.)
+# Measured against the natural-layout kernel it replaces (2 threads, 1536 x 1024 and 2048 x 768 int4
+# matrices, alternating): L3-resident 38 -> 55-61 GB/s, 28-36 -> 41-53; L2 one thread 256 x 4096
+# 22-24 -> 34-50; from DRAM equal (20.5 -> 20.8, 27.5 -> 27.7 GB/s) once its hints go to L2.
 
 WIN = 512           # columns a window: 16 blocks of 32
 
 
 def lane_groups(K, ng):
     """Whether the lane kernel takes K columns in ng groups: groups of 32, 64, 128 or 256 (the op's
-    sizes: a window of 16 blocks holds whole groups, and so does every sub-window of a row whose
-    width is a multiple of the group)."""
+    sizes: a window of 16 blocks holds whole groups)."""
     G = K // ng
     return ng * G == K and G in (32, 64, 128, 256)
 
 
 @njit(cache=True, inline="always")
-def _sub_window(blk, nb):
-    """(first block, blocks) of the (sub-)window holding block blk of a row of nb blocks."""
-    nfull = nb // 16
-    if blk < nfull * 16:
-        return (blk // 16) * 16, 16
-    c0 = nfull * 16
-    tail = nb - c0
-    b = 8
-    while b > 1:
-        if tail & b:
-            if blk < c0 + b:
-                return c0, b
-            c0 += b
-        b //= 2
-    return c0, 1
-
-
-@njit(cache=True, inline="always")
 def lane_pos(c, nb):
     """The position of column c in the lane layout of a row of nb blocks."""
-    c0, b = _sub_window(c // 32, nb)
-    i = c - 32 * c0
-    return 32 * c0 + ((i & 31) >> 2) * 4 * b + (i >> 5) * 4 + (i & 3)
-
-
-@njit(cache=True)
-def lane_index(K):
-    """pos[c]: where column c of a row of K sits in the lane layout."""
-    pos = np.empty(K, np.int64)
-    for c in range(K):
-        pos[c] = lane_pos(c, K // 32)
-    return pos
+    w = c // WIN
+    nbw = min(16, nb - 16 * w)
+    i = c - w * WIN
+    return w * WIN + ((i & 31) >> 2) * 4 * nbw + (i >> 5) * 4 + (i & 3)
 
 
 @njit(cache=True)
 def _pack_lanes(wp, out):
-    # out (T, 2K): task t's pairs 2t, 2t + 1 (sub-)window by (sub-)window, 32 b bytes each; a
-    # missing last pair stays zero
+    # out (T, 2K): task t's pairs 2t, 2t + 1 window by window (full windows: 512 bytes each; the
+    # last, partial one: 32 nbw bytes each); a missing last pair stays zero
     P, K = wp.shape
     nb = K // 32
+    nfull = nb // 16
+    tailb = K - nfull * WIN
     for p in range(P):
         t = p // 2
         h = p % 2
         for c in range(K):
-            c0, b = _sub_window(c // 32, nb)
-            out[t, 32 * c0 + h * 32 * b + lane_pos(c, nb)] = wp[p, c]
+            pos = lane_pos(c, nb)
+            w = c // WIN
+            if w < nfull:
+                off = w * 2 * WIN + h * WIN + (pos - w * WIN)
+            else:
+                off = nfull * 2 * WIN + h * tailb + (pos - w * WIN)
+            out[t, off] = wp[p, c]
 
 
 def pack_lanes(wp):
@@ -300,136 +276,52 @@ def pack_lanes(wp):
 
 
 def lane_cols(K):
-    """Bytes a row of x takes in the lane layout: K, and 64 more (zero) that pad it to whole vectors."""
+    """Bytes a row of x takes in the lane layout: K, and 64 more read (not used) by the last
+    window's steps, which load a whole vector whatever its width."""
     return K + 64
 
 
 def lane_blocks(K):
-    """int32 / float32 lanes a row of the per-block arrays holds: 16 a whole window, and 16 more
-    (zero) for the last sub-windows' epilogues, which read 16 lanes from their first block."""
-    return (K // WIN) * 16 + 32
+    """int32 / float32 lanes a row of the per-block arrays holds: a whole window's 16 a window."""
+    return -(-K // WIN) * 16
 
 
-# x in the lane layout, each call (here, beside lane_pos: Numba's on-disk cache keys a compiled
-# function by its own file only, so a function inlining lane_pos from another file kept a stale copy
-# of it after lane_pos changed)
-
-@njit(cache=True, inline="always")
-def _f32_of_bits(b):
-    # the non-negative float32 whose bit pattern is the int32 b (Numba has no scalar bitcast, and a
-    # float view of an int array written in the same parallel loop read back stale values)
-    e = b >> 23
-    mant = b & 0x7FFFFF
-    if e == 255:
-        return np.float32(np.inf) if mant == 0 else np.float32(np.nan)
-    if e == 0:
-        return np.float32(math.ldexp(np.float64(mant), -149))
-    return np.float32(math.ldexp(np.float64(mant | 0x800000), e - 150))
-
-
-def _quant_lanes_py(x, xq, cxb, sxb, xg, zp):
-    # x (M, K) float32 in blocks of 32 columns, each symmetric int8 with its own scale d = max|x| / 127
-    # (llama.cpp's Q8_0 block: q = rint(x * (1 / d)), ties to even), written in the int4 kernel's lane
-    # layout (vnni.lane_pos: xq (M, K + 64), the 64 bytes past K zero); per block: cxb = -zp x the
-    # block's sum of q (the symmetric weights' zero point, added to the block's int32 dot) and sxb =
-    # d, 0 in the lanes past the last block; xg (M, ng) the sums of the dequantized x over each
-    # weight group (asymmetric weights' zero points, after the dot).  A block holding inf or NaN gets
-    # an inf or NaN scale: the results are not finite either.
-    M, K = x.shape
-    nb = K // 32
-    G = K // xg.shape[1]
-    bits = x.view(np.int32)
-    for m in range(M):
-        for i in range(K, xq.shape[1]):
-            xq[m, i] = 0
-        for i in range(nb, cxb.shape[1]):
-            cxb[m, i] = 0
-            sxb[m, i] = 0.0
-        for g in range(xg.shape[1]):
-            xg[m, g] = 0.0
-        for blk in range(nb):
-            k0 = blk * 32
-            a = int32(0)
-            for k in range(k0, k0 + 32):
-                a = max(a, bits[m, k] & int32(0x7FFFFFFF))
-            amax = _f32_of_bits(a)
-            d = np.float32(1.0) if amax == 0 else amax / np.float32(127.0)     # NaN stays NaN
-            inv = np.float32(1.0) / d
-            tot = int32(0)
-            for k in range(k0, k0 + 32):
-                v = np.rint(x[m, k] * inv)
-                q = int32(min(max(v, np.float32(-127.0)), np.float32(127.0)))
-                xq[m, lane_pos(k, nb)] = q
-                tot += q
-            cxb[m, blk] = -zp * tot
-            sxb[m, blk] = d
-            xg[m, k0 // G] += np.float32(tot) * d
-
-
-quant_lanes = njit(cache=True)(_quant_lanes_py)
-
-
-def _lanes_of_rows_py(xr, xq, cxb):
-    # int8 rows xr (M, K) already quantized with one scale a row (8da4w) into the lane layout xq
-    # (M, K + 64) with cxb = -8 x each block's sum, as quant_lanes lays them out
-    M, K = xr.shape
-    nb = K // 32
-    for m in range(M):
-        for i in range(K, xq.shape[1]):
-            xq[m, i] = 0
-        for i in range(nb, cxb.shape[1]):
-            cxb[m, i] = 0
-        for blk in range(nb):
-            tot = int32(0)
-            for k in range(blk * 32, blk * 32 + 32):
-                q = xr[m, k]
-                xq[m, lane_pos(k, nb)] = q
-                tot += int32(q)
-            cxb[m, blk] = -8 * tot
-
-
-lanes_of_rows = njit(cache=True)(_lanes_of_rows_py)
-
-
-# per (sub-)window of b = 1 << k blocks, lane l holds block l % b: the lane's block (_LANE_BLOCK), its
-# group among the 16 scales loaded from the window's first group, by log2(G / 32) = e (_LANE_GROUP),
-# and the lanes that add the blocks' zero-point sums once (_LANE_ONCE: l < b)
-_LANE_BLOCK = np.array([[l % (1 << k) for l in range(16)] for k in range(5)], np.int32).reshape(-1)
-_LANE_GROUP = np.array([[(32 * (l % (1 << k))) // (32 << e) for l in range(16)] for e in range(4) for k in range(5)],
-                       np.int32).reshape(-1)
-_LANE_ONCE = np.array([[-1 if l < (1 << k) else 0 for l in range(16)] for k in range(5)], np.int32).reshape(-1)
+# lanes' group index within a window's 16 scales, by log2(G / 32): 32, 64, 128, 256
+_LANE_GROUP = np.array([[(32 * l) // (32 << e) for l in range(16)] for e in range(4)], np.int32).reshape(-1)
 
 
 def _window_py(a0, a1, a2, a3, l0, r0, l1, r1, cl, sv, s, j0, j1, j2, j3, ng, g0, idx):
     # a window's int32 sums into the rows' float accumulators: l the low nibbles' dots, r the whole
     # bytes' (so r - l = 16 x the high nibbles'); cl the zero point's -zp x block sums of x; sv x's
-    # block scales (ones for 8da4w), 0 in lanes past the window's blocks; the group scales of rows
-    # j0..j3 from group g0, permuted to their lanes by idx
+    # block scales (not with ROWX); the group scales of rows j0..j3 from group g0, permuted to
+    # their lanes by idx
     sm = (1 << min(16, ng - g0)) - 1
     ch = wsll4(cl)
-    sh = wfmul(sv, wfsplat(np.float32(0.0625)))
-    a0 = wfma(wcvt(wadd(l0, cl)), wfmul(sv, wperm(idx, wscales(s, j0 * ng + g0, sm))), a0)
+    d = wfsplat(np.float32(0.0625))
+    if ROWX:
+        sl = wfsplat(np.float32(1.0))
+        sh = d
+    else:
+        sl = sv
+        sh = wfmul(sv, d)
+    a0 = wfma(wcvt(wadd(l0, cl)), wfmul(sl, wperm(idx, wscales(s, j0 * ng + g0, sm))), a0)
     a1 = wfma(wcvt(wadd(wsub(r0, l0), ch)), wfmul(sh, wperm(idx, wscales(s, j1 * ng + g0, sm))), a1)
-    a2 = wfma(wcvt(wadd(l1, cl)), wfmul(sv, wperm(idx, wscales(s, j2 * ng + g0, sm))), a2)
+    a2 = wfma(wcvt(wadd(l1, cl)), wfmul(sl, wperm(idx, wscales(s, j2 * ng + g0, sm))), a2)
     a3 = wfma(wcvt(wadd(wsub(r1, l1), ch)), wfmul(sh, wperm(idx, wscales(s, j3 * ng + g0, sm))), a3)
     return a0, a1, a2, a3
-
-
-_window = njit(cache=True, inline="always", fastmath=True)(_window_py)
 
 
 def _gemv_q4l_py(xq, cxb, sxb, sx, xg, wl, s, z, sym, n, out):
     # out (M, n) = x @ dequantized(w).T for int4 weights in the lane layout wl (T, 2K; pack_lanes)
     # with group scales s (n, ng: float32, or float16 bits as the file stores them) and zero points
-    # z (not sym), against int8 x in the lane layout xq (M, K + 64; quant_lanes) with -zp x
-    # its block sums cxb and block scales sxb (M, lane_blocks(K)), or one scale a row sx (ROWX:
-    # 8da4w), xg (M, ng) x's group sums (asymmetric weights: s z xg per group comes off after).  A
-    # task is two pairs (4 rows); whole windows run as one loop over the row's 64-column steps (as
-    # an unrolled loop a window, its loads came from DRAM slower: 20.3 -> 17.6 GB/s), then the
-    # sub-windows.  Extents (nothing is bounds checked): a task reads wl[t, :2K] and each row of x
-    # its K bytes (the sub-windows' vectors end at K: 32 b bytes a pair, b / 2 vectors or a half);
-    # cxb / sxb 16 lanes from a (sub-)window's first block c0 < nb, within lane_blocks(K) (lanes past
-    # the blocks masked or multiplied by 0); scales min(16, ng - g0) from row j's group g0 (masked).
+    # z (not sym), against int8 x in the lane layout xq (M, K + 64; quant._quant_lanes) with -zp x
+    # its block sums cxb and block scales sxb (M, 16 windows) or one scale a row sx (ROWX: 8da4w),
+    # xg (M, ng) x's group sums (asymmetric weights: s z xg per group comes off after).  A task is
+    # two pairs (4 rows); full windows run as one loop over the row's 64-column steps (unrolled
+    # window by window, its loads came from DRAM slower: 20.3 -> 17.6 GB/s), the last partial
+    # window with masked weight loads.  Extents (the loads are not bounds checked): a task reads
+    # wl[t, :2K] (masked in the last window); x up to K + 64 bytes of its row; 16 lanes of cxb/sxb
+    # a window, lane_blocks(K) a row; scales min(16, ng - g0) from row j's group g0 (masked).
     M = xq.shape[0]
     K = wl.shape[1] // 2
     T = wl.shape[0]
@@ -441,11 +333,12 @@ def _gemv_q4l_py(xq, cxb, sxb, sx, xg, wl, s, z, sym, n, out):
     nb = K // 32
     nfull = nb // 16
     tail = nb - 16 * nfull
+    st = 4 * tail                                   # bytes a step of the last window
+    bm = (np.int64(1) << st) - 1
     Lb = cxb.shape[1]
     Kx = xq.shape[1]
     lo4 = wsplat(0x0F0F0F0F)
-    idx = wload4(_LANE_GROUP, 16 * (5 * e + 4))
-    ones = wfsplat(np.float32(1.0))
+    idx = wload4(_LANE_GROUP, 16 * e)
     for t in prange(T):
         r0 = 4 * t                                  # the task's rows r0 .. r0 + 3 (those < n)
         j0 = min(r0, n - 1)
@@ -478,51 +371,26 @@ def _gemv_q4l_py(xq, cxb, sxb, sx, xg, wl, s, z, sym, n, out):
                 if (k & (WIN - 1)) == WIN - 64:
                     w = k // WIN
                     a0, a1, a2, a3 = _window(a0, a1, a2, a3, l0, q0, l1, q1, wload4(cxb, bb + 16 * w),
-                                             ones if ROWX else wfload(sxb, bb + 16 * w), s, j0, j1, j2, j3, ng,
-                                             (w * WIN) // G, idx)
+                                             wfload(sxb, bb + 16 * w), s, j0, j1, j2, j3, ng, (w * WIN) // G, idx)
                     l0 = wsplat(0)
                     q0 = wsplat(0)
                     l1 = wsplat(0)
                     q1 = wsplat(0)
-            c0 = 16 * nfull                          # the sub-windows: 8, 4, 2, 1 blocks
-            k = 3
-            while k >= 0:
-                b = 1 << k
-                if tail & b:
-                    o = tb + 64 * c0
-                    xt = xb + 32 * c0
-                    if b == 1:
-                        vprefetch_l2(wl, o + PF_BYTES)
-                        x = wload_half(xq, xt)
-                        wa = wload_half(wl, o)
-                        wb = wload_half(wl, o + 32)
-                        l0 = wdot(l0, wand(wa, lo4), x)
-                        q0 = wdot(q0, wa, x)
-                        l1 = wdot(l1, wand(wb, lo4), x)
-                        q1 = wdot(q1, wb, x)
-                    else:
-                        for v in range(0, 32 * b, 64):
-                            vprefetch_l2(wl, o + 2 * v + PF_BYTES)
-                            vprefetch_l2(wl, o + 2 * v + 64 + PF_BYTES)
-                            x = wload(xq, xt + v)
-                            wa = wload(wl, o + v)
-                            wb = wload(wl, o + 32 * b + v)
-                            l0 = wdot(l0, wand(wa, lo4), x)
-                            q0 = wdot(q0, wa, x)
-                            l1 = wdot(l1, wand(wb, lo4), x)
-                            q1 = wdot(q1, wb, x)
-                    # lanes l, l + b, ... all hold block l's partial sums: its scales go to each of
-                    # them (permuted), its zero-point sum to one; the float sums meet in wfhsum
-                    sv = ones if ROWX else wperm(wload4(_LANE_BLOCK, 16 * k), wfload_mask(sxb, bb + c0, (1 << b) - 1))
-                    a0, a1, a2, a3 = _window(a0, a1, a2, a3, l0, q0, l1, q1,
-                                             wand(wload4(cxb, bb + c0), wload4(_LANE_ONCE, 16 * k)), sv, s, j0, j1,
-                                             j2, j3, ng, (32 * c0) // G, wload4(_LANE_GROUP, 16 * (5 * e + k)))
-                    l0 = wsplat(0)
-                    q0 = wsplat(0)
-                    l1 = wsplat(0)
-                    q1 = wsplat(0)
-                    c0 += b
-                k -= 1
+            if tail:
+                o = tb + nfull * 2 * WIN
+                xt = xb + nfull * WIN
+                for q in range(8):
+                    vprefetch_l2(wl, o + 2 * q * st + PF_BYTES)
+                    vprefetch_l2(wl, o + 2 * q * st + 64 + PF_BYTES)
+                    x = wload(xq, xt + q * st)
+                    wa = wload_mask(wl, o + q * st, bm)
+                    wb = wload_mask(wl, o + 8 * st + q * st, bm)
+                    l0 = wdot(l0, wand(wa, lo4), x)
+                    q0 = wdot(q0, wa, x)
+                    l1 = wdot(l1, wand(wb, lo4), x)
+                    q1 = wdot(q1, wb, x)
+                a0, a1, a2, a3 = _window(a0, a1, a2, a3, l0, q0, l1, q1, wload4(cxb, bb + 16 * nfull),
+                                         wfload(sxb, bb + 16 * nfull), s, j0, j1, j2, j3, ng, (nfull * WIN) // G, idx)
             v0 = wfhsum(a0)
             v1 = wfhsum(a1)
             v2 = wfhsum(a2)
@@ -550,8 +418,11 @@ def _gemv_q4l_py(xq, cxb, sxb, sx, xg, wl, s, z, sym, n, out):
 
 
 ROWX = False
-_gemv_q4l_blocks = twins(_gemv_q4l_py, "_blocks", {"ROWX": False}, fastmath=True)
-_gemv_q4l_rows = twins(_gemv_q4l_py, "_rows", {"ROWX": True}, fastmath=True)
+_WINDOW = {rowx: variant(_window_py, "_window" + ("_rowx" if rowx else ""), {"ROWX": rowx}, inline="always",
+                         fastmath=True) for rowx in (False, True)}
+_window = _WINDOW[False]
+_gemv_q4l_blocks = twins(_gemv_q4l_py, "_blocks", {"ROWX": False, "_window": _WINDOW[False]}, fastmath=True)
+_gemv_q4l_rows = twins(_gemv_q4l_py, "_rows", {"ROWX": True, "_window": _WINDOW[True]}, fastmath=True)
 
 
 def gemv_q4_kernel(M, wl, rows):
@@ -566,7 +437,7 @@ def gemv_q4(xq, cxb, sxb, sx, xg, wl, s, z, sym, n, out):
     """int4 weights wl in the lane layout (pack_lanes of the row pairs (ceil(n/2), K)) with group
     scales s (n, K // G; float32, or float16 bits as uint16) and zero points z where not sym, against
     int8 rows xq (M, K + 64) in the lane layout with -zp x block sums cxb and block scales sxb
-    (quant_lanes; sx None) or per-row scales sx (8da4w; lanes_of_rows, sxb unread);
+    (quant._quant_lanes; sx None) or per-row scales sx (8da4w; quant._lanes_of_rows, sxb unread);
     out (M, n) float32.  Needs HAVE_VNNI and HAVE_AVX512, C-contiguous arrays and lane_groups(K, ng)."""
     gemv_q4_kernel(xq.shape[0], wl, sx is not None)(xq, cxb, sxb, _NO_F32 if sx is None else sx, xg, wl, s, z, sym,
                                                     n, out)
