@@ -43,11 +43,6 @@ as Numba intrinsics that emit the LLVM IR directly:
                                 bits in a uint16 array (int4 group scales as the file stores them)
     w = wperm(v, w)             lane l: lane v[l] % 16 of w (vpermps)
     v = wsplat2(a, b)           the int32 a in lanes 0-7, b in lanes 8-15
-    v = wload_mask(a, i, m)     the 64 bytes from flat element i of a 1-byte array where bit b of
-                                the integer m is set, 0 elsewhere (masked-off bytes are not read)
-    v = wsub(v, w); v = wsll4(v)
-                                int32 difference; each lane shifted left 4
-    vprefetch_l2(a, i)          vprefetch into L2 only (prefetcht1)
 
 The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
 machine's other loops), except the 16-lane float ones: Zen 4 runs a 512-bit
@@ -169,7 +164,6 @@ wfsub = _binary(f32x16, lambda b, x, y: b.fsub(x, y))
 wfmul = _binary(f32x16, lambda b, x, y: b.fmul(x, y))
 wand = _binary(i32x16, lambda b, x, y: b.and_(x, y))
 wadd = _binary(i32x16, lambda b, x, y: b.add(x, y))
-wsub = _binary(i32x16, lambda b, x, y: b.sub(x, y))
 wfmax = _binary(f32x16, _llvm_call("llvm.maxnum", _VF16, 2))
 
 
@@ -383,30 +377,22 @@ def wfshuffle(idx):
     return fn
 
 
-def _prefetcher(locality, doc):
-    @intrinsic
-    def prefetch(typingctx, a, i):
-        if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(i, types.Integer)):
-            return None
-
-        def codegen(ctx, b, sig, args):
-            fn = cgutils.get_or_insert_function(
-                b.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), _I32, _I32, _I32]),
-                "llvm.prefetch.p0")
-            ptr = _ptr(ctx, b, sig.args[0], args[0], args[1], ir.IntType(8))
-            b.call(fn, [ptr, ir.Constant(_I32, 0), ir.Constant(_I32, locality), ir.Constant(_I32, 1)])
-            return ctx.get_dummy_value()
-        return types.none(a, i), codegen
-    prefetch.__doc__ = doc
-    return prefetch
-
-
-vprefetch = _prefetcher(3, """Hint the cache line holding flat element i of the C-contiguous array a into L1 (no fault
+@intrinsic
+def vprefetch(typingctx, a, i):
+    """Hint the cache line holding flat element i of the C-contiguous array a into L1 (no fault
     past the end: a prefetch is only a hint).  For streaming kernels whose compute per byte is
-    high enough that the core's own window keeps too few misses in flight for DRAM's bandwidth.""")
-vprefetch_l2 = _prefetcher(2, """vprefetch into L2 (prefetcht1): for streams whose loads come quickly enough that hints
-    into L1 take the fill buffers the demand loads need (the lane-layout int4 GEMV: 17.8 -> 20.8 and
-    22.7 -> 27.7 GB/s from DRAM on two threads, alternating runs).""")
+    high enough that the core's own window keeps too few misses in flight for DRAM's bandwidth."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        fn = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), _I32, _I32, _I32]),
+            "llvm.prefetch.p0")
+        ptr = _ptr(ctx, b, sig.args[0], args[0], args[1], ir.IntType(8))
+        b.call(fn, [ptr, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return ctx.get_dummy_value()
+    return types.none(a, i), codegen
 
 
 @intrinsic
@@ -516,33 +502,6 @@ def wperm(typingctx, idx, v):
 
 
 wdot = _byte_dot(i32x16, _VI16)
-
-
-@intrinsic
-def wload_mask(typingctx, a, i, m):
-    """The 64 bytes from flat element i of the 1-byte array a where bit b of the integer m (64 bits)
-    is set, 0 elsewhere; masked-off bytes are not read (vmovdqu8 with a zeroing mask), so they may
-    lie past the array's end."""
-    if not (_byte_array(a) and isinstance(i, types.Integer) and isinstance(m, types.Integer)):
-        return None
-    v64 = ir.VectorType(ir.IntType(8), 64)
-
-    def codegen(ctx, b, sig, args):
-        fn = cgutils.get_or_insert_function(
-            b.module, ir.FunctionType(v64, [v64.as_pointer(), _I32, ir.VectorType(ir.IntType(1), 64), v64]),
-            "llvm.masked.load.v64i8.p0")
-        mask = b.bitcast(ctx.cast(b, args[2], sig.args[2], types.int64), ir.VectorType(ir.IntType(1), 64))
-        v = b.call(fn, [_ptr(ctx, b, sig.args[0], args[0], args[1], v64), ir.Constant(_I32, 1), mask,
-                        ir.Constant(v64, None)])
-        return b.bitcast(v, _VI16)
-    return i32x16(a, i, m), codegen
-
-
-@intrinsic
-def wsll4(typingctx, x):
-    if x is not i32x16:
-        return None
-    return i32x16(x), lambda ctx, b, sig, args: b.shl(args[0], ir.Constant(_VI16, [4] * 16))
 
 
 @intrinsic

@@ -148,24 +148,27 @@ def _quant_rows(x, xq, sx, off=0):
     (_quant_rows_p if x.size >= QUANT_ROWS_PAR else _quant_rows_s)(x, xq, sx, off)
 
 
-def _quant_lanes_py(x, xq, cxb, sxb, xg, zp):
+def _lanes(K):
+    """int32 / float32 lanes a row of the per-call lane arrays holds: one per 4 columns, rounded up to
+    a whole 64-column step (the last step of a row whose width is 32 mod 64 reads a full vector)."""
+    return -(-K // 64) * 16
+
+
+def _quant_blocks_py(x, xq, cx, sxe, xg, zp):
     # x (M, K) float32 in blocks of 32 columns, each symmetric int8 with its own scale d = max|x| / 127
-    # (llama.cpp's Q8_0 block: q = rint(x * (1 / d)), ties to even), written in the int4 kernel's lane
-    # layout (vnni.lane_pos: xq (M, K + 64), the 64 bytes past K zero); per block: cxb = -zp x the
-    # block's sum of q (the symmetric weights' zero point, added to the block's int32 dot) and sxb =
-    # d, 0 in the lanes past the last block; xg (M, ng) the sums of the dequantized x over each
-    # weight group (asymmetric weights' zero points, after the dot).  A block holding inf or NaN gets
-    # an inf or NaN scale: the results are not finite either.
+    # (llama.cpp's Q8_0 block: q = rint(x * (1 / d)), ties to even); per vpdpbusd lane (4 columns):
+    # cx = -zp x the lane's sum of xq (the symmetric weights' zero point, applied as the dot
+    # product's starting value) and sxe = the block's scale; lanes past K // 4 get 0; xg (M, ng) the
+    # sums of the dequantized x over each weight group (asymmetric weights' zero points, after the
+    # dot).  A block holding inf or NaN gets an inf or NaN scale: the results are not finite either.
     M, K = x.shape
     nb = K // 32
     G = K // xg.shape[1]
     bits = x.view(np.int32)
     for m in range(M):
-        for i in range(K, xq.shape[1]):
-            xq[m, i] = 0
-        for i in range(nb, cxb.shape[1]):
-            cxb[m, i] = 0
-            sxb[m, i] = 0.0
+        for i in range(nb * 8, cx.shape[1]):
+            cx[m, i] = 0
+            sxe[m, i] = 0.0
         for g in range(xg.shape[1]):
             xg[m, g] = 0.0
         for blk in range(nb):
@@ -176,40 +179,35 @@ def _quant_lanes_py(x, xq, cxb, sxb, xg, zp):
             amax = _f32_of_bits(a)
             d = np.float32(1.0) if amax == 0 else amax / np.float32(127.0)     # NaN stays NaN
             inv = np.float32(1.0) / d
-            tot = int32(0)
             for k in range(k0, k0 + 32):
                 v = np.rint(x[m, k] * inv)
-                q = int32(min(max(v, np.float32(-127.0)), np.float32(127.0)))
-                xq[m, vnni.lane_pos(k, nb)] = q
-                tot += q
-            cxb[m, blk] = -zp * tot
-            sxb[m, blk] = d
+                xq[m, k] = int32(min(max(v, np.float32(-127.0)), np.float32(127.0)))
+            tot = int32(0)
+            for lane in range(8):
+                k = k0 + 4 * lane
+                c = int32(xq[m, k]) + int32(xq[m, k + 1]) + int32(xq[m, k + 2]) + int32(xq[m, k + 3])
+                cx[m, blk * 8 + lane] = -zp * c
+                sxe[m, blk * 8 + lane] = d
+                tot += c
             xg[m, k0 // G] += np.float32(tot) * d
 
 
-_quant_lanes = njit(cache=True)(_quant_lanes_py)
+_quant_blocks = njit(cache=True)(_quant_blocks_py)
 
 
-def _lanes_of_rows_py(xr, xq, cxb):
-    # int8 rows xr (M, K) already quantized with one scale a row (8da4w) into the lane layout xq
-    # (M, K + 64) with cxb = -8 x each block's sum, as _quant_lanes lays them out
-    M, K = xr.shape
-    nb = K // 32
+def _row_lanes_py(xq, cx):
+    # cx as _quant_blocks lays it out, for rows xq already quantized with one scale a row (8da4w):
+    # -8 x each lane's sum of 4 bytes, 0 past K // 4
+    M, K = xq.shape
     for m in range(M):
-        for i in range(K, xq.shape[1]):
-            xq[m, i] = 0
-        for i in range(nb, cxb.shape[1]):
-            cxb[m, i] = 0
-        for blk in range(nb):
-            tot = int32(0)
-            for k in range(blk * 32, blk * 32 + 32):
-                q = xr[m, k]
-                xq[m, vnni.lane_pos(k, nb)] = q
-                tot += int32(q)
-            cxb[m, blk] = -8 * tot
+        for i in range(K // 4, cx.shape[1]):
+            cx[m, i] = 0
+        for i in range(K // 4):
+            k = 4 * i
+            cx[m, i] = -8 * (int32(xq[m, k]) + int32(xq[m, k + 1]) + int32(xq[m, k + 2]) + int32(xq[m, k + 3]))
 
 
-_lanes_of_rows = njit(cache=True)(_lanes_of_rows_py)
+_row_lanes = njit(cache=True)(_row_lanes_py)
 
 
 def _gemv_dq8_py(xq, sx, wq, s, out):

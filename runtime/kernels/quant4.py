@@ -17,12 +17,12 @@ from edgetorch._native.simd import vprefetch, wfhsum, wfload, wfma, wfsplat, wfz
 from edgetorch._native.jit import variant
 
 from . import vnni
+from ._derived import filled
 from ._jit import twins
 from .linalg import apply_activation
 from .index import check_index
-from ._derived import derived, filled
-from .quant import (PAR_WEIGHTS, QUANT_ROWS_PAR, _check, _lanes_of_rows, _quant_lanes, _quant_rows, _quant_rows_p,
-                    _quant_rows_s, _rows, f32)
+from .quant import (PAR_WEIGHTS, QUANT_ROWS_PAR, _check, _lanes, _quant_blocks, _quant_rows, _quant_rows_p,
+                    _quant_rows_s, _row_lanes, _rows, f32)
 from .registry import kernel, preparer
 
 PF_BYTES = vnni.PF_BYTES  # how far ahead the int4 GEMVs hint their weight streams into cache
@@ -289,18 +289,13 @@ _NO_XG = np.zeros((1, 1), np.float32)
 _NO_Z = np.zeros((1, 1), np.uint8)
 
 
-def _lanes_of(wp):
-    """The int4 row pairs in the VNNI kernel's lane layout, repacked once while the constant lives."""
-    return derived(wp, "int4_lanes", vnni.pack_lanes)
-
-
 def _gemv_q4_rows(xq, sx, wp, s, n, out):
     """8da4w on VNNI: int8 rows xq (M, K) with scales sx against symmetric int4 row pairs (the int4
     kernel with x's scale applied once a row)."""
     M, K = xq.shape
-    xl, cxb, _, _ = _block_scratch(M, K, 1)
-    _lanes_of_rows(xq, xl, cxb)
-    vnni.gemv_q4(xl, cxb, vnni._NO_F32, sx, _NO_XG, _lanes_of(wp), s, _NO_Z, True, n, out)
+    cx = np.empty((M, _lanes(K)), np.int32)
+    _row_lanes(xq, cx)
+    vnni.gemv_q4(xq, cx, vnni._NO_F32, sx, _NO_XG, wp, s, _NO_Z, True, n, out)
 
 
 def _blocks_vnni():
@@ -309,33 +304,26 @@ def _blocks_vnni():
 
 
 def _vnni_groups(K, ng):
-    """Whether the VNNI int4 kernel takes these groups (vnni.lane_groups: the op's 32, 64, 128 and 256;
-    called directly with others, say 96, the other paths run)."""
-    return vnni.lane_groups(K, ng)
+    """Whether the VNNI int4 kernel takes these groups: 32, or whole 64-column steps (a verified file
+    may hold any multiple of 32, say 96: those run the other paths)."""
+    G = K // ng
+    return G == 32 or G % 64 == 0
 
 
 def _block_scratch(M, K, ng):
-    """(xq, cxb, sxb, xg): the arrays quant._quant_lanes fills for M rows of K inputs, ng groups."""
-    L = vnni.lane_blocks(K)
-    return (np.empty((M, vnni.lane_cols(K)), np.int8), np.empty((M, L), np.int32), np.empty((M, L), np.float32),
+    """(xq, cx, sxe, xg): the arrays quant._quant_blocks fills for M rows of K inputs, ng groups."""
+    L = _lanes(K)
+    return (np.empty((M, K), np.int8), np.empty((M, L), np.int32), np.empty((M, L), np.float32),
             np.empty((M, ng), np.float32))
 
 
 def _blocks_dequantized(x2):
     """x on its int8 block grid, as float32 (the act_block path where the VNNI kernel is absent)."""
     M, K = x2.shape
-    xq, cxb, sxb, xg = _block_scratch(M, K, 1)
-    _quant_lanes(np.ascontiguousarray(x2), xq, cxb, sxb, xg, 0)
-    nat = xq[:, _lane_index(K)]                # back to column order
-    return (nat.reshape(M, K // 32, 32).astype(np.float32) * sxb[:, :K // 32, None]).reshape(M, K)
-
-
-def _lane_index(K):
-    """pos[c]: where column c sits in a row's lane layout (vnni.lane_pos)."""
-    c = np.arange(K)
-    w = c // vnni.WIN
-    i = c - w * vnni.WIN
-    return w * vnni.WIN + ((i & 31) >> 2) * 4 * np.minimum(16, K // 32 - 16 * w) + (i >> 5) * 4 + (i & 3)
+    xq, cx, sxe, xg = _block_scratch(M, K, 1)
+    _quant_blocks(np.ascontiguousarray(x2), xq, cx, sxe, xg, 0)
+    d = sxe[:, :K // 4:8]                      # one lane scale a block
+    return (xq.reshape(M, K // 32, 32).astype(np.float32) * d[:, :, None]).reshape(M, K)
 
 
 @kernel("linear_q4")
@@ -348,9 +336,9 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
     if act_block and _blocks_vnni() and _vnni_groups(K, ng):
         # int8 blocks against the packed nibbles, any row count (a task's 2 K weight bytes stay in L1
         # across the rows)
-        xq, cxb, sxb, xg = _block_scratch(M, K, ng)
-        _quant_lanes(np.ascontiguousarray(x2), xq, cxb, sxb, xg, 8 if sym else 0)
-        vnni.gemv_q4(xq, cxb, sxb, None, xg, _lanes_of(wp), _scales(scale), z, sym, n, o2)
+        xq, cx, sxe, xg = _block_scratch(M, K, ng)
+        _quant_blocks(np.ascontiguousarray(x2), xq, cx, sxe, xg, 8 if sym else 0)
+        vnni.gemv_q4(xq, cx, sxe, None, xg, np.ascontiguousarray(wp), _scales(scale), z, sym, n, o2)
         if b is not None:
             out += b
         apply_activation(out, activation)
@@ -417,33 +405,30 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
             return None
         # scratch (prepared runs hold the method's lock), the compiled kernel and the constant's
         # scales as the kernel reads them, once: a decode step makes ~50 of these calls
-        xq, cxb, sxb, xg = _block_scratch(M, K, ng)
+        xq, cx, sxe, xg = _block_scratch(M, K, ng)
         zp = 8 if sym else 0
-        w0, wl0 = wp, _lanes_of(wp)
-        kern = vnni.gemv_q4_kernel(M, wl0, False)
+        kern = vnni.gemv_q4_kernel(M, wp, False)
         s0, sv0, nof = scale, _scales(scale), vnni._NO_F32
 
         def run(out, x, wp, scale, zero=None, b=None):
-            _quant_lanes(x.reshape(M, K), xq, cxb, sxb, xg, zp)
-            kern(xq, cxb, sxb, nof, xg, wl0 if wp is w0 else _lanes_of(wp), sv0 if scale is s0 else _scales(scale),
-                 z if zero is None else zero, sym, n, out.reshape(M, n))
+            _quant_blocks(x.reshape(M, K), xq, cx, sxe, xg, zp)
+            kern(xq, cx, sxe, nof, xg, wp, sv0 if scale is s0 else _scales(scale), z if zero is None else zero, sym,
+                 n, out.reshape(M, n))
             if b is not None:
                 out += b
         return run
     if dynamic and sym and simd.HAVE_VNNI and simd.HAVE_AVX512 and _vnni_groups(K, ng):
-        xl, cxb, _, _ = _block_scratch(M, K, 1)
-        xq = np.empty((M, K), np.int8)
+        xq, cx, _, _ = _block_scratch(M, K, ng)
         sx = np.empty(M, np.float32)
-        w0, wl0 = wp, _lanes_of(wp)
-        kern = vnni.gemv_q4_kernel(M, wl0, True)
+        kern = vnni.gemv_q4_kernel(M, wp, True)
         quant = _quant_rows_p if M * K >= QUANT_ROWS_PAR else _quant_rows_s
         s0, sv0, nof = scale, _scales(scale), vnni._NO_F32
 
         def run(out, x, wp, scale, zero=None, b=None):
             quant(x.reshape(M, K), xq, sx, 0)
-            _lanes_of_rows(xq, xl, cxb)
-            kern(xl, cxb, nof, sx, _NO_XG, wl0 if wp is w0 else _lanes_of(wp), sv0 if scale is s0 else _scales(scale),
-                 _NO_Z, True, n, out.reshape(M, n))
+            _row_lanes(xq, cx)
+            kern(xq, cx, nof, sx, _NO_XG, wp, sv0 if scale is s0 else _scales(scale), _NO_Z, True, n,
+                 out.reshape(M, n))
             if b is not None:
                 out += b
         return run

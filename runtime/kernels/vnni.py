@@ -26,9 +26,9 @@ import numpy as np
 from numba import njit, prange
 
 from edgetorch._native.simd import (vadd, vbcast4, vcvt, vdot, vfadd, vfload, vfmul, vfsplat, vfstore, vload,
-                                    vload4, vprefetch_l2, vstore, vsub, vzero, wadd, wand, wcvt, wdot, wfhsum,
-                                    wfload, wfma, wfmul, wfsplat, wfzero, wload, wload4, wload_mask, wperm,
-                                    wscales, wsll4, wsplat, wsub, sload)
+                                    vload4, vprefetch, vstore, vsub, vzero, wand, wcvt, wdot, wfhsum,
+                                    wfload, wfma, wfmul, wfzero, wload, wload4, wload4_half, wload_half,
+                                    wsplat, wsplat2, wsrl4, wscales, sload, wperm, wadd)
 from edgetorch._native.jit import variant
 
 from ._jit import twins
@@ -207,190 +207,97 @@ PF_BYTES = 4096
 
 
 # ------------------------------------------------------------------ int4 weights x int8 rows or blocks, 512-bit
-#
-# The lane layout.  A vpdpbusd lane sums 4 adjacent bytes; laid out naturally, a 64-byte step's 16
-# lanes cover 2 blocks of 32 columns, so each step's int32 sums had to go to float and meet their
-# blocks' scales (a conversion, a permute, a multiply and an FMA a row and step: ~36 vector
-# operations per 128 weight bytes).  Here the columns are reordered (weights once, when the
-# constant is first used; x every call, as it is quantized) so that lane l of every step of a
-# window of 16 blocks (512 columns) holds block l: step q (0-7), lane l, byte r is column
-# 32 l + 4 q + r of the window.  A block's whole dot product then builds in one int32 lane over
-# the window's 8 steps, and the scales are applied once a window: the step is 3 loads, 2 ANDs and
-# 4 vpdpbusd for 4 rows.  The last window of a row holds its nbw < 16 remaining blocks the same
-# way, 4 nbw bytes a step (read with a byte mask).  Row pairs share bytes as in the file (row 2p in
-# the low nibble, 2p + 1 in the high one); a task's two pairs are interleaved window by window,
-# one contiguous stream a task: pair 2t's window then pair 2t + 1's.  The high nibble is not
-# shifted: the whole byte's dot (lo + 16 hi) minus the low nibble's gives 16 x the high one's, in
-# exact int32, and 1/16 goes into its scale.  (llama.cpp's CPU back end repacks Q4_0 at load too,
-# into row-interleaved blocks, for the same reason: its "repack" buffer types.)
-# Measured against the natural-layout kernel it replaces (2 threads, 1536 x 1024 and 2048 x 768 int4
-# matrices, alternating): L3-resident 38 -> 55-61 GB/s, 28-36 -> 41-53; L2 one thread 256 x 4096
-# 22-24 -> 34-50; from DRAM equal (20.5 -> 20.8, 27.5 -> 27.7 GB/s) once its hints go to L2.
 
-WIN = 512           # columns a window: 16 blocks of 32
+def _rows4_py(x, c, wa, wb, sv, idx, s0, s1, s2, s3, a0, a1, a2, a3, lo4):
+    # one step of _gemv_q4w_py for its 4 rows: the two pairs' 64 bytes wa, wb against x (dots started
+    # at c), to float, times x's lane scales sv (not with ROWX), times the permuted group scales
+    y0 = wcvt(wdot(c, wand(wa, lo4), x))
+    y1 = wcvt(wdot(c, wand(wsrl4(wa), lo4), x))
+    y2 = wcvt(wdot(c, wand(wb, lo4), x))
+    y3 = wcvt(wdot(c, wand(wsrl4(wb), lo4), x))
+    if not ROWX:
+        y0 = wfmul(y0, sv)
+        y1 = wfmul(y1, sv)
+        y2 = wfmul(y2, sv)
+        y3 = wfmul(y3, sv)
+    return (wfma(y0, wperm(idx, s0), a0), wfma(y1, wperm(idx, s1), a1), wfma(y2, wperm(idx, s2), a2),
+            wfma(y3, wperm(idx, s3), a3))
 
 
-def lane_groups(K, ng):
-    """Whether the lane kernel takes K columns in ng groups: groups of 32, 64, 128 or 256 (the op's
-    sizes: a window of 16 blocks holds whole groups)."""
-    G = K // ng
-    return ng * G == K and G in (32, 64, 128, 256)
-
-
-@njit(cache=True, inline="always")
-def lane_pos(c, nb):
-    """The position of column c in the lane layout of a row of nb blocks."""
-    w = c // WIN
-    nbw = min(16, nb - 16 * w)
-    i = c - w * WIN
-    return w * WIN + ((i & 31) >> 2) * 4 * nbw + (i >> 5) * 4 + (i & 3)
-
-
-@njit(cache=True)
-def _pack_lanes(wp, out):
-    # out (T, 2K): task t's pairs 2t, 2t + 1 window by window (full windows: 512 bytes each; the
-    # last, partial one: 32 nbw bytes each); a missing last pair stays zero
-    P, K = wp.shape
-    nb = K // 32
-    nfull = nb // 16
-    tailb = K - nfull * WIN
-    for p in range(P):
-        t = p // 2
-        h = p % 2
-        for c in range(K):
-            pos = lane_pos(c, nb)
-            w = c // WIN
-            if w < nfull:
-                off = w * 2 * WIN + h * WIN + (pos - w * WIN)
-            else:
-                off = nfull * 2 * WIN + h * tailb + (pos - w * WIN)
-            out[t, off] = wp[p, c]
-
-
-def pack_lanes(wp):
-    """The int4 row pairs wp (P, K) in the lane layout: (ceil(P / 2), 2 K) uint8."""
-    P, K = wp.shape
-    out = np.zeros(((P + 1) // 2, 2 * K), np.uint8)
-    _pack_lanes(np.ascontiguousarray(wp), out)
-    return out
-
-
-def lane_cols(K):
-    """Bytes a row of x takes in the lane layout: K, and 64 more read (not used) by the last
-    window's steps, which load a whole vector whatever its width."""
-    return K + 64
-
-
-def lane_blocks(K):
-    """int32 / float32 lanes a row of the per-block arrays holds: a whole window's 16 a window."""
-    return -(-K // WIN) * 16
-
-
-# lanes' group index within a window's 16 scales, by log2(G / 32): 32, 64, 128, 256
-_LANE_GROUP = np.array([[(32 * l) // (32 << e) for l in range(16)] for e in range(4)], np.int32).reshape(-1)
-
-
-def _window_py(a0, a1, a2, a3, l0, r0, l1, r1, cl, sv, s, j0, j1, j2, j3, ng, g0, idx):
-    # a window's int32 sums into the rows' float accumulators: l the low nibbles' dots, r the whole
-    # bytes' (so r - l = 16 x the high nibbles'); cl the zero point's -zp x block sums of x; sv x's
-    # block scales (not with ROWX); the group scales of rows j0..j3 from group g0, permuted to
-    # their lanes by idx
-    sm = (1 << min(16, ng - g0)) - 1
-    ch = wsll4(cl)
-    d = wfsplat(np.float32(0.0625))
-    if ROWX:
-        sl = wfsplat(np.float32(1.0))
-        sh = d
-    else:
-        sl = sv
-        sh = wfmul(sv, d)
-    a0 = wfma(wcvt(wadd(l0, cl)), wfmul(sl, wperm(idx, wscales(s, j0 * ng + g0, sm))), a0)
-    a1 = wfma(wcvt(wadd(wsub(r0, l0), ch)), wfmul(sh, wperm(idx, wscales(s, j1 * ng + g0, sm))), a1)
-    a2 = wfma(wcvt(wadd(l1, cl)), wfmul(sl, wperm(idx, wscales(s, j2 * ng + g0, sm))), a2)
-    a3 = wfma(wcvt(wadd(wsub(r1, l1), ch)), wfmul(sh, wperm(idx, wscales(s, j3 * ng + g0, sm))), a3)
-    return a0, a1, a2, a3
-
-
-def _gemv_q4l_py(xq, cxb, sxb, sx, xg, wl, s, z, sym, n, out):
-    # out (M, n) = x @ dequantized(w).T for int4 weights in the lane layout wl (T, 2K; pack_lanes)
-    # with group scales s (n, ng: float32, or float16 bits as the file stores them) and zero points
-    # z (not sym), against int8 x in the lane layout xq (M, K + 64; quant._quant_lanes) with -zp x
-    # its block sums cxb and block scales sxb (M, 16 windows) or one scale a row sx (ROWX: 8da4w),
-    # xg (M, ng) x's group sums (asymmetric weights: s z xg per group comes off after).  A task is
-    # two pairs (4 rows); full windows run as one loop over the row's 64-column steps (unrolled
-    # window by window, its loads came from DRAM slower: 20.3 -> 17.6 GB/s), the last partial
-    # window with masked weight loads.  Extents (the loads are not bounds checked): a task reads
-    # wl[t, :2K] (masked in the last window); x up to K + 64 bytes of its row; 16 lanes of cxb/sxb
-    # a window, lane_blocks(K) a row; scales min(16, ng - g0) from row j's group g0 (masked).
-    M = xq.shape[0]
-    K = wl.shape[1] // 2
-    T = wl.shape[0]
+def _gemv_q4w_py(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
+    # out (M, n) = sum over k of s[j, g] (q[j, k] - zero[j, g]) * xscale(m, k) xq[m, k]: int4 row pairs
+    # (byte wp[p, k] holds row 2p's weight in its low nibble, row 2p + 1's in its high one) against
+    # int8 x, 64 columns a step in 512-bit vpdpbusd (the nibbles unsigned, x signed): one 64-byte
+    # load gives both rows 64 weights.  A step's 16 int32 lanes are 4 columns each (lanes 0-7 its
+    # first 32 columns, 8-15 its last 32) and go to float once.  x's scale: per lane (sxe, blocks of
+    # 32) times each step, or per row (sx, ROWX) once at the end.  Group scales: a row's next 16
+    # (float32, or float16 bits as the file stores them: 10% fewer bytes than widened ones) are
+    # loaded as one vector, and each step permutes the lanes it needs into place (vpermps: groups
+    # of 32 give a step two scales, larger groups one), so one FMA a step and row applies them.
+    # Symmetric weights start each dot at cx (-8 x the lane's sum of x); asymmetric ones subtract
+    # s z xg per group after.  A task is two pairs (4 rows); an odd last pair is computed twice and
+    # stored once.  The weight stream is hinted PF_BYTES ahead.
+    # Extents (the intrinsic loads are not bounds checked): a full step reads wp[p, k:k + 64], xq[m,
+    # k:k + 64] and lanes k/4 .. k/4 + 16 of cx / sxe with k + 64 <= K64 <= K; the last half step
+    # reads 32 bytes from K64 = K - 32 and the lanes K64/4 .. K64/4 + 16 <= L (quant._lanes rounds
+    # L up to whole steps); scales: min(16, ng - gw) of row j's ng (masked load), j < n; the callers
+    # check wp (ceil(n/2), K), s and z (n, K // G) with K % G == 0 and G % 32 == 0.
+    M, K = xq.shape
+    P = wp.shape[0]
     ng = s.shape[1]
     G = K // ng
-    e = 0
-    while (32 << e) < G:
-        e += 1
-    nb = K // 32
-    nfull = nb // 16
-    tail = nb - 16 * nfull
-    st = 4 * tail                                   # bytes a step of the last window
-    bm = (np.int64(1) << st) - 1
-    Lb = cxb.shape[1]
-    Kx = xq.shape[1]
+    two = G == 32
+    spg = 1 if two else G // 64          # 64-column steps a group (groups of 64 or more)
+    L = cx.shape[1]
+    K64 = K - K % 64
     lo4 = wsplat(0x0F0F0F0F)
-    idx = wload4(_LANE_GROUP, 16 * e)
-    for t in prange(T):
-        r0 = 4 * t                                  # the task's rows r0 .. r0 + 3 (those < n)
-        j0 = min(r0, n - 1)
-        j1 = min(r0 + 1, n - 1)
-        j2 = min(r0 + 2, n - 1)
-        j3 = min(r0 + 3, n - 1)
-        tb = t * 2 * K
+    halves = wsplat2(0, 1)
+    for t in prange((P + 1) // 2):
+        p0 = 2 * t
+        p1 = min(p0 + 1, P - 1)
+        j0 = 2 * p0
+        j1 = min(j0 + 1, n - 1)           # an odd n: the last pair's high nibbles are padding
+        j2 = 2 * p1
+        j3 = min(j2 + 1, n - 1)
+        w0 = p0 * K
+        w1 = p1 * K
         for m in range(M):
-            xb = m * Kx
-            bb = m * Lb
+            xb = m * K
+            cb = m * L
             a0 = wfzero()
             a1 = wfzero()
             a2 = wfzero()
             a3 = wfzero()
-            l0 = wsplat(0)
-            q0 = wsplat(0)
-            l1 = wsplat(0)
-            q1 = wsplat(0)
-            for k in range(0, nfull * WIN, 64):
-                vprefetch_l2(wl, tb + 2 * k + PF_BYTES)          # the task's stream: 128 bytes a step
-                vprefetch_l2(wl, tb + 2 * k + 64 + PF_BYTES)
-                x = wload(xq, xb + k)
-                o = tb + 2 * k - (k & (WIN - 1))                  # pair 2t's bytes of this step
-                wa = wload(wl, o)
-                wb = wload(wl, o + WIN)
-                l0 = wdot(l0, wand(wa, lo4), x)
-                q0 = wdot(q0, wa, x)
-                l1 = wdot(l1, wand(wb, lo4), x)
-                q1 = wdot(q1, wb, x)
-                if (k & (WIN - 1)) == WIN - 64:
-                    w = k // WIN
-                    a0, a1, a2, a3 = _window(a0, a1, a2, a3, l0, q0, l1, q1, wload4(cxb, bb + 16 * w),
-                                             wfload(sxb, bb + 16 * w), s, j0, j1, j2, j3, ng, (w * WIN) // G, idx)
-                    l0 = wsplat(0)
-                    q0 = wsplat(0)
-                    l1 = wsplat(0)
-                    q1 = wsplat(0)
-            if tail:
-                o = tb + nfull * 2 * WIN
-                xt = xb + nfull * WIN
-                for q in range(8):
-                    vprefetch_l2(wl, o + 2 * q * st + PF_BYTES)
-                    vprefetch_l2(wl, o + 2 * q * st + 64 + PF_BYTES)
-                    x = wload(xq, xt + q * st)
-                    wa = wload_mask(wl, o + q * st, bm)
-                    wb = wload_mask(wl, o + 8 * st + q * st, bm)
-                    l0 = wdot(l0, wand(wa, lo4), x)
-                    q0 = wdot(q0, wa, x)
-                    l1 = wdot(l1, wand(wb, lo4), x)
-                    q1 = wdot(q1, wb, x)
-                a0, a1, a2, a3 = _window(a0, a1, a2, a3, l0, q0, l1, q1, wload4(cxb, bb + 16 * nfull),
-                                         wfload(sxb, bb + 16 * nfull), s, j0, j1, j2, j3, ng, (nfull * WIN) // G, idx)
+            for gw in range(0, ng, 16):                  # windows of 16 groups
+                mask = (1 << min(16, ng - gw)) - 1
+                s0 = wscales(s, j0 * ng + gw, mask)
+                s1 = wscales(s, j1 * ng + gw, mask)
+                s2 = wscales(s, j2 * ng + gw, mask)
+                s3 = wscales(s, j3 * ng + gw, mask)
+                gi = 0                                   # the step's group within the window
+                left = spg
+                for k in range(gw * G, min((gw + 16) * G, K64), 64):
+                    vprefetch(wp, w0 + 2 * k + PF_BYTES)           # the task's 2 K bytes: two lines a step
+                    vprefetch(wp, w0 + 2 * k + 64 + PF_BYTES)
+                    x = wload(xq, xb + k)
+                    c = wload4(cx, cb + (k >> 2))
+                    idx = wadd(wsplat(gi), halves) if two else wsplat(gi)
+                    sv = wfzero() if ROWX else wfload(sxe, cb + (k >> 2))
+                    a0, a1, a2, a3 = _rows4(x, c, wload(wp, w0 + k), wload(wp, w1 + k), sv, idx, s0, s1, s2, s3,
+                                            a0, a1, a2, a3, lo4)
+                    if two:
+                        gi += 2
+                    else:
+                        left -= 1
+                        if left == 0:
+                            gi += 1
+                            left = spg
+                if K64 < K and (gw + 16) * G >= K:
+                    # the last 32 columns (one group of 32: two == True) in the low lanes
+                    sv = wfzero() if ROWX else wfload(sxe, cb + K64 // 4)
+                    a0, a1, a2, a3 = _rows4(wload_half(xq, xb + K64), wload4_half(cx, cb + K64 // 4),
+                                            wload_half(wp, w0 + K64), wload_half(wp, w1 + K64), sv, wsplat(gi),
+                                            s0, s1, s2, s3, a0, a1, a2, a3, lo4)
             v0 = wfhsum(a0)
             v1 = wfhsum(a1)
             v2 = wfhsum(a2)
@@ -407,37 +314,35 @@ def _gemv_q4l_py(xq, cxb, sxb, sx, xg, wl, s, z, sym, n, out):
                     v1 -= sload(s, j1 * ng + g) * np.float32(z[j1, g]) * xs
                     v2 -= sload(s, j2 * ng + g) * np.float32(z[j2, g]) * xs
                     v3 -= sload(s, j3 * ng + g) * np.float32(z[j3, g]) * xs
-            if r0 < n:
-                out[m, r0] = v0
-            if r0 + 1 < n:
-                out[m, r0 + 1] = v1
-            if r0 + 2 < n:
-                out[m, r0 + 2] = v2
-            if r0 + 3 < n:
-                out[m, r0 + 3] = v3
+            out[m, j0] = v0
+            if j0 + 1 < n:
+                out[m, j0 + 1] = v1
+            if p1 != p0:
+                out[m, j2] = v2
+                if j2 + 1 < n:
+                    out[m, j2 + 1] = v3
 
 
 ROWX = False
-_WINDOW = {rowx: variant(_window_py, "_window" + ("_rowx" if rowx else ""), {"ROWX": rowx}, inline="always",
-                         fastmath=True) for rowx in (False, True)}
-_window = _WINDOW[False]
-_gemv_q4l_blocks = twins(_gemv_q4l_py, "_blocks", {"ROWX": False, "_window": _WINDOW[False]}, fastmath=True)
-_gemv_q4l_rows = twins(_gemv_q4l_py, "_rows", {"ROWX": True, "_window": _WINDOW[True]}, fastmath=True)
+_ROWS4 = {rowx: variant(_rows4_py, "_rows4" + ("_rowx" if rowx else ""), {"ROWX": rowx}, inline="always",
+                        fastmath=True) for rowx in (False, True)}
+_rows4 = _ROWS4[False]
+_gemv_q4w_blocks = twins(_gemv_q4w_py, "_blocks", {"ROWX": False, "_rows4": _ROWS4[False]}, fastmath=True)
+_gemv_q4w_rows = twins(_gemv_q4w_py, "_rows", {"ROWX": True, "_rows4": _ROWS4[True]}, fastmath=True)
 
 
-def gemv_q4_kernel(M, wl, rows):
-    """The compiled int4 kernel for M rows against wl (lane layout): x's scale per row (rows: 8da4w)
-    or per block, serial below PAR_OPS multiply-adds.  Its arguments: (xq, cxb, sxb, sx, xg, wl, s, z,
-    sym, n, out)."""
-    serial, par = _gemv_q4l_rows if rows else _gemv_q4l_blocks
-    return par if M * wl.size * 2 >= PAR_OPS else serial
+def gemv_q4_kernel(M, wp, rows):
+    """The compiled int4 kernel for M rows against wp: x's scale per row (rows: 8da4w) or per lane,
+    serial below PAR_OPS multiply-adds.  Its arguments: (xq, cx, sxe, sx, xg, wp, s, z, sym, n, out)."""
+    serial, par = _gemv_q4w_rows if rows else _gemv_q4w_blocks
+    return par if M * wp.size * 2 >= PAR_OPS else serial
 
 
-def gemv_q4(xq, cxb, sxb, sx, xg, wl, s, z, sym, n, out):
-    """int4 weights wl in the lane layout (pack_lanes of the row pairs (ceil(n/2), K)) with group
-    scales s (n, K // G; float32, or float16 bits as uint16) and zero points z where not sym, against
-    int8 rows xq (M, K + 64) in the lane layout with -zp x block sums cxb and block scales sxb
-    (quant._quant_lanes; sx None) or per-row scales sx (8da4w; quant._lanes_of_rows, sxb unread);
-    out (M, n) float32.  Needs HAVE_VNNI and HAVE_AVX512, C-contiguous arrays and lane_groups(K, ng)."""
-    gemv_q4_kernel(xq.shape[0], wl, sx is not None)(xq, cxb, sxb, _NO_F32 if sx is None else sx, xg, wl, s, z, sym,
+def gemv_q4(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
+    """int4 row pairs wp (ceil(n/2), K) with group scales s (n, K // G; float32, or float16 bits as
+    uint16) and zero points z where not sym, against int8 rows xq (M, K): with per-lane block scales
+    sxe (sx None; laid out by quant._quant_blocks) or per-row scales sx (8da4w; cx from
+    quant._row_lanes, sxe unread); out (M, n) float32.  Needs HAVE_VNNI and HAVE_AVX512, C-contiguous
+    arrays, K % 32 == 0 and G % 32 == 0."""
+    gemv_q4_kernel(xq.shape[0], wp, sx is not None)(xq, cx, sxe, _NO_F32 if sx is None else sx, xg, wp, s, z, sym,
                                                     n, out)
