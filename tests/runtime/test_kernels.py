@@ -299,7 +299,8 @@ def test_int8_weight_gemv_vector_kernel(m, k):
 
 @pytest.mark.parametrize("m,n,k,g", [(1, 1, 32, 32), (1, 7, 64, 32), (2, 8, 96, 32), (1, 9, 128, 64),
                                      (3, 17, 256, 128), (1, 4099, 256, 256), (4, 33, 64, 64), (6, 19, 96, 32),
-                                     (70, 301, 64, 32), (2, 3, 32, 32), (1, 5, 64, 32), (4, 12, 256, 64)])
+                                     (70, 301, 64, 32), (2, 3, 32, 32), (1, 5, 64, 32), (4, 12, 256, 64),
+                                     (1, 11, 1152, 128), (2, 6, 1024, 256)])
 @pytest.mark.parametrize("asym", [False, True])
 @pytest.mark.parametrize("dyn", [False, True])
 @pytest.mark.parametrize("vnni", _int8_paths())
@@ -349,7 +350,8 @@ def test_int4_float_gemv_paths(m, n, k, g, asym, wide, monkeypatch):
 
 @pytest.mark.parametrize("m,n,k,g", [(1, 1, 32, 32), (1, 7, 64, 32), (2, 8, 96, 32), (1, 9, 128, 64),
                                      (3, 17, 256, 128), (1, 4099, 256, 256), (4, 33, 64, 64), (6, 19, 96, 32),
-                                     (70, 301, 64, 32), (2, 3, 32, 32), (1, 2049, 288, 32), (4, 12, 512, 256)])
+                                     (70, 301, 64, 32), (2, 3, 32, 32), (1, 2049, 288, 32), (4, 12, 512, 256),
+                                     (2, 13, 800, 32), (1, 11, 1152, 128), (3, 5, 2048, 256), (5, 7, 1088, 64)])
 @pytest.mark.parametrize("asym", [False, True])
 @pytest.mark.parametrize("vnni512", [pytest.param(True, id="vnni512"), pytest.param(False, id="dequantized")])
 @pytest.mark.parametrize("f16", [pytest.param(True, id="f16scales"), pytest.param(False, id="f32scales")])
@@ -379,6 +381,45 @@ def test_int4_act_block_paths(m, n, k, g, asym, vnni512, f16, monkeypatch):
     assert bool(calls) == vnni512
     floatx = REGISTRY["linear_q4"].forward(x, wp, s, z, b, group_size=g)
     assert k == 32 or np.abs(floatx - want).max() > 0           # the blocks do round x
+
+
+@pytest.mark.parametrize("m,n,k,g,rows", [(1, 13, 800, 32, False), (2, 9, 288, 32, False), (1, 7, 1088, 64, True),
+                                          (3, 5, 512, 128, True), (2, 3, 32, 32, False), (1, 6, 96, 32, True)])
+def test_int4_vnni_kernel_reads_nothing_past_its_arrays(m, n, k, g, rows):
+    """The 512-bit int4 kernel's row pairs, group scales, x rows and lane arrays each placed right
+    before an unreadable page: the 32-column last step's half loads, the masked scale windows and
+    the lane reads stay inside (a fault otherwise), serial and parallel, and match the reference."""
+    from edgetorch.quant.grids import dequantize_int4, fake_quant_blocks_int8, fake_quant_rows_dynamic
+    from edgetorch.quant.grids import quantize_groups_int4
+    from edgetorch.runtime.kernels import quant as Q, quant4, vnni
+    from tests.test_conv_direct import _guarded
+    if not quant4._blocks_vnni():
+        pytest.skip("no AVX512-VNNI")
+
+    def at_end(a):
+        g = _guarded((-(-a.nbytes // 4),), True).view(np.uint8)[-a.nbytes:].view(a.dtype).reshape(a.shape)
+        g[...] = a
+        return g
+    rng = np.random.default_rng(k + n)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    wp, s, _ = quantize_groups_int4(rng.normal(size=(n, k)), g)
+    xq, cx, sxe, xg = quant4._block_scratch(m, k, k // g)
+    if rows:
+        sx = np.empty(m, np.float32)
+        Q._quant_rows(x, xq, sx)
+        Q._row_lanes(xq, cx)
+        want = fake_quant_rows_dynamic(x)
+    else:
+        sx = None
+        Q._quant_blocks(x, xq, cx, sxe, xg, 8)
+        want = fake_quant_blocks_int8(x)
+    want = want.astype(np.float64) @ dequantize_int4(wp, s, None, g, np.float64).T
+    out = np.full((m, n), np.nan, np.float32)
+    args = (at_end(xq), at_end(cx), at_end(sxe), vnni._NO_F32 if sx is None else sx, xg, at_end(wp),
+            at_end(s.view(np.uint16)), np.zeros((1, 1), np.uint8), True, n, out)
+    for par in (False, True):
+        (vnni._gemv_q4w_rows if rows else vnni._gemv_q4w_blocks)[par](*args)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("dyn,blk", [(False, 32), (True, 0)])
