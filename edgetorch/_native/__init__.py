@@ -23,6 +23,9 @@ before numba (and, where it can, OpenBLAS) loads:
   here): through the environment when OpenBLAS is not loaded yet, else by
   making it re-read the environment (threads.shorten_blas_spin).
 * The threading layer: OpenMP, else TBB, never workqueue (threads.py).
+* The on-disk cache of every kernel defined in edgetorch/_native and the
+  runtime's kernels is keyed by all of those files, not just the kernel's own
+  (cache.py): a changed intrinsic or inlined helper recompiles its users.
 
 A wait policy, spin count or timeout the user set wins.
 """
@@ -41,3 +44,8 @@ from .threads import choose_threading_layer, shorten_blas_spin  # noqa: E402
 choose_threading_layer()
 if not _blas_env_set:
     shorten_blas_spin()
+
+# before any kernel is defined: cached kernels notice changes in the code they inline (cache.py)
+from .cache import install as _install_cache_stamps  # noqa: E402
+
+_install_cache_stamps()

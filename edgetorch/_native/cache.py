@@ -1,0 +1,84 @@
+"""Numba's on-disk cache, made to notice changes in the kernels' shared code.
+
+Numba keys a cached function by its own source file only (numba 0.68: a
+sha256 of that file's bytes).  A kernel inlines code from other files: the
+`simd` intrinsics' code generators, `inline="always"` helpers, the constants
+`jit.variant` binds.  When only such a file changes, the kernel's file hashes
+the same and Numba loads its stale machine code: a silent wrong answer (seen in
+session 13: a layout helper changed in vnni.py, and quant.py's cached function
+that inlined it kept the old layout; every result was wrong until the cache was
+cleared).
+
+`install()` puts locators in front of Numba's own for the functions defined in
+the kernel folders (edgetorch/_native and the runtime's kernels): the same
+places on disk, with a source stamp that adds a sha256 over every .py file of
+those folders.  Any change there recompiles all their kernels once; other
+code's caching is unchanged.  Installed when edgetorch._native is imported,
+before any kernel is defined.
+"""
+import hashlib
+import os
+
+from numba.core import caching
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _kernel_dirs():
+    """edgetorch/_native and the runtime's kernels: runtime/kernels beside edgetorch/ in a source tree,
+    edgetorch/runtime/kernels in an installed wheel (pyproject's package-dir)."""
+    pkg = os.path.dirname(_HERE)
+    dirs = [_HERE]
+    for cand in (os.path.join(os.path.dirname(pkg), "runtime", "kernels"), os.path.join(pkg, "runtime", "kernels")):
+        if os.path.isdir(cand):
+            dirs.append(cand)
+            break
+    return dirs
+
+
+def sources_stamp(dirs):
+    """A sha256 (hex) over the names and bytes of the .py files directly in `dirs`, in a fixed order."""
+    h = hashlib.sha256()
+    for d in dirs:
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".py"):
+                h.update(name.encode() + b"\0")
+                with open(os.path.join(d, name), "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+DIRS = _kernel_dirs()
+STAMP = sources_stamp(DIRS)
+
+
+def _ours(py_file):
+    d = os.path.dirname(os.path.abspath(py_file))
+    return any(d == k for k in DIRS)
+
+
+def _stamped(base):
+    class Stamped(base):
+        _edgetorch = True
+
+        def get_source_stamp(self):
+            return super().get_source_stamp(), STAMP
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not _ours(py_file):
+                return None
+            return super().from_function(py_func, py_file)
+    Stamped.__name__ = Stamped.__qualname__ = "Edgetorch" + base.__name__
+    return Stamped
+
+
+def install():
+    """Put the stamped locators first (once); a Numba without these classes keeps its own."""
+    impl = getattr(caching, "CacheImpl", None)
+    classes = getattr(impl, "_locator_classes", None)
+    if classes is None or any(getattr(c, "_edgetorch", False) for c in classes):
+        return
+    bases = [getattr(caching, n, None) for n in ("UserProvidedCacheLocator", "InTreeCacheLocator",
+                                                 "UserWideCacheLocator")]
+    classes[:0] = [_stamped(b) for b in bases if b is not None]

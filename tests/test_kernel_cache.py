@@ -1,0 +1,79 @@
+"""The kernels' on-disk cache is keyed by all kernel sources (edgetorch/_native/cache.py)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+from numba import njit
+
+from edgetorch._native import cache
+
+
+def test_stamp_follows_every_kernel_file(tmp_path):
+    """sources_stamp changes when any file of the folders changes, not only a kernel's own."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "kern.py").write_text("x = 1\n")
+    (b / "helper.py").write_text("y = 2\n")
+    (b / "notes.txt").write_text("ignored\n")
+    s0 = cache.sources_stamp([str(a), str(b)])
+    assert s0 == cache.sources_stamp([str(a), str(b)])
+    (b / "notes.txt").write_text("still ignored\n")
+    assert cache.sources_stamp([str(a), str(b)]) == s0
+    (b / "helper.py").write_text("y = 3\n")
+    assert cache.sources_stamp([str(a), str(b)]) != s0
+
+
+def test_kernels_use_the_stamped_locator():
+    """Runtime and _native kernels (variants included) cache under the stamped locator, whose
+    stamp carries the folders' hash; code elsewhere keeps Numba's own."""
+    from edgetorch._native import vmath
+    from edgetorch.runtime.kernels import vnni
+    assert len(cache.DIRS) == 2 and all(os.path.isdir(d) for d in cache.DIRS)
+    for disp in (vnni._gemv_q4w_blocks[0], vnni._gemv_q4w_rows[1], vnni._to_u8, vmath.exp_shifted):
+        loc = disp._cache._impl.locator
+        assert type(loc).__name__.startswith("Edgetorch") and loc.get_source_stamp()[1] == cache.STAMP
+
+    @njit(cache=True)
+    def elsewhere(x):
+        return x + 1
+    assert elsewhere(1) == 2
+    assert not type(elsewhere._cache._impl.locator).__name__.startswith("Edgetorch")
+
+
+def test_a_changed_helper_recompiles_its_users(tmp_path):
+    """End to end, in a child process: a cached kernel that inlines a helper from another file of a
+    stamped folder gives the new answer after only the helper's file changed (Numba alone would
+    load the stale code: its stamp hashes the kernel's own file)."""
+    pkg = tmp_path / "kpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "kern.py").write_text(textwrap.dedent("""
+        from numba import njit
+        from .helper import h
+
+        @njit(cache=True)
+        def k(x):
+            return h(x) * 10
+    """))
+    child = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from edgetorch._native import cache
+        cache.DIRS.append({str(pkg)!r})
+        cache.STAMP = cache.sources_stamp(cache.DIRS)
+        from kpkg.kern import k
+        print(k(1), type(k._cache._impl.locator).__name__)
+    """)
+    env = dict(os.environ)
+    env.pop("NUMBA_CACHE_DIR", None)
+    results = []
+    for body in ("return x + 1", "return x + 2", "return x + 2"):
+        (pkg / "helper.py").write_text(f"from numba import njit\n\n@njit(inline='always')\ndef h(x):\n    {body}\n")
+        r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        results.append(r.stdout.split())
+    assert [x[0] for x in results] == ["20", "30", "30"]
+    assert results[0][1] == "EdgetorchInTreeCacheLocator"
+    assert list(pkg.glob("__pycache__/kern.k-*.nbi"))          # it was cached (and reloaded in the third run)
