@@ -34,6 +34,7 @@ def test_kernels_use_the_stamped_locator():
     for disp in (vnni._gemv_q4w_blocks[0], vnni._gemv_q4w_rows[1], vnni._to_u8, vmath.exp_shifted):
         loc = disp._cache._impl.locator
         assert type(loc).__name__.startswith("Edgetorch") and loc.get_source_stamp()[1] == cache.STAMP
+        assert loc.get_source_stamp()[2] == disp.py_func.__module__
 
     @njit(cache=True)
     def elsewhere(x):
@@ -77,3 +78,38 @@ def test_a_changed_helper_recompiles_its_users(tmp_path):
     assert [x[0] for x in results] == ["20", "30", "30"]
     assert results[0][1] == "EdgetorchInTreeCacheLocator"
     assert list(pkg.glob("__pycache__/kern.k-*.nbi"))          # it was cached (and reloaded in the third run)
+
+
+def test_an_entry_cached_under_another_module_name_is_recompiled(tmp_path):
+    """A kernel file imported under two names (a source checkout: `edgetorch.runtime.kernels.x`, or
+    `runtime.kernels.x` from the repository root) shares one cache file; an entry pickles the module
+    it was compiled in, and Numba alone fails to load it under the other name when that one cannot
+    be imported.  The stamp carries the module name, so the other name recompiles instead."""
+    pkg = tmp_path / "kpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "kern.py").write_text(textwrap.dedent("""
+        from numba import njit
+
+        @njit(cache=True)
+        def k(x):
+            if x < 0:
+                raise ValueError("negative")
+            return x * 2
+    """))
+    child = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from edgetorch._native import cache
+        cache.DIRS.append(sys.argv[2])
+        cache.STAMP = cache.sources_stamp(cache.DIRS)
+        import importlib
+        print(importlib.import_module(sys.argv[3]).k(21))
+    """)
+    env = dict(os.environ)
+    env.pop("NUMBA_CACHE_DIR", None)
+    for root, name in ((tmp_path, "kpkg.kern"), (pkg, "kern"), (tmp_path, "kpkg.kern")):
+        r = subprocess.run([sys.executable, "-c", child, str(root), str(pkg), name], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.split() == ["42"]

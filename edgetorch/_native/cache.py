@@ -12,7 +12,11 @@ cleared).
 `install()` puts locators in front of Numba's own for the functions defined in
 the kernel folders (edgetorch/_native and the runtime's kernels): the same
 places on disk, with a source stamp that adds a sha256 over every .py file of
-those folders.  Any change there recompiles all their kernels once; other
+those folders, and the defining module's name: a source checkout can import a
+kernel file as `edgetorch.runtime.kernels.x` or, from the repository root, as
+`runtime.kernels.x`; a cached entry pickles the module it was compiled in, and
+one written under the other name failed to load ("No module named 'runtime'")
+instead of being recompiled.  Any change there recompiles all their kernels once; other
 code's caching is unchanged.  Installed when edgetorch._native is imported,
 before any kernel is defined.
 """
@@ -60,15 +64,19 @@ def _ours(py_file):
 def _stamped(base):
     class Stamped(base):
         _edgetorch = True
+        _module = None
 
         def get_source_stamp(self):
-            return super().get_source_stamp(), STAMP
+            return super().get_source_stamp(), STAMP, self._module
 
         @classmethod
         def from_function(cls, py_func, py_file):
             if not _ours(py_file):
                 return None
-            return super().from_function(py_func, py_file)
+            self = super().from_function(py_func, py_file)
+            if self is not None:
+                self._module = py_func.__module__
+            return self
     Stamped.__name__ = Stamped.__qualname__ = "Edgetorch" + base.__name__
     return Stamped
 
