@@ -43,41 +43,59 @@ def test_kernels_use_the_stamped_locator():
     assert not type(elsewhere._cache._impl.locator).__name__.startswith("Edgetorch")
 
 
-def test_a_changed_helper_recompiles_its_users(tmp_path):
-    """End to end, in a child process: a cached kernel that inlines a helper from another file of a
-    stamped folder gives the new answer after only the helper's file changed (Numba alone would
-    load the stale code: its stamp hashes the kernel's own file)."""
+def _package(tmp_path, kern):
+    """A package kpkg under tmp_path with the module kern.py holding `kern` (source text)."""
     pkg = tmp_path / "kpkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "kern.py").write_text(textwrap.dedent("""
+    (pkg / "kern.py").write_text(textwrap.dedent(kern))
+    return pkg
+
+
+# a child that stamps the folder `pkg` like the kernel folders, then prints k(arg) of the module `name`
+# imported with `root` first on sys.path: argv = root, pkg, name, arg
+_CHILD = textwrap.dedent("""
+    import importlib
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from edgetorch._native import cache
+    cache.DIRS.append(sys.argv[2])
+    cache.STAMP = cache.sources_stamp(cache.DIRS)
+    mod = importlib.import_module(sys.argv[3])
+    print(mod.k(int(sys.argv[4])), type(mod.k._cache._impl.locator).__name__)
+""")
+
+
+def _child(root, pkg, name, arg):
+    env = dict(os.environ)
+    env.pop("NUMBA_CACHE_DIR", None)
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(root), str(pkg), name, str(arg)], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.split()
+
+
+def test_a_changed_helper_recompiles_its_users(tmp_path):
+    """End to end, in child processes: a cached kernel that inlines a helper from another file of a
+    stamped folder gives the new answer after only the helper's file changed (Numba alone would
+    load the stale code: its stamp hashes the kernel's own file), and loads from the cache when
+    nothing changed."""
+    pkg = _package(tmp_path, """
         from numba import njit
         from .helper import h
 
         @njit(cache=True)
         def k(x):
             return h(x) * 10
-    """))
-    child = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(tmp_path)!r})
-        from edgetorch._native import cache
-        cache.DIRS.append({str(pkg)!r})
-        cache.STAMP = cache.sources_stamp(cache.DIRS)
-        from kpkg.kern import k
-        print(k(1), type(k._cache._impl.locator).__name__)
     """)
-    env = dict(os.environ)
-    env.pop("NUMBA_CACHE_DIR", None)
-    results = []
+    got, stamps = [], []
     for body in ("return x + 1", "return x + 2", "return x + 2"):
         (pkg / "helper.py").write_text(f"from numba import njit\n\n@njit(inline='always')\ndef h(x):\n    {body}\n")
-        r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120)
-        assert r.returncode == 0, r.stderr
-        results.append(r.stdout.split())
-    assert [x[0] for x in results] == ["20", "30", "30"]
-    assert results[0][1] == "EdgetorchInTreeCacheLocator"
-    assert list(pkg.glob("__pycache__/kern.k-*.nbi"))          # it was cached (and reloaded in the third run)
+        got.append(_child(tmp_path, pkg, "kpkg.kern", 1))
+        stamps.append([p.stat().st_mtime_ns for p in sorted(pkg.glob("__pycache__/kern.k-*.nbi"))])
+    assert [g[0] for g in got] == ["20", "30", "30"]
+    assert got[0][1] == "EdgetorchInTreeCacheLocator"
+    assert stamps[2] and stamps[2] == stamps[1]         # the third run loaded what the second cached
 
 
 def test_an_entry_cached_under_another_module_name_is_recompiled(tmp_path):
@@ -85,10 +103,7 @@ def test_an_entry_cached_under_another_module_name_is_recompiled(tmp_path):
     `runtime.kernels.x` from the repository root) shares one cache file; an entry pickles the module
     it was compiled in, and Numba alone fails to load it under the other name when that one cannot
     be imported.  The stamp carries the module name, so the other name recompiles instead."""
-    pkg = tmp_path / "kpkg"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "kern.py").write_text(textwrap.dedent("""
+    pkg = _package(tmp_path, """
         from numba import njit
 
         @njit(cache=True)
@@ -96,20 +111,6 @@ def test_an_entry_cached_under_another_module_name_is_recompiled(tmp_path):
             if x < 0:
                 raise ValueError("negative")
             return x * 2
-    """))
-    child = textwrap.dedent("""
-        import sys
-        sys.path.insert(0, sys.argv[1])
-        from edgetorch._native import cache
-        cache.DIRS.append(sys.argv[2])
-        cache.STAMP = cache.sources_stamp(cache.DIRS)
-        import importlib
-        print(importlib.import_module(sys.argv[3]).k(21))
     """)
-    env = dict(os.environ)
-    env.pop("NUMBA_CACHE_DIR", None)
     for root, name in ((tmp_path, "kpkg.kern"), (pkg, "kern"), (tmp_path, "kpkg.kern")):
-        r = subprocess.run([sys.executable, "-c", child, str(root), str(pkg), name], capture_output=True, text=True,
-                           env=env, timeout=120)
-        assert r.returncode == 0, r.stderr[-2000:]
-        assert r.stdout.split() == ["42"]
+        assert _child(root, pkg, name, 21)[0] == "42"
