@@ -12,13 +12,13 @@ cleared).
 `install()` puts locators in front of Numba's own for the functions defined in
 the kernel folders (edgetorch/_native and the runtime's kernels): the same
 places on disk, with a source stamp that adds a sha256 over every .py file of
-those folders, and the defining module's name: a source checkout can import a
-kernel file as `edgetorch.runtime.kernels.x` or, from the repository root, as
-`runtime.kernels.x`; a cached entry pickles the module it was compiled in, and
-one written under the other name failed to load ("No module named 'runtime'")
-instead of being recompiled.  Any change there recompiles all their kernels once; other
-code's caching is unchanged.  Installed when edgetorch._native is imported,
-before any kernel is defined.
+those folders (any change there recompiles all their kernels once; other
+code caches as before) and the defining module's name (a source checkout can
+import a kernel file as `edgetorch.runtime.kernels.x` or, from the repository
+root, as `runtime.kernels.x`; a cached entry pickles the module it was
+compiled in, and one written under the other name failed to load, "No module
+named 'runtime'", instead of being recompiled).  Installed when
+edgetorch._native is imported, before any kernel is defined.
 """
 import hashlib
 import os
@@ -57,8 +57,7 @@ STAMP = sources_stamp(DIRS)
 
 
 def _ours(py_file):
-    d = os.path.dirname(os.path.abspath(py_file))
-    return any(d == k for k in DIRS)
+    return os.path.dirname(os.path.abspath(py_file)) in DIRS
 
 
 def _stamped(base):
