@@ -254,3 +254,21 @@ def test_sixteen_int_lanes_dot_nibbles_scales(half):
     sf = sc.astype(np.float64)
     np.testing.assert_allclose(hi, hi_l[:8].sum() * sf[3] + hi_l[8:].sum() * sf[5], rtol=1e-6)
     assert two == sf[2] + sf[3] and one == sf[4]
+
+
+def test_f32_of_bits():
+    """f32_of_bits bitcasts exactly (int32 or int64 holding 32 bits): normals, subnormals, zero,
+    infinity, NaN, negative values; what _quant_blocks / _quant_rows turn a block's max bits into."""
+    from edgetorch._native.simd import f32_of_bits
+
+    @njit
+    def cast(b32, b64, o32, o64):
+        for i in range(b32.size):
+            o32[i] = f32_of_bits(b32[i])
+            o64[i] = f32_of_bits(b64[i])
+    v = np.array([1.5, -2.25, 0.0, 1e-42, np.inf, -np.inf, 3.4e38, np.nan], np.float32)
+    bits = v.view(np.int32)
+    o32, o64 = np.empty_like(v), np.empty_like(v)
+    cast(bits, bits.astype(np.int64) & 0xFFFFFFFF, o32, o64)
+    np.testing.assert_array_equal(o32.view(np.int32), bits)
+    np.testing.assert_array_equal(o64.view(np.int32), bits)

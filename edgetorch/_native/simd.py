@@ -31,6 +31,7 @@ as Numba intrinsics that emit the LLVM IR directly:
     w = wfevens(u, v), wfodds(u, v)
                                 the even (odd) lanes of u, then those of v
     vprefetch(a, i)             hint the cache line of flat element i into L1
+    f = f32_of_bits(n)          the float32 whose bits are the int32 n (any CPU)
     v = wload(a, i), wload4(c, i), wdot(acc, u, s), wand(v, w), wsrl4(v), wsplat(n), wcvt(v)
                                 the integer operations on 16 int32 lanes (zmm, 64 bytes; only where
                                 HAVE_VNNI and HAVE_AVX512)
@@ -550,6 +551,18 @@ def _hsummer(vt, rt, add):
 
 
 vhsum = _hsummer(i32x8, types.int32, lambda b: b.add)
+
+
+@intrinsic
+def f32_of_bits(typingctx, b):
+    """The float32 whose bit pattern is the low 32 bits of the integer b (a bitcast: NaNs,
+    infinities and subnormals exactly; Numba has no scalar view)."""
+    if not isinstance(b, types.Integer):
+        return None
+
+    def codegen(ctx, bld, sig, args):
+        return bld.bitcast(bld.trunc(args[0], _I32) if b.bitwidth > 32 else args[0], ir.FloatType())
+    return types.float32(b), codegen
 
 
 @intrinsic
