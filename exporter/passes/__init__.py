@@ -1,8 +1,8 @@
 """Graph -> Graph passes. Each keeps numerics; each can be turned off by name:
 export(..., optimize=["dce", "cse"]) runs only those."""
 from .basic import cse, dce, fold_constants, remove_noop_views
-from .fuse import (fold_conv_bn, fuse_add_layer_norm, fuse_add_relu, fuse_bias_activation, fuse_packed_attention,
-                   fuse_parallel_linears, fuse_swiglu)
+from .fuse import (fold_cast_into_index_put, fold_conv_bn, fuse_add_layer_norm, fuse_add_relu, fuse_bias_activation,
+                   fuse_packed_attention, fuse_parallel_linears, fuse_swiglu)
 
 PASSES = {
     "fold_constants": fold_constants,
@@ -14,6 +14,7 @@ PASSES = {
     "fuse_add_relu": fuse_add_relu,
     "fuse_bias_activation": fuse_bias_activation,
     "fuse_swiglu": fuse_swiglu,
+    "fold_cast_into_index_put": fold_cast_into_index_put,
     "cse": cse,
     "dce": dce,
 }
@@ -35,4 +36,4 @@ def default_pipeline(optimize=True):
 
 __all__ = ["PASSES", "default_pipeline", "dce", "cse", "fold_constants", "remove_noop_views", "fold_conv_bn",
            "fuse_bias_activation", "fuse_parallel_linears", "fuse_packed_attention", "fuse_add_layer_norm",
-           "fuse_add_relu", "fuse_swiglu"]
+           "fuse_add_relu", "fuse_swiglu", "fold_cast_into_index_put"]

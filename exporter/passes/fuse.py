@@ -172,6 +172,25 @@ def fuse_add_layer_norm(g: Graph) -> Graph:
     return g
 
 
+def fold_cast_into_index_put(g: Graph) -> Graph:
+    """index_put(base, to(v, dtype=base's dtype), ...) without accumulation, the cast read only
+    there, becomes index_put(base, v, ...): the write casts as it stores (numpy's assignment rounds
+    as astype does), so a float16 KV cache's two writes a layer lose their separate cast calls."""
+    by_out = {n.output: n for n in g.nodes}
+    drop = set()
+    for n in g.nodes:
+        if n.op != "index_put" or len(n.inputs) < 2 or n.attrs.get("accumulate") or n.inputs[1] is None:
+            continue
+        src = by_out.get(n.inputs[1])
+        if src is None or src.op != "to" or not _single_user(g, src.output) \
+                or np.dtype(src.attrs.get("dtype")) != np.dtype(n.inputs[0].dtype):
+            continue
+        n.inputs = [n.inputs[0], src.inputs[0]] + list(n.inputs[2:])
+        drop.add(src)
+    g.nodes = [n for n in g.nodes if n not in drop]
+    return g
+
+
 def _heads_slice(g, v, by_out):
     """For v = permute(reshape(x[..., lo:hi], (B, T, h, d)), (0, 2, 1, 3)), each step
     read only by the next: (x, lo, hi, h, d, the three nodes); else None."""

@@ -274,3 +274,38 @@ def test_add_relu_fusion_keeps_numerics_and_skips_broadcasts():
     with et.no_grad():
         for g_, w_ in zip(got, m(x, r, s)):
             np.testing.assert_allclose(g_, w_.numpy(), atol=1e-5)
+
+
+def test_float16_kv_cache_writes_cast_as_they_store():
+    """fold_cast_into_index_put: a float16 KV cache's writes take the float32 keys and values
+    directly (the frontend's cast before each write is gone: two calls a layer a step), and the
+    programs with and without the pass give bit-identical logits and cache contents."""
+    from dataclasses import replace
+
+    from edgetorch.models import Decoder
+    from edgetorch.runtime import load
+
+    from .test_capture import small_llama
+    et.manual_seed(0)
+    m = Decoder(replace(small_llama(), kv_cache_dtype="float16")).eval()
+    seq = Dim("seq", min=1, max=m.config.max_position_embeddings)
+    methods = {"prefill": (m, (et.randint(0, 128, (1, 4)), et.tensor([0])), {"input_ids": {1: seq}}),
+               "decode": (m, (et.randint(0, 128, (1, 1)), et.tensor([4])))}
+    fused = et.export_methods(m, methods)
+    plain = et.export_methods(m, methods, optimize=[p for p in PASSES if p != "fold_cast_into_index_put"])
+    for ep, casts in ((fused, 0), (plain, 2 * m.config.num_hidden_layers)):
+        for method in ("prefill", "decode"):
+            g = ep.graphs[method]
+            by_out = {n.output: n for n in g.nodes}
+            puts = [n for n in g.nodes if n.op == "index_put"]
+            assert len(puts) == 2 * m.config.num_hidden_layers
+            assert sum(by_out.get(n.inputs[1]) is not None and by_out[n.inputs[1]].op == "to" for n in puts) == casts
+            assert all(str(n.inputs[1].dtype) == ("float32" if casts == 0 else "float16") for n in puts)
+    ids = np.random.default_rng(0).integers(0, 128, size=(1, 10))
+    a, b = load(fused.to_bytes()), load(plain.to_bytes())
+    outs = [(p.prefill(ids[:, :4], np.array([0])), [p.decode(ids[:, i:i + 1], np.array([i])) for i in range(4, 10)])
+            for p in (a, b)]
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(np.concatenate(outs[0][1]), np.concatenate(outs[1][1]))
+    for k in a.state:
+        np.testing.assert_array_equal(a.state[k], b.state[k])
