@@ -145,7 +145,8 @@ def _byte_sum(v):
     # the sum of the 4 signed bytes of the int32 v (each sign-extended by shifts: a loop of these
     # over an int8 row viewed as int32 vectorizes)
     s24, s16, s8 = int32(24), int32(16), int32(8)
-    return int32(int32(v << s24) >> s24) + int32(int32(v << s16) >> s24) + int32(int32(v << s8) >> s24) + int32(v >> s24)
+    return (int32(int32(v << s24) >> s24) + int32(int32(v << s16) >> s24) + int32(int32(v << s8) >> s24)
+            + int32(v >> s24))
 
 
 def _quant_blocks_py(x, xq, cx, sxe, xg, zp):
