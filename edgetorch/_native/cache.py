@@ -29,14 +29,19 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _kernel_dirs():
-    """edgetorch/_native and the runtime's kernels: runtime/kernels beside edgetorch/ in a source tree,
-    edgetorch/runtime/kernels in an installed wheel (pyproject's package-dir)."""
-    pkg = os.path.dirname(_HERE)
+    """edgetorch/_native and the runtime's kernels, wherever the `edgetorch.runtime` package lives
+    (runtime/ beside edgetorch/ in a source checkout, edgetorch/runtime/ in an installed wheel:
+    pyproject's package-dir)."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("edgetorch.runtime")
+    except (ImportError, ValueError):
+        spec = None
     dirs = [_HERE]
-    for cand in (os.path.join(os.path.dirname(pkg), "runtime", "kernels"), os.path.join(pkg, "runtime", "kernels")):
-        if os.path.isdir(cand):
-            dirs.append(cand)
-            break
+    if spec is not None and spec.origin:
+        kernels = os.path.join(os.path.dirname(spec.origin), "kernels")
+        if os.path.isdir(kernels):
+            dirs.append(kernels)
     return dirs
 
 
