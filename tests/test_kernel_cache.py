@@ -31,7 +31,7 @@ def test_kernels_use_the_stamped_locator():
     from edgetorch._native import vmath
     from edgetorch.runtime.kernels import vnni
     assert len(cache.DIRS) == 2 and all(os.path.isdir(d) for d in cache.DIRS)
-    for disp in (vnni._gemv_q4w_blocks[0], vnni._gemv_q4w_rows[1], vnni._to_u8, vmath.exp_shifted):
+    for disp in (vnni._gemv_q4p_blocks[0], vnni._gemv_q4p_rows[1], vnni._to_u8, vmath.exp_shifted):
         loc = disp._cache._impl.locator
         assert type(loc).__name__.startswith("Edgetorch") and loc.get_source_stamp()[1] == cache.STAMP
         assert loc.get_source_stamp()[2] == disp.py_func.__module__

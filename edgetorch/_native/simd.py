@@ -35,6 +35,9 @@ as Numba intrinsics that emit the LLVM IR directly:
     v = wload(a, i), wload4(c, i), wdot(acc, u, s), wand(v, w), wsrl4(v), wsplat(n), wcvt(v)
                                 the integer operations on 16 int32 lanes (zmm, 64 bytes; only where
                                 HAVE_VNNI and HAVE_AVX512)
+    v = wbcast4(a, i), wsra4(v)
+                                the 4 bytes a[i:i+4] in all 16 lanes; each lane shifted right 4,
+                                arithmetic (the int4 panel kernel's high nibbles, summed as 16 q)
     v = wload_half(a, i), wload4_half(c, i)
                                 32 bytes (8 int32) into the low half, zeros in the high half
     w = wfmul(w, u); v = wadd(v, w)
@@ -411,6 +414,16 @@ def vbcast4(typingctx, a, i):
     return i32x8(a, i), codegen
 
 
+@intrinsic
+def wbcast4(typingctx, a, i):
+    if not (_byte_array(a) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(ctx, b, sig, args):
+        return _splat(b, b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _I32), align=1), _VI16)
+    return i32x16(a, i), codegen
+
+
 def _byte_dot(vt, lty):
     """vpdpbusd on vt (acc + per lane sum of 4 products u8 x s8), 256 or 512 bits wide."""
     name = f"llvm.x86.avx512.vpdpbusd.{lty.count * 32}"
@@ -510,6 +523,13 @@ def wsrl4(typingctx, x):
     if x is not i32x16:
         return None
     return i32x16(x), lambda ctx, b, sig, args: b.lshr(args[0], ir.Constant(_VI16, [4] * 16))
+
+
+@intrinsic
+def wsra4(typingctx, x):
+    if x is not i32x16:
+        return None
+    return i32x16(x), lambda ctx, b, sig, args: b.ashr(args[0], ir.Constant(_VI16, [4] * 16))
 
 
 @intrinsic

@@ -134,12 +134,6 @@ def _quant_rows(x, xq, sx, off=0):
     (_quant_rows_p if x.size >= QUANT_ROWS_PAR else _quant_rows_s)(x, xq, sx, off)
 
 
-def _lanes(K):
-    """int32 / float32 lanes a row of the per-call lane arrays holds: one per 4 columns, rounded up to
-    a whole 64-column step (the last step of a row whose width is 32 mod 64 reads a full vector)."""
-    return -(-K // 64) * 16
-
-
 @njit(cache=True, inline="always")
 def _byte_sum(v):
     # the sum of the 4 signed bytes of the int32 v (each sign-extended by shifts: a loop of these
@@ -149,25 +143,30 @@ def _byte_sum(v):
             + int32(v >> s24))
 
 
-def _quant_blocks_py(x, xq, cx, sxe, xg, zp):
+@njit(cache=True, inline="always")
+def _block_sum(xi, m, blk):
+    # the sum of the 32 int8 values of block blk of row m, from the row viewed as int32 (xi)
+    t = int32(0)
+    for i in range(blk * 8, blk * 8 + 8):
+        t += _byte_sum(xi[m, i])
+    return t
+
+
+def _quant_blocks_py(x, xq, bs, bd, xg, zp):
     # x (M, K) float32 in blocks of 32 columns, each symmetric int8 with its own scale d = max|x| / 127
-    # (llama.cpp's Q8_0 block: q = rint(x * (1 / d)), ties to even); per vpdpbusd lane (4 columns):
-    # cx = -zp x the lane's sum of xq (the symmetric weights' zero point, applied as the dot
-    # product's starting value) and sxe = the block's scale; lanes past K // 4 get 0; xg (M, ng) the
-    # sums of the dequantized x over each weight group (asymmetric weights' zero points, after the
-    # dot).  A block holding inf or NaN gets an inf or NaN scale: the results are not finite either.
-    # The lane sums come from the written bytes read back 4 at a time as int32 (_byte_sum; summed
-    # byte by byte they took most of the time: K = 2048 3.1 -> 1.1 us a row, with the block maximum
-    # bitcast to float; 1.7 with math.ldexp).
+    # (llama.cpp's Q8_0 block: q = rint(x * (1 / d)), ties to even); per block: bd = d and bs = -zp x
+    # the block's sum of xq (the symmetric weights' zero point, the int4 kernel's starting value);
+    # xg (M, ng) the sums of the dequantized x over each weight group (asymmetric weights' zero
+    # points, after the dot).  A block holding inf or NaN gets an inf or NaN scale: the results are
+    # not finite either.  The block sums come from the written bytes read back 4 at a time as int32
+    # (_byte_sum; summed byte by byte they took most of the time: K = 2048 3.1 -> 1.1 us a row, with
+    # the block maximum bitcast to float; 1.7 with math.ldexp).
     M, K = x.shape
     nb = K // 32
     G = K // xg.shape[1]
     bits = x.view(np.int32)
     xi = xq.view(np.int32)
     for m in range(M):
-        for i in range(nb * 8, cx.shape[1]):
-            cx[m, i] = 0
-            sxe[m, i] = 0.0
         for g in range(xg.shape[1]):
             xg[m, g] = 0.0
         for blk in range(nb):
@@ -181,35 +180,27 @@ def _quant_blocks_py(x, xq, cx, sxe, xg, zp):
             for k in range(k0, k0 + 32):
                 v = np.rint(x[m, k] * inv)
                 xq[m, k] = int32(min(max(v, np.float32(-127.0)), np.float32(127.0)))
-            for lane in range(blk * 8, blk * 8 + 8):
-                sxe[m, lane] = d
-        for i in range(nb * 8):
-            cx[m, i] = _byte_sum(xi[m, i])
+            bd[m, blk] = d
         for blk in range(nb):
-            tot = int32(0)
-            for lane in range(blk * 8, blk * 8 + 8):
-                tot += cx[m, lane]
-            xg[m, (blk * 32) // G] += np.float32(tot) * sxe[m, blk * 8]
-        for i in range(nb * 8):
-            cx[m, i] *= -zp
+            tot = _block_sum(xi, m, blk)
+            xg[m, (blk * 32) // G] += np.float32(tot) * bd[m, blk]
+            bs[m, blk] = -zp * tot
 
 
 _quant_blocks = njit(cache=True)(_quant_blocks_py)
 
 
-def _row_lanes_py(xq, cx):
-    # cx as _quant_blocks lays it out, for rows xq already quantized with one scale a row (8da4w):
-    # -8 x each lane's sum of 4 bytes, 0 past K // 4
+def _row_blocks_py(xq, bs):
+    # bs as _quant_blocks lays it out, for rows xq already quantized with one scale a row (8da4w):
+    # -8 x each block's sum
     M, K = xq.shape
     xi = xq.view(np.int32)
     for m in range(M):
-        for i in range(K // 4, cx.shape[1]):
-            cx[m, i] = 0
-        for i in range(K // 4):
-            cx[m, i] = -8 * _byte_sum(xi[m, i])
+        for blk in range(K // 32):
+            bs[m, blk] = -8 * _block_sum(xi, m, blk)
 
 
-_row_lanes = njit(cache=True)(_row_lanes_py)
+_row_blocks = njit(cache=True)(_row_blocks_py)
 
 
 def _gemv_dq8_py(xq, sx, wq, s, out):

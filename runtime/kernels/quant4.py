@@ -1,10 +1,11 @@
-"""int4-weight kernels (linear_q4, embedding_q4): row pairs of nibbles with group scales, against int8
-activations on AVX512-VNNI (vnni.gemv_q4, any row count: int4-weight's blocks of 32 with their own
-scales, act_block=32, the default; 8da4w's rows) or float activations (act_block=0, or no VNNI: the
+"""int4-weight kernels (linear_q4, embedding_q4): row pairs of nibbles with group scales (the file's
+layout), against int8 activations on AVX512-VNNI (vnni.gemv_q4 on the weights repacked once into
+panels of 16 rows, any row count: int4-weight's blocks of 32 with their own scales, act_block=32, the
+default; 8da4w's rows) or float activations (act_block=0, or no VNNI: the
 16-lane nibble-to-float GEMV where the CPU has AVX-512F, a portable loop elsewhere; 8da4w without
 VNNI: a portable int8 GEMV).  The layouts and measurements: docs/quantization.md.
 
-Decode-sized inputs (<= 4 rows): one byte stream per two rows, blocks of 32 columns (a literal trip
+Float activations, decode-sized inputs (<= 4 rows): one byte stream per two rows, blocks of 32 columns (a literal trip
 count: 2.2x faster than a loop bounded by the group size), group scales per block, the zero point
 applied once per group through the group sums of x.  Larger inputs with float activations: 256 rows
 at a time dequantized into a reused buffer, then BLAS."""
@@ -21,11 +22,13 @@ from ._derived import filled
 from ._jit import twins
 from .linalg import apply_activation
 from .index import check_index
-from .quant import (PAR_WEIGHTS, QUANT_ROWS_PAR, _check, _lanes, _quant_blocks, _quant_rows, _quant_rows_p,
-                    _quant_rows_s, _row_lanes, _rows, f32)
+from .quant import (PAR_WEIGHTS, QUANT_ROWS_PAR, _check, _quant_blocks, _quant_rows, _quant_rows_p,
+                    _quant_rows_s, _row_blocks, _rows, f32)
 from .registry import kernel, preparer
 
-PF_BYTES = vnni.PF_BYTES  # how far ahead the int4 GEMVs hint their weight streams into cache
+# how far ahead the float-activation int4 GEMVs hint their weight streams into cache (vprefetch): their
+# arithmetic per byte keeps too few misses in flight for DRAM on their own
+PF_BYTES = 4096
 Q4_TILE = 256             # rows dequantized per BLAS call in the int4 prefill path
 
 # ------------------------------------------------------------------ int4 weights
@@ -178,7 +181,7 @@ def _gemv_q4_wide_py(x, xs, wp, s, z, sym, n, out):
     # 16 weights as float lanes (zero-extend, mask / shift, convert: wnib_lo / wnib_hi), one FMA each
     # against x; a group's sums times its scale into per-row accumulators.  A task is two pairs (4
     # rows sharing each load of x); an odd last pair runs alone.  The weight stream is hinted
-    # vnni.PF_BYTES ahead.  MiniLM-free measure, 2 threads: 19 -> 36 Gweights/s on 768 x 2048 and
+    # PF_BYTES ahead.  MiniLM-free measure, 2 threads: 19 -> 36 Gweights/s on 768 x 2048 and
     # 4096 x 768 (the LLVM-vectorized loop above widens through int64 lanes).  Needs K // ng % 16 == 0.
     M, K = x.shape
     P = wp.shape[0]
@@ -278,24 +281,16 @@ def _q4_args(what, wp, scale, zero, group_size, dynamic=False, act_block=0):
     return n, z, sym
 
 
-def _scales(scale):
-    """The group scales as the VNNI kernel reads them: float32, or float16 as its bits (uint16): the
-    file's float16 scales are read as they are (10% fewer bytes a weight than widened ones)."""
-    scale = np.ascontiguousarray(scale)
-    return scale.view(np.uint16) if scale.dtype == np.float16 else f32(scale)
-
-
 _NO_XG = np.zeros((1, 1), np.float32)
-_NO_Z = np.zeros((1, 1), np.uint8)
 
 
-def _gemv_q4_rows(xq, sx, wp, s, n, out):
+def _gemv_q4_rows(xq, sx, wp, scale, n, out):
     """8da4w on VNNI: int8 rows xq (M, K) with scales sx against symmetric int4 row pairs (the int4
     kernel with x's scale applied once a row)."""
     M, K = xq.shape
-    cx = np.empty((M, _lanes(K)), np.int32)
-    _row_lanes(xq, cx)
-    vnni.gemv_q4(xq, cx, vnni._NO_F32, sx, _NO_XG, wp, s, _NO_Z, True, n, out)
+    bs = np.empty((M, K // 32), np.int32)
+    _row_blocks(xq, bs)
+    vnni.gemv_q4(xq, bs, _NO_XG, sx, _NO_XG, wp, scale, None, n, out)
 
 
 def _blocks_vnni():
@@ -303,27 +298,18 @@ def _blocks_vnni():
     return simd.HAVE_VNNI and simd.HAVE_AVX512
 
 
-def _vnni_groups(K, ng):
-    """Whether the VNNI int4 kernel takes these groups: 32, or whole 64-column steps (a verified file
-    may hold any multiple of 32, say 96: those run the other paths)."""
-    G = K // ng
-    return G == 32 or G % 64 == 0
-
-
 def _block_scratch(M, K, ng):
-    """(xq, cx, sxe, xg): the arrays quant._quant_blocks fills for M rows of K inputs, ng groups."""
-    L = _lanes(K)
-    return (np.empty((M, K), np.int8), np.empty((M, L), np.int32), np.empty((M, L), np.float32),
+    """(xq, bs, bd, xg): the arrays quant._quant_blocks fills for M rows of K inputs, ng groups."""
+    return (np.empty((M, K), np.int8), np.empty((M, K // 32), np.int32), np.empty((M, K // 32), np.float32),
             np.empty((M, ng), np.float32))
 
 
 def _blocks_dequantized(x2):
     """x on its int8 block grid, as float32 (the act_block path where the VNNI kernel is absent)."""
     M, K = x2.shape
-    xq, cx, sxe, xg = _block_scratch(M, K, 1)
-    _quant_blocks(np.ascontiguousarray(x2), xq, cx, sxe, xg, 0)
-    d = sxe[:, :K // 4:8]                      # one lane scale a block
-    return (xq.reshape(M, K // 32, 32).astype(np.float32) * d[:, :, None]).reshape(M, K)
+    xq, bs, bd, xg = _block_scratch(M, K, 1)
+    _quant_blocks(np.ascontiguousarray(x2), xq, bs, bd, xg, 0)
+    return (xq.reshape(M, K // 32, 32).astype(np.float32) * bd[:, :, None]).reshape(M, K)
 
 
 @kernel("linear_q4")
@@ -333,25 +319,25 @@ def k_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
     _check("linear_q4", out, x, n, K, b)
     x2, o2 = _rows(x, n, out)
     M, ng = x2.shape[0], scale.shape[1]
-    if act_block and _blocks_vnni() and _vnni_groups(K, ng):
-        # int8 blocks against the packed nibbles, any row count (a task's 2 K weight bytes stay in L1
-        # across the rows)
-        xq, cx, sxe, xg = _block_scratch(M, K, ng)
-        _quant_blocks(np.ascontiguousarray(x2), xq, cx, sxe, xg, 8 if sym else 0)
-        vnni.gemv_q4(xq, cx, sxe, None, xg, np.ascontiguousarray(wp), _scales(scale), z, sym, n, o2)
+    if act_block and _blocks_vnni():
+        # int8 blocks against the weights in panels, any row count (a panel's 8 K weight bytes stay in
+        # L1 across the rows)
+        xq, bs, bd, xg = _block_scratch(M, K, ng)
+        _quant_blocks(np.ascontiguousarray(x2), xq, bs, bd, xg, 8 if sym else 0)
+        vnni.gemv_q4(xq, bs, bd, None, xg, wp, scale, zero, n, o2)
         if b is not None:
             out += b
         apply_activation(out, activation)
         return
     if act_block:
         x2 = _blocks_dequantized(x2)
-    if dynamic and sym and simd.HAVE_VNNI and simd.HAVE_AVX512 and _vnni_groups(K, ng):
-        # int8 rows against the packed nibbles for any row count: with the weight bytes of a row
-        # pair in L1 across rows, 64-row prefills ran 2.4-3.6x faster than dequantize + BLAS
+    if dynamic and sym and simd.HAVE_VNNI and simd.HAVE_AVX512:
+        # int8 rows against the weights in panels for any row count: with a panel's weight bytes in
+        # L1 across rows, 64-row prefills ran 2.4-3.6x faster than dequantize + BLAS
         xq = np.empty(x2.shape, np.int8)
         sx = np.empty(M, np.float32)
         _quant_rows(x2, xq, sx)
-        _gemv_q4_rows(xq, sx, np.ascontiguousarray(wp), _scales(scale), n, o2)
+        _gemv_q4_rows(xq, sx, wp, scale, n, o2)
     elif M <= 4:
         s = f32(scale)
         if dynamic:
@@ -400,37 +386,38 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
     if activation is not None or M > 4 or not (x.flags.c_contiguous and out.flags.c_contiguous
                                                and wp.flags.c_contiguous and scale.flags.c_contiguous):
         return None
-    if act_block:
-        if not (_blocks_vnni() and _vnni_groups(K, ng)):
+    if act_block or dynamic and sym:
+        if not (simd.HAVE_VNNI and simd.HAVE_AVX512 and (_blocks_vnni() or not act_block)):
             return None
         # scratch (prepared runs hold the method's lock), the compiled kernel and the constant's
-        # scales as the kernel reads them, once: a decode step makes ~50 of these calls
-        xq, cx, sxe, xg = _block_scratch(M, K, ng)
-        zp = 8 if sym else 0
-        kern = vnni.gemv_q4_kernel(M, wp, False)
-        s0, sv0, nof = scale, _scales(scale), vnni._NO_F32
-
-        def run(out, x, wp, scale, zero=None, b=None):
-            _quant_blocks(x.reshape(M, K), xq, cx, sxe, xg, zp)
-            kern(xq, cx, sxe, nof, xg, wp, sv0 if scale is s0 else _scales(scale), z if zero is None else zero, sym,
-                 n, out.reshape(M, n))
-            if b is not None:
-                out += b
-        return run
-    if dynamic and sym and simd.HAVE_VNNI and simd.HAVE_AVX512 and _vnni_groups(K, ng):
-        xq, cx, _, _ = _block_scratch(M, K, ng)
+        # panels, once: a decode step makes ~50 of these calls.  The run checks that it gets the
+        # constants it was prepared for (a prepared step is only ever called with them)
+        xq, bs, bd, xg = _block_scratch(M, K, ng)
         sx = np.empty(M, np.float32)
-        kern = vnni.gemv_q4_kernel(M, wp, True)
+        zp = 8 if sym else 0
+        kern = vnni.gemv_q4_kernel(M, n, K, not act_block)
+        w0, s0, z0 = wp, scale, zero
+        wq, s16, z16 = vnni.q4_panels(wp, scale, zero, n)
+        nof = vnni._NO_F32
         quant = _quant_rows_p if M * K >= QUANT_ROWS_PAR else _quant_rows_s
-        s0, sv0, nof = scale, _scales(scale), vnni._NO_F32
 
-        def run(out, x, wp, scale, zero=None, b=None):
-            quant(x.reshape(M, K), xq, sx, 0)
-            _row_lanes(xq, cx)
-            kern(xq, cx, nof, sx, _NO_XG, wp, sv0 if scale is s0 else _scales(scale), _NO_Z, True, n,
-                 out.reshape(M, n))
-            if b is not None:
-                out += b
+        if act_block:
+            def run(out, x, wp, scale, zero=None, b=None):
+                if wp is not w0 or scale is not s0 or zero is not z0:
+                    raise ValueError("linear_q4: a prepared run called with other weights")
+                _quant_blocks(x.reshape(M, K), xq, bs, bd, xg, zp)
+                kern(xq, bs, bd, nof, xg, wq, s16, z16, sym, n, out.reshape(M, n))
+                if b is not None:
+                    out += b
+        else:
+            def run(out, x, wp, scale, zero=None, b=None):
+                if wp is not w0 or scale is not s0:
+                    raise ValueError("linear_q4: a prepared run called with other weights")
+                quant(x.reshape(M, K), xq, sx, 0)
+                _row_blocks(xq, bs)
+                kern(xq, bs, bd, sx, _NO_XG, wq, s16, z16, True, n, out.reshape(M, n))
+                if b is not None:
+                    out += b
         return run
     if dynamic or scale.dtype != np.float32 or not (simd.HAVE_AVX512 and (K // ng) % 16 == 0):
         return None

@@ -26,10 +26,9 @@ import numpy as np
 from numba import njit, prange
 
 from edgetorch._native.simd import (vadd, vbcast4, vcvt, vdot, vfadd, vfload, vfmul, vfsplat, vfstore, vload,
-                                    vload4, vprefetch, vstore, vsub, vzero, wand, wcvt, wdot, wfhsum,
-                                    wfload, wfma, wfmul, wfzero, wload, wload4, wload4_half, wload_half,
-                                    wsplat, wsplat2, wsrl4, wscales, sload, wperm, wadd)
-from edgetorch._native.jit import variant
+                                    vload4, vstore, vsub, vzero, wadd, wand, wbcast4, wcvt, wdot, wfadd, wfma,
+                                    wfmul, wfsplat, wfstore, wfstore_mask, wfzero, wi8f, wload, wscales,
+                                    wsplat, wsra4)
 
 from ._jit import twins
 
@@ -195,154 +194,186 @@ def as_u8(a, Kp):
     return au
 
 
-# multiply-adds from which the parallel copies pay: the VNNI loops run a 768 x 288 GEMV in ~8 us on
-# one thread, which waking the second one does not beat (measured: 288 x 288 to 864 x 288 serial
-# 3.6-8.4 us vs parallel 5.8-10.5); but weights that come from DRAM need both cores' bandwidth
-# (110M Llama 8da4w decode, 768 x 768 to 768 x 2048 layers: serial 11.0 ms a token, 5.6 GB/s)
+# multiply-adds from which the parallel int8 GEMM pays
 PAR_OPS = 1 << 19
-# how far ahead the int4 GEMV hints its weight stream into cache (vprefetch): its arithmetic per byte
-# keeps too few misses in flight for DRAM on its own.  110M Llama 8da4w decode, alternating processes:
-# 6.8 -> 5.4-5.9 ms a token (the int8-weight GEMV, lighter per byte, measured no gain)
-PF_BYTES = 4096
 
 
 # ------------------------------------------------------------------ int4 weights x int8 rows or blocks, 512-bit
+# The int4 GEMV's weights in panels of 16 rows, repacked once per constant from the file's row pairs
+# (runtime/kernels/_derived.py), as llama.cpp's CPU backend repacks Q4_0 into row-interleaved blocks
+# at load (ggml-cpu repack.cpp, block_q4_0x8) and MLAS packs its B matrices:
+#
+#   panel P (rows 16P .. 16P + 15), block b (columns 32b .. 32b + 31), vector v = 0..3: 64 bytes, 4 a
+#   row: byte 4r + j of the vector at ((P * nb + b) * 4 + v) * 64 holds row 16P + r's weights at
+#   columns 32b + 8v + j (low nibble) and 32b + 8v + 4 + j (high nibble).
+#
+# One 64-byte load then gives 16 rows x 8 columns; each 32-bit lane is one row, so a block's dot
+# product builds in the row's own lane (the low nibbles against x's 4 columns broadcast to every lane,
+# the high nibbles masked in place, 16 q, against the next 4), goes to float once a block, and the
+# 16 rows' group scales are one contiguous load (panel layout too).  ~30 vector operations per 256
+# weight bytes, no horizontal sums: the row-pair kernel this replaces took ~36 per 128 bytes and
+# 4 horizontal sums every 4 rows (15M Llama shapes, one thread, L2-resident: 864 x 288 9.1 -> 2.6
+# us, 288 x 768 5.6 -> 2.5, the 32000 x 288 LM head on two threads 173 -> 50 us).
+QP = 16
+# multiply-adds from which the int4 kernel's parallel copy pays (288 x 288 to 864 x 288 run faster
+# on one thread, 1536 x 288 faster on two)
+PAR_Q4 = 1 << 18
 
-def _rows4_py(x, c, wa, wb, sv, idx, s0, s1, s2, s3, a0, a1, a2, a3, lo4):
-    # one step of _gemv_q4w_py for its 4 rows: the two pairs' 64 bytes wa, wb against x (dots started
-    # at c), to float, times x's lane scales sv (not with ROWX), times the permuted group scales
-    y0 = wcvt(wdot(c, wand(wa, lo4), x))
-    y1 = wcvt(wdot(c, wand(wsrl4(wa), lo4), x))
-    y2 = wcvt(wdot(c, wand(wb, lo4), x))
-    y3 = wcvt(wdot(c, wand(wsrl4(wb), lo4), x))
-    if not ROWX:
-        y0 = wfmul(y0, sv)
-        y1 = wfmul(y1, sv)
-        y2 = wfmul(y2, sv)
-        y3 = wfmul(y3, sv)
-    return (wfma(y0, wperm(idx, s0), a0), wfma(y1, wperm(idx, s1), a1), wfma(y2, wperm(idx, s2), a2),
-            wfma(y3, wperm(idx, s3), a3))
+
+def _pack_q4_py(wp, n, out):
+    # out: the panel layout above of the n rows held as row pairs in wp (ceil(n / 2), K); rows past n
+    # (the last panel's padding) are zero
+    K = wp.shape[1]
+    nb = K // 32
+    NP = (n + QP - 1) // QP
+    for P in prange(NP):
+        for r in range(QP):
+            j = P * QP + r
+            sh = 4 * (j % 2)
+            for b in range(nb):
+                for v in range(4):
+                    o = ((P * nb + b) * 4 + v) * 64 + 4 * r
+                    k = 32 * b + 8 * v
+                    for i in range(4):
+                        if j < n:
+                            lo = (np.int32(wp[j // 2, k + i]) >> sh) & 15
+                            hi = (np.int32(wp[j // 2, k + 4 + i]) >> sh) & 15
+                            out[o + i] = np.uint8(lo | (hi << 4))
+                        else:
+                            out[o + i] = 0
 
 
-def _gemv_q4w_py(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
-    # out (M, n) = sum over k of s[j, g] (q[j, k] - zero[j, g]) * xscale(m, k) xq[m, k]: int4 row pairs
-    # (byte wp[p, k] holds row 2p's weight in its low nibble, row 2p + 1's in its high one) against
-    # int8 x, 64 columns a step in 512-bit vpdpbusd (the nibbles unsigned, x signed): one 64-byte
-    # load gives both rows 64 weights.  A step's 16 int32 lanes are 4 columns each (lanes 0-7 its
-    # first 32 columns, 8-15 its last 32) and go to float once.  x's scale: per lane (sxe, blocks of
-    # 32) times each step, or per row (sx, ROWX) once at the end.  Group scales: a row's next 16
-    # (float32, or float16 bits as the file stores them: 10% fewer bytes than widened ones) are
-    # loaded as one vector, and each step permutes the lanes it needs into place (vpermps: groups
-    # of 32 give a step two scales, larger groups one), so one FMA a step and row applies them.
-    # Symmetric weights start each dot at cx (-8 x the lane's sum of x); asymmetric ones subtract
-    # s z xg per group after.  A task is two pairs (4 rows); an odd last pair is computed twice and
-    # stored once.  The weight stream is hinted PF_BYTES ahead.
-    # Extents (the intrinsic loads are not bounds checked): a full step reads wp[p, k:k + 64], xq[m,
-    # k:k + 64] and lanes k/4 .. k/4 + 16 of cx / sxe with k + 64 <= K64 <= K; the last half step
-    # reads 32 bytes from K64 = K - 32 and the lanes K64/4 .. K64/4 + 16 <= L (quant._lanes rounds
-    # L up to whole steps); scales: min(16, ng - gw) of row j's ng (masked load), j < n; the callers
-    # check wp (ceil(n/2), K), s and z (n, K // G) with K % G == 0 and G % 32 == 0.
+_pack_q4 = njit(cache=True, parallel=True)(_pack_q4_py)
+
+
+def _panel_rows(a, n, dtype):
+    """a (n, ng) in panel order, flat: element (P * ng + g) * 16 + r is a[16P + r, g] (0 past n)."""
+    NP = -(-n // QP)
+    pad = np.zeros((NP * QP, a.shape[1]), dtype)
+    pad[:n] = a
+    return np.ascontiguousarray(pad.reshape(NP, QP, a.shape[1]).transpose(0, 2, 1)).reshape(-1)
+
+
+def q4_panels(wp, scale, zero, n):
+    """(wq, s16, z16): the int4 weight wp (row pairs), its group scales and zero points (or None) in
+    the panel layout, made once per constant.  The scales keep the file's float16 as bits (uint16:
+    the kernel widens them) or become float32; zero points as int8 (0..15)."""
+    from ._derived import derived
+    wq = derived(wp, ("q4p", n), lambda a: _packed_weights(a, n))
+    s = np.ascontiguousarray(scale)
+    s16 = derived(scale, "q4p", lambda a: _panel_rows(s.view(np.uint16), n, np.uint16) if s.dtype == np.float16
+                  else _panel_rows(s, n, np.float32))
+    z16 = _NO_Z16 if zero is None else derived(zero, "q4p", lambda a: _panel_rows(a, n, np.int8))
+    return wq, s16, z16
+
+
+def _packed_weights(wp, n):
+    out = np.empty(-(-n // QP) * QP * wp.shape[1] // 2, np.uint8)
+    _pack_q4(np.ascontiguousarray(wp), n, out)
+    return out
+
+
+_NO_Z16 = np.zeros(16, np.int8)
+
+
+def _q4_block_py(xq, k, wq, w, c, lo4, hi4):
+    # block b's int32 dot products, 16 rows a lane, as float32: the panel's 4 vectors at w against the
+    # int8 x at k (32 columns), started at c (x's zero-point term); the high nibbles are masked in
+    # place (16 q) into their own sum, shifted back (exact) at the end
+    h = wsplat(0)
+    v = wload(wq, w)
+    c = wdot(c, wand(v, lo4), wbcast4(xq, k))
+    h = wdot(h, wand(v, hi4), wbcast4(xq, k + 4))
+    v = wload(wq, w + 64)
+    c = wdot(c, wand(v, lo4), wbcast4(xq, k + 8))
+    h = wdot(h, wand(v, hi4), wbcast4(xq, k + 12))
+    v = wload(wq, w + 128)
+    c = wdot(c, wand(v, lo4), wbcast4(xq, k + 16))
+    h = wdot(h, wand(v, hi4), wbcast4(xq, k + 20))
+    v = wload(wq, w + 192)
+    c = wdot(c, wand(v, lo4), wbcast4(xq, k + 24))
+    h = wdot(h, wand(v, hi4), wbcast4(xq, k + 28))
+    return wcvt(wadd(c, wsra4(h)))
+
+
+_q4_block = njit(cache=True, inline="always")(_q4_block_py)
+
+
+def _gemv_q4p_py(xq, bs, bd, sx, xg, wq, s16, z16, sym, n, out):
+    # out (M, n) = sum over k of s[j, g] (q[j, k] - zero[j, g]) * xscale(m, k) xq[m, k] for the int4
+    # weights in panels (wq, s16, z16: q4_panels) against int8 rows xq (M, K): x's scale per block of
+    # 32 (bd (M, K // 32)) or per row (sx, ROWX: 8da4w; bd unread).  Symmetric weights hold q + 8:
+    # bs (M, K // 32) = -8 x each block's sum of xq starts its dot products; asymmetric ones subtract
+    # s z xg per group at the end (xg (M, ng): the group sums of x dequantized).  A task is a panel,
+    # its 16 outputs one vector store (masked in the last panel past n).  Blocks alternate between two
+    # float accumulators (the FMA's latency).  Extents: wq holds NP = ceil(n / 16) panels of K / 2 *
+    # 16 bytes; s16 / z16 NP * ng * 16 elements; x's broadcasts read xq[m, 32b .. 32b + 32).
     M, K = xq.shape
-    P = wp.shape[0]
-    ng = s.shape[1]
-    G = K // ng
-    two = G == 32
-    spg = 1 if two else G // 64          # 64-column steps a group (groups of 64 or more)
-    L = cx.shape[1]
-    K64 = K - K % 64
+    nb = K // 32
+    NP = (n + QP - 1) // QP
+    ng = s16.shape[0] // (NP * QP)
+    bpg = nb // ng
     lo4 = wsplat(0x0F0F0F0F)
-    halves = wsplat2(0, 1)
-    for t in prange((P + 1) // 2):
-        p0 = 2 * t
-        p1 = min(p0 + 1, P - 1)
-        j0 = 2 * p0
-        j1 = min(j0 + 1, n - 1)           # an odd n: the last pair's high nibbles are padding
-        j2 = 2 * p1
-        j3 = min(j2 + 1, n - 1)
-        w0 = p0 * K
-        w1 = p1 * K
+    hi4 = wsplat(-0x0F0F0F10)            # 0xF0F0F0F0
+    for P in prange(NP):
+        w0 = P * nb * 256
+        g0 = P * ng * QP
         for m in range(M):
-            xb = m * K
-            cb = m * L
-            a0 = wfzero()
-            a1 = wfzero()
-            a2 = wfzero()
-            a3 = wfzero()
-            for gw in range(0, ng, 16):                  # windows of 16 groups
-                mask = (1 << min(16, ng - gw)) - 1
-                s0 = wscales(s, j0 * ng + gw, mask)
-                s1 = wscales(s, j1 * ng + gw, mask)
-                s2 = wscales(s, j2 * ng + gw, mask)
-                s3 = wscales(s, j3 * ng + gw, mask)
-                gi = 0                                   # the step's group within the window
-                left = spg
-                for k in range(gw * G, min((gw + 16) * G, K64), 64):
-                    vprefetch(wp, w0 + 2 * k + PF_BYTES)           # the task's 2 K bytes: two lines a step
-                    vprefetch(wp, w0 + 2 * k + 64 + PF_BYTES)
-                    x = wload(xq, xb + k)
-                    c = wload4(cx, cb + (k >> 2))
-                    idx = wadd(wsplat(gi), halves) if two else wsplat(gi)
-                    sv = wfzero() if ROWX else wfload(sxe, cb + (k >> 2))
-                    a0, a1, a2, a3 = _rows4(x, c, wload(wp, w0 + k), wload(wp, w1 + k), sv, idx, s0, s1, s2, s3,
-                                            a0, a1, a2, a3, lo4)
-                    if two:
-                        gi += 2
-                    else:
-                        left -= 1
-                        if left == 0:
-                            gi += 1
-                            left = spg
-                if K64 < K and (gw + 16) * G >= K:
-                    # the last 32 columns (one group of 32: two == True) in the low lanes
-                    sv = wfzero() if ROWX else wfload(sxe, cb + K64 // 4)
-                    a0, a1, a2, a3 = _rows4(wload_half(xq, xb + K64), wload4_half(cx, cb + K64 // 4),
-                                            wload_half(wp, w0 + K64), wload_half(wp, w1 + K64), sv, wsplat(gi),
-                                            s0, s1, s2, s3, a0, a1, a2, a3, lo4)
-            v0 = wfhsum(a0)
-            v1 = wfhsum(a1)
-            v2 = wfhsum(a2)
-            v3 = wfhsum(a3)
+            k0 = m * K
+            e0 = wfzero()
+            e1 = wfzero()
+            for b in range(0, nb - 1, 2):
+                y0 = _q4_block(xq, k0 + 32 * b, wq, w0 + 256 * b, wsplat(bs[m, b]), lo4, hi4)
+                y1 = _q4_block(xq, k0 + 32 * b + 32, wq, w0 + 256 * b + 256, wsplat(bs[m, b + 1]), lo4, hi4)
+                s0 = wscales(s16, g0 + (b // bpg) * QP, 0xFFFF)
+                s1 = wscales(s16, g0 + ((b + 1) // bpg) * QP, 0xFFFF)
+                if ROWX:
+                    e0 = wfma(y0, s0, e0)
+                    e1 = wfma(y1, s1, e1)
+                else:
+                    e0 = wfma(y0, wfmul(s0, wfsplat(bd[m, b])), e0)
+                    e1 = wfma(y1, wfmul(s1, wfsplat(bd[m, b + 1])), e1)
+            if nb % 2:
+                b = nb - 1
+                y0 = _q4_block(xq, k0 + 32 * b, wq, w0 + 256 * b, wsplat(bs[m, b]), lo4, hi4)
+                s0 = wscales(s16, g0 + (b // bpg) * QP, 0xFFFF)
+                if ROWX:
+                    e0 = wfma(y0, s0, e0)
+                else:
+                    e0 = wfma(y0, wfmul(s0, wfsplat(bd[m, b])), e0)
+            e0 = wfadd(e0, e1)
             if ROWX:
-                v0 *= sx[m]
-                v1 *= sx[m]
-                v2 *= sx[m]
-                v3 *= sx[m]
+                e0 = wfmul(e0, wfsplat(sx[m]))
             if not sym:
                 for g in range(ng):
-                    xs = xg[m, g]
-                    v0 -= sload(s, j0 * ng + g) * np.float32(z[j0, g]) * xs
-                    v1 -= sload(s, j1 * ng + g) * np.float32(z[j1, g]) * xs
-                    v2 -= sload(s, j2 * ng + g) * np.float32(z[j2, g]) * xs
-                    v3 -= sload(s, j3 * ng + g) * np.float32(z[j3, g]) * xs
-            out[m, j0] = v0
-            if j0 + 1 < n:
-                out[m, j0 + 1] = v1
-            if p1 != p0:
-                out[m, j2] = v2
-                if j2 + 1 < n:
-                    out[m, j2 + 1] = v3
+                    e0 = wfma(wfmul(wscales(s16, g0 + g * QP, 0xFFFF), wi8f(z16, g0 + g * QP)), wfsplat(-xg[m, g]),
+                              e0)
+            r0 = P * QP
+            if r0 + QP <= n:
+                wfstore(out, m * n + r0, e0)
+            else:
+                wfstore_mask(out, m * n + r0, e0, (1 << (n - r0)) - 1)
 
 
 ROWX = False
-_ROWS4 = {rowx: variant(_rows4_py, "_rows4" + ("_rowx" if rowx else ""), {"ROWX": rowx}, inline="always",
-                        fastmath=True) for rowx in (False, True)}
-_rows4 = _ROWS4[False]
-_gemv_q4w_blocks = twins(_gemv_q4w_py, "_blocks", {"ROWX": False, "_rows4": _ROWS4[False]}, fastmath=True)
-_gemv_q4w_rows = twins(_gemv_q4w_py, "_rows", {"ROWX": True, "_rows4": _ROWS4[True]}, fastmath=True)
+_gemv_q4p_blocks = twins(_gemv_q4p_py, "_blocks", {"ROWX": False}, fastmath=True)
+_gemv_q4p_rows = twins(_gemv_q4p_py, "_rows", {"ROWX": True}, fastmath=True)
 
 
-def gemv_q4_kernel(M, wp, rows):
-    """The compiled int4 kernel for M rows against wp: x's scale per row (rows: 8da4w) or per lane,
-    serial below PAR_OPS multiply-adds.  Its arguments: (xq, cx, sxe, sx, xg, wp, s, z, sym, n, out)."""
-    serial, par = _gemv_q4w_rows if rows else _gemv_q4w_blocks
-    return par if M * wp.size * 2 >= PAR_OPS else serial
+def gemv_q4_kernel(M, n, K, rows):
+    """The compiled int4 panel kernel for M rows of K against n outputs: x's scale per row (rows:
+    8da4w) or per block, serial below PAR_Q4 multiply-adds.  Its arguments: (xq, bs, bd, sx, xg, wq,
+    s16, z16, sym, n, out), the weights from q4_panels."""
+    serial, par = _gemv_q4p_rows if rows else _gemv_q4p_blocks
+    return par if M * n * K >= PAR_Q4 else serial
 
 
-def gemv_q4(xq, cx, sxe, sx, xg, wp, s, z, sym, n, out):
-    """int4 row pairs wp (ceil(n/2), K) with group scales s (n, K // G; float32, or float16 bits as
-    uint16) and zero points z where not sym, against int8 rows xq (M, K): with per-lane block scales
-    sxe (sx None; laid out by quant._quant_blocks) or per-row scales sx (8da4w; cx from
-    quant._row_lanes, sxe unread); out (M, n) float32.  Needs HAVE_VNNI and HAVE_AVX512, C-contiguous
-    arrays, K % 32 == 0 and G % 32 == 0."""
-    gemv_q4_kernel(xq.shape[0], wp, sx is not None)(xq, cx, sxe, _NO_F32 if sx is None else sx, xg, wp, s, z, sym,
-                                                    n, out)
+def gemv_q4(xq, bs, bd, sx, xg, wp, scale, zero, n, out):
+    """int4 row pairs wp (ceil(n/2), K) with group scales scale (n, K // G; float16 or float32) and
+    zero points zero (or None: symmetric, q - 8) against int8 rows xq (M, K): with block scales bd
+    (sx None; bs, bd and xg from quant._quant_blocks) or per-row scales sx (8da4w, symmetric; bs
+    from quant._row_blocks, bd unread); out (M, n) float32.  Needs HAVE_VNNI and HAVE_AVX512,
+    C-contiguous arrays, K % 32 == 0 and G % 32 == 0."""
+    wq, s16, z16 = q4_panels(wp, scale, zero, n)
+    gemv_q4_kernel(xq.shape[0], n, xq.shape[1], sx is not None)(
+        xq, bs, bd, _NO_F32 if sx is None else sx, xg, wq, s16, z16, zero is None, n, out)

@@ -383,12 +383,17 @@ def test_int4_act_block_paths(m, n, k, g, asym, vnni512, f16, monkeypatch):
     assert k == 32 or np.abs(floatx - want).max() > 0           # the blocks do round x
 
 
-@pytest.mark.parametrize("m,n,k,g,rows", [(1, 13, 800, 32, False), (2, 9, 288, 32, False), (1, 7, 1088, 64, True),
-                                          (3, 5, 512, 128, True), (2, 3, 32, 32, False), (1, 6, 96, 32, True)])
-def test_int4_vnni_kernel_reads_nothing_past_its_arrays(m, n, k, g, rows):
-    """The 512-bit int4 kernel's row pairs, group scales, x rows and lane arrays each placed right
-    before an unreadable page: the 32-column last step's half loads, the masked scale windows and
-    the lane reads stay inside (a fault otherwise), serial and parallel, and match the reference."""
+_GUARDED_Q4 = [(1, 13, 800, 32, False), (2, 9, 288, 32, False), (1, 7, 1088, 64, True), (3, 5, 512, 128, True),
+               (2, 3, 32, 32, False), (1, 6, 96, 32, True), (1, 32, 64, 32, False), (2, 17, 160, 32, False)]
+
+
+@pytest.mark.parametrize("m,n,k,g,rows,asym", [c + (a,) for c in _GUARDED_Q4 for a in (False, True)
+                                               if not (c[4] and a)])     # 8da4w weights are symmetric
+def test_int4_vnni_kernel_reads_nothing_past_its_arrays(m, n, k, g, rows, asym):
+    """The 512-bit int4 panel kernel's weights, scales, zero points, x rows and block arrays each
+    placed right before an unreadable page: the last panel (masked store, padding rows), the last
+    block's broadcasts of x and the last scale vectors stay inside (a fault otherwise), serial and
+    parallel, and match the reference."""
     from edgetorch.quant.grids import dequantize_int4, fake_quant_blocks_int8, fake_quant_rows_dynamic
     from edgetorch.quant.grids import quantize_groups_int4
     from edgetorch.runtime.kernels import quant as Q, quant4, vnni
@@ -402,30 +407,63 @@ def test_int4_vnni_kernel_reads_nothing_past_its_arrays(m, n, k, g, rows):
         return g
     rng = np.random.default_rng(k + n)
     x = rng.normal(size=(m, k)).astype(np.float32)
-    wp, s, _ = quantize_groups_int4(rng.normal(size=(n, k)), g)
-    xq, cx, sxe, xg = quant4._block_scratch(m, k, k // g)
+    wp, s, z = quantize_groups_int4(rng.normal(size=(n, k)), g, symmetric=not asym)
+    xq, bs, bd, xg = quant4._block_scratch(m, k, k // g)
     if rows:
         sx = np.empty(m, np.float32)
         Q._quant_rows(x, xq, sx)
-        Q._row_lanes(xq, cx)
+        Q._row_blocks(xq, bs)
         want = fake_quant_rows_dynamic(x)
     else:
         sx = None
-        Q._quant_blocks(x, xq, cx, sxe, xg, 8)
+        Q._quant_blocks(x, xq, bs, bd, xg, 0 if asym else 8)
         want = fake_quant_blocks_int8(x)
-    want = want.astype(np.float64) @ dequantize_int4(wp, s, None, g, np.float64).T
+    want = want.astype(np.float64) @ dequantize_int4(wp, s, z, g, np.float64).T
+    wq, s16, z16 = vnni.q4_panels(wp, s, z, n)
+    assert wq.size == -(-n // 16) * 8 * k and s16.dtype == np.uint16 and s16.size == -(-n // 16) * 16 * (k // g)
     out = np.full((m, n), np.nan, np.float32)
-    args = (at_end(xq), at_end(cx), at_end(sxe), vnni._NO_F32 if sx is None else sx, xg, at_end(wp),
-            at_end(s.view(np.uint16)), np.zeros((1, 1), np.uint8), True, n, out)
+    args = (at_end(xq), at_end(bs), at_end(bd), vnni._NO_F32 if sx is None else at_end(sx), at_end(xg), at_end(wq),
+            at_end(s16), at_end(z16), not asym, n, out)
     for par in (False, True):
-        (vnni._gemv_q4w_rows if rows else vnni._gemv_q4w_blocks)[par](*args)
+        out[...] = np.nan
+        (vnni._gemv_q4p_rows if rows else vnni._gemv_q4p_blocks)[par](*args)
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
+def test_int4_panels_layout():
+    """vnni.q4_panels puts row r's weights at columns 32b + 8v + j (low nibble) and + 4 (high) in
+    byte 4 (r % 16) + j of vector v of block b of panel r // 16; scales and zero points a panel's 16
+    rows a group; padding rows zero; float32 scales stay float32; made once per read-only constant."""
+    from edgetorch.quant.grids import quantize_groups_int4
+    from edgetorch.runtime.kernels import vnni
+    rng = np.random.default_rng(5)
+    n, k, g = 21, 96, 32
+    wp, s, z = quantize_groups_int4(rng.normal(size=(n, k)), g, symmetric=False)
+    q = np.zeros((n + 1, k), np.int64)
+    q[0::2], q[1::2] = wp & 15, wp >> 4
+    q = q[:n]
+    wq, s16, z16 = vnni.q4_panels(wp, s, z, n)
+    P = wq.reshape(2, k // 32, 4, 16, 4)
+    for r in range(32):
+        for b in range(k // 32):
+            for v in range(4):
+                for j in range(4):
+                    byte = int(P[r // 16, b, v, r % 16, j])
+                    lo, hi = (q[r, 32 * b + 8 * v + j], q[r, 32 * b + 8 * v + 4 + j]) if r < n else (0, 0)
+                    assert (byte & 15, byte >> 4) == (lo, hi)
+    sp = s16.view(np.float16).reshape(2, k // g, 16)
+    assert np.array_equal(sp[0].T, s[:16]) and np.array_equal(sp[1, :, :5].T, s[16:]) and not sp[1, :, 5:].any()
+    assert np.array_equal(z16.reshape(2, k // g, 16)[1, :, :5].T, z[16:].astype(np.int8))
+    _, s32, _ = vnni.q4_panels(wp, s.astype(np.float32), None, n)
+    assert s32.dtype == np.float32 and np.array_equal(s32.reshape(2, k // g, 16)[0].T, s[:16].astype(np.float32))
+    wp.flags.writeable = False
+    assert vnni.q4_panels(wp, s, z, n)[0] is vnni.q4_panels(wp, s, z, n)[0]
+
+
 @pytest.mark.parametrize("dyn,blk", [(False, 32), (True, 0)])
-def test_int4_groups_the_vnni_kernel_does_not_take(dyn, blk):
-    """Groups of 96 (a multiple of 32, but not whole 64-column steps; the verifier refuses them in
-    files) called directly: the int4-weight blocks and 8da4w rows take the other paths, right."""
+def test_int4_groups_of_96(dyn, blk):
+    """Groups of 96 (a multiple of 32, but not of the 64-column steps the earlier kernel needed;
+    the verifier refuses them in files) called directly: the int4-weight blocks and 8da4w rows, right."""
     from edgetorch.quant.grids import dequantize_int4, fake_quant_blocks_int8, fake_quant_rows_dynamic
     rng = np.random.default_rng(96)
     n, k, g = 9, 288, 96
@@ -441,7 +479,8 @@ def test_int4_groups_the_vnni_kernel_does_not_take(dyn, blk):
 
 def test_activation_blocks_match_the_grid():
     """quant._quant_blocks (the kernels' x blocks) equals grids.quantize_blocks_int8 exactly: the int8
-    values, one scale a lane, the zero-point lanes, the group sums; all-zero and non-finite blocks."""
+    values, one scale a block, the zero-point block sums, the group sums; all-zero and non-finite
+    blocks; quant._row_blocks gives the same block sums."""
     from edgetorch.quant.grids import quantize_blocks_int8
     from edgetorch.runtime.kernels import quant as Q
     rng = np.random.default_rng(3)
@@ -451,17 +490,20 @@ def test_activation_blocks_match_the_grid():
     x[2, 70] = np.nan
     x[2, 130] = np.inf
     xq = np.empty((3, 160), np.int8)
-    L = Q._lanes(160)
-    cx, sxe, xg = np.empty((3, L), np.int32), np.empty((3, L), np.float32), np.empty((3, 5), np.float32)
-    Q._quant_blocks(x, xq, cx, sxe, xg, 8)
+    bs, bd, xg = np.empty((3, 5), np.int32), np.empty((3, 5), np.float32), np.empty((3, 5), np.float32)
+    Q._quant_blocks(x, xq, bs, bd, xg, 8)
     wq, d = quantize_blocks_int8(x)
     fin = np.repeat(np.isfinite(d), 32, axis=1)
     np.testing.assert_array_equal(xq[fin], wq[fin])
-    np.testing.assert_array_equal(sxe[:, :40], np.repeat(d, 8, axis=1))
-    assert not sxe[:, 40:].any() and not cx[:, 40:].any() and L == 48
-    np.testing.assert_array_equal(cx[:2, :40], -8 * xq[:2].astype(np.int32).reshape(2, 40, 4).sum(2))
+    np.testing.assert_array_equal(bd, d)
+    np.testing.assert_array_equal(bs[:2], -8 * xq[:2].astype(np.int32).reshape(2, 5, 32).sum(2))
     assert d[1, 1] == 1.0 and np.isnan(d[2, 2]) and np.isinf(d[2, 4])
     np.testing.assert_allclose(xg[:2], (xq[:2].reshape(2, 5, 32).sum(2) * d[:2]), rtol=1e-6)
+    bs2 = np.empty_like(bs)
+    Q._row_blocks(xq, bs2)
+    np.testing.assert_array_equal(bs2[:2], bs[:2])
+    Q._quant_blocks(x, xq, bs, bd, xg, 0)
+    assert not bs.any()
 
 
 def test_int4_embedding_rows():
