@@ -28,7 +28,8 @@ import numpy as np
 from numba import int32, njit, prange
 
 from edgetorch._native import simd
-from edgetorch._native.simd import f32_of_bits, wfadd, wfhsum, wfload, wfma, wfzero, wi8f
+from edgetorch._native.simd import (f32_of_bits, wfadd, wfload, wfma, wfmul, wfsplat, wfstore, wfstore_mask,
+                                    wfzero, wi8f)
 
 from . import vnni
 from ._derived import derived
@@ -61,46 +62,84 @@ def _gemv_q8_py(x, wq, s, out):     # x (M, K) f32; wq (N, K) int8; s (N,) f32; 
 _gemv_q8, _gemv_q8_par = twins(_gemv_q8_py, fastmath=True)
 
 
-def _gemv_q8w_py(x, wq, s, out):
-    # _gemv_q8 in explicit 16-lane vectors (AVX-512): 16 weights sign-extended and converted to float
-    # (simd.wi8f) a step, four independent accumulators (LLVM's loop kept one FMA chain, whose 4-cycle
-    # latency bounded it: 16-24 GB/s from DRAM on the 110M Llama's shapes; this 21-30, near the
-    # 26-33 GB/s a plain vector read of the same rows gets).  x, wq, out C-contiguous.
+# The weight-only int8 GEMV on AVX-512 (decode rows, float x): the weight repacked once per constant
+# (runtime/kernels/_derived.py) into panels of 16 rows, column-major within a panel: byte (P * K + k)
+# * 16 + r is w[16P + r, k].  A column's 16 weights are one 16-byte load, sign-extended and converted
+# (simd.wi8f), times x[k] broadcast, into the panel's accumulator (four, over k mod 4: the FMA's
+# latency); the 16 rows' scales are one load, their outputs one store (masked past the last row).
+# No horizontal sums and no per-row loop: against the row-a-task vector kernel it replaced (session
+# 9-13: four accumulators a row, a horizontal sum and a scalar store a row), alone on the 15M Llama
+# shapes 864 x 288 9.9 -> 8.5 us, 288 x 288 5.3 -> 3.0, 1536 x 288 11.2 -> 9.2, the 32000 x 288 LM
+# head 270 -> 165 us (34 -> 56 GB/s from L3).  ~29 GB/s a core from cache: a 16-weight step is
+# three 512-bit operations (sign-extend, convert, FMA), which this core runs as six 256-bit halves.
+Q8_PAR = 1 << 16          # weights from which the panel GEMV runs parallel
+
+
+def _pack_q8(wq):
+    """wq (N, K) int8 in panels of 16 rows (flat; rows past N zero)."""
+    N, K = wq.shape
+    NP = -(-N // 16)
+    p = np.zeros((NP * 16, K), np.int8)
+    p[:N] = wq
+    return np.ascontiguousarray(p.reshape(NP, 16, K).transpose(0, 2, 1)).reshape(-1)
+
+
+def _pad16(s):
+    """The row scales as float32, padded with zeros to whole panels."""
+    out = np.zeros(-(-s.shape[0] // 16) * 16, np.float32)
+    out[:s.shape[0]] = s
+    return out
+
+
+def q8_panels(wq, scale):
+    """(panels, scales) of an int8 weight and its per-row scales, made once per constant."""
+    return derived(wq, "q8p", _pack_q8), derived(scale, "q8p", _pad16)
+
+
+def _gemv_q8p_py(x, wp, s16, n, out):
+    # out (M, n) = x (M, K) @ (w * s).T for w in panels (q8_panels); x, out C-contiguous.  Extents:
+    # wp holds ceil(n / 16) * 16 * K bytes, s16 ceil(n / 16) * 16 floats.
     M, K = x.shape
-    K64 = K - K % 64
-    K16 = K - K % 16
-    wf = wq.reshape(-1)
-    xf = x.reshape(-1)
-    for j in prange(wq.shape[0]):
-        base = j * K
+    NP = (n + 15) // 16
+    K4 = K - K % 4
+    for P in prange(NP):
+        w0 = P * K * 16
         for m in range(M):
-            xb = m * K
             a0 = wfzero()
             a1 = wfzero()
             a2 = wfzero()
             a3 = wfzero()
-            for k in range(0, K64, 64):
-                a0 = wfma(wi8f(wf, base + k), wfload(xf, xb + k), a0)
-                a1 = wfma(wi8f(wf, base + k + 16), wfload(xf, xb + k + 16), a1)
-                a2 = wfma(wi8f(wf, base + k + 32), wfload(xf, xb + k + 32), a2)
-                a3 = wfma(wi8f(wf, base + k + 48), wfload(xf, xb + k + 48), a3)
-            for k in range(K64, K16, 16):
-                a0 = wfma(wi8f(wf, base + k), wfload(xf, xb + k), a0)
-            a = wfhsum(wfadd(wfadd(a0, a1), wfadd(a2, a3)))
-            for k in range(K16, K):
-                a += xf[xb + k] * np.float32(wf[base + k])
-            out[m, j] = a * s[j]
+            for k in range(0, K4, 4):
+                a0 = wfma(wi8f(wp, w0 + k * 16), wfsplat(x[m, k]), a0)
+                a1 = wfma(wi8f(wp, w0 + k * 16 + 16), wfsplat(x[m, k + 1]), a1)
+                a2 = wfma(wi8f(wp, w0 + k * 16 + 32), wfsplat(x[m, k + 2]), a2)
+                a3 = wfma(wi8f(wp, w0 + k * 16 + 48), wfsplat(x[m, k + 3]), a3)
+            for k in range(K4, K):
+                a0 = wfma(wi8f(wp, w0 + k * 16), wfsplat(x[m, k]), a0)
+            v = wfmul(wfadd(wfadd(a0, a1), wfadd(a2, a3)), wfload(s16, P * 16))
+            r0 = P * 16
+            if r0 + 16 <= n:
+                wfstore(out, m * n + r0, v)
+            else:
+                wfstore_mask(out, m * n + r0, v, (1 << (n - r0)) - 1)
 
 
-_gemv_q8w, _gemv_q8w_par = twins(_gemv_q8w_py, fastmath=True)
+_gemv_q8p, _gemv_q8p_par = twins(_gemv_q8p_py, fastmath=True)
 
 
-def _gemv_q8_kernel(x, wq, out):
-    """The weight-only int8 GEMV for these (C-contiguous or not) arrays, serial or parallel."""
-    vec = simd.HAVE_AVX512 and x.flags.c_contiguous and wq.flags.c_contiguous and out.flags.c_contiguous
-    if wq.size >= PAR_WEIGHTS:
-        return _gemv_q8w_par if vec else _gemv_q8_par
-    return _gemv_q8w if vec else _gemv_q8
+def _q8_vector(x, out):
+    """Whether the panel GEMV takes these decode rows (AVX-512, contiguous x and out)."""
+    return simd.HAVE_AVX512 and x.flags.c_contiguous and out.flags.c_contiguous
+
+
+def _gemv_q8_run(x, wq, scale, out):
+    """The weight-only int8 GEMV for decode rows x (M, K) into out (M, N): the panel kernel where
+    _q8_vector, else the portable loop (strided rows, no AVX-512)."""
+    if _q8_vector(x, out):
+        wp, s16 = q8_panels(wq, scale)
+        (_gemv_q8p_par if wq.size >= Q8_PAR else _gemv_q8p)(x, wp, s16, wq.shape[0], out)
+    else:
+        (_gemv_q8_par if wq.size >= PAR_WEIGHTS else _gemv_q8)(x, wq, f32(scale), out)
 
 
 def _quant_rows_py(x, xq, sx, off):
@@ -413,7 +452,7 @@ def k_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
             o2 *= sx[:, None]
             o2 *= s
     elif x2.shape[0] <= 4:
-        _gemv_q8_kernel(x2, wq, o2)(x2, wq, s, o2)
+        _gemv_q8_run(x2, wq, s, o2)
     else:
         w = wq.astype(np.float32)
         w *= s[:, None]
@@ -483,13 +522,25 @@ def p_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
     if dynamic or activation is not None or scale.dtype != np.float32 or x.size // K > 4 \
             or not (x.flags.c_contiguous and out.flags.c_contiguous):
         return None
-    kern = _gemv_q8_kernel(x, wq, out)
-    if b is None:
-        return lambda out, x, wq, scale, b=None: kern(x.reshape(-1, K), wq, scale, out.reshape(-1, N))
+    M = x.size // K
+    if _q8_vector(x, out):
+        wp, s16 = q8_panels(wq, scale)
+        kern = _gemv_q8p_par if wq.size >= Q8_PAR else _gemv_q8p
+        w0, sc0 = wq, scale
 
-    def run(out, x, wq, scale, b):
-        kern(x.reshape(-1, K), wq, scale, out.reshape(-1, N))
-        out += b
+        def run(out, x, wq, scale, b=None):
+            if wq is not w0 or scale is not sc0:
+                raise ValueError("linear_q8: a prepared run called with other weights")
+            kern(x.reshape(M, K), wp, s16, N, out.reshape(M, N))
+            if b is not None:
+                out += b
+        return run
+    kern = _gemv_q8_par if wq.size >= PAR_WEIGHTS else _gemv_q8
+
+    def run(out, x, wq, scale, b=None):
+        kern(x.reshape(M, K), wq, scale, out.reshape(M, N))
+        if b is not None:
+            out += b
     return run
 
 

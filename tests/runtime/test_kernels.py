@@ -273,28 +273,46 @@ def test_int8_linear_paths(m, n, k):
 
 
 @pytest.mark.parametrize("m", [1, 2, 4])
-@pytest.mark.parametrize("k", [1, 15, 16, 63, 64, 80, 100, 257, 768])
-def test_int8_weight_gemv_vector_kernel(m, k):
-    """The 16-lane weight-only GEMV: 64-wide steps with four accumulators, 16-wide steps, a scalar
-    tail; serial and parallel copies; against float64 numpy.  The linear_q8 kernel takes it for
-    contiguous decode rows and keeps the portable loop for strided ones."""
+@pytest.mark.parametrize("k", [1, 3, 4, 15, 16, 63, 64, 80, 100, 257, 768])
+@pytest.mark.parametrize("n", [1, 16, 37])
+def test_int8_weight_gemv_panel_kernel(m, k, n, monkeypatch):
+    """The weight-only int8 panel GEMV: steps of 4 columns into four accumulators and a column tail,
+    a masked last panel (n % 16) and whole ones; serial and parallel copies, their inputs placed
+    right before an unreadable page (a fault otherwise); against float64 numpy.  linear_q8 takes it
+    for contiguous decode rows and keeps the portable loop for a strided output."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import quant as Q
+    from tests.test_conv_direct import _guarded
     if not simd.HAVE_AVX512:
         pytest.skip("needs AVX-512F")
-    rng = np.random.default_rng(m * 1000 + k)
-    n = 37
+
+    def at_end(a):
+        g = _guarded((-(-a.nbytes // 4),), True).view(np.uint8)[-a.nbytes:].view(a.dtype).reshape(a.shape)
+        g[...] = a
+        return g
+    rng = np.random.default_rng(m * 1000 + k + n)
     x = rng.normal(size=(m, k)).astype(np.float32)
     wq = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
     s = rng.uniform(0.001, 0.01, size=n).astype(np.float32)
     want = (x.astype(np.float64) @ wq.T.astype(np.float64)) * s
-    for fn in (Q._gemv_q8w, Q._gemv_q8w_par):
+    wp, s16 = Q.q8_panels(wq, s)
+    assert wp.size == -(-n // 16) * 16 * k and s16.size == -(-n // 16) * 16
+    assert np.array_equal(wp.reshape(-1, k, 16)[0, :, :min(n, 16)], wq[:16].T)
+    for fn in (Q._gemv_q8p, Q._gemv_q8p_par):
         out = np.full((m, n), np.nan, np.float32)
-        fn(x, wq, s, out)
+        fn(at_end(x), at_end(wp), at_end(s16), n, out)
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-    assert Q._gemv_q8_kernel(x, wq, out) is Q._gemv_q8w
-    if m > 1:                             # a one-row slice is contiguous to numpy
-        assert Q._gemv_q8_kernel(np.zeros((m, k + 1), np.float32)[:, :k], wq, out) is Q._gemv_q8
+    calls = []
+    for name in ("_gemv_q8p", "_gemv_q8p_par", "_gemv_q8", "_gemv_q8_par"):
+        real = getattr(Q, name)
+        monkeypatch.setattr(Q, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    out = np.full((m, n), np.nan, np.float32)
+    KERNELS["linear_q8"](out, x, wq, s)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    strided = np.full((m, n + 1), np.nan, np.float32)[:, :n]
+    KERNELS["linear_q8"](strided, x, wq, s)            # a strided output: the portable loop
+    np.testing.assert_allclose(strided, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert calls[0].startswith("_gemv_q8p") and calls[1].startswith("_gemv_q8p") == strided.flags.c_contiguous
 
 
 @pytest.mark.parametrize("m,n,k,g", [(1, 1, 32, 32), (1, 7, 64, 32), (2, 8, 96, 32), (1, 9, 128, 64),
