@@ -9,7 +9,7 @@
    (bench/runtime_bench.py's child; --processes of them, interleaved across
    the presets, the lowest median kept); tokens/s, speed-up over float32, bytes
    of weights streamed per token and that rate against this machine's
-   measured DRAM read bandwidth.
+   measured DRAM read bandwidth (the median of 9 reads of 1 GiB).
 2. MiniLM-shaped encoder (6 layers, hidden 384), batch 1, seq 128:
    edgetorch float32 and int8-dynamic against ONNX Runtime float32 and
    ONNX Runtime quantize_dynamic of the same weights (2 threads); each the
@@ -154,11 +154,12 @@ def main(argv=None):
         if a.big:
             tables.append(("110M",) + llama_decode(a.repeats, tmp, "110M", a.processes, a.kv_cache))
         enc = encoder(a.repeats, tmp, a.processes)
-    bw = dram_bandwidth()
+    bw, bw_best = dram_bandwidth()
     ppl = None if a.skip_ppl else tiny_llama_perplexity()
     print(f"edgetorch {et.__version__}; {os.cpu_count()} cpus; threading {threads.info()}; "
           f"1-min load {l0:.2f} -> {load_avg():.2f}; median of {a.repeats}; decode and encoder: lowest of "
-          f"{a.processes} processes a preset; {a.kv_cache} KV cache; DRAM read {bw:.1f} GB/s (measured)")
+          f"{a.processes} processes a preset; {a.kv_cache} KV cache; DRAM read {bw:.1f} GB/s (measured: median of 9 "
+          f"1 GiB reads, best {bw_best:.1f}; the % column is against the median)")
     print()
     for shape, rows, n in tables:
         print(f"| Llama {shape} decode ({n / 1e6:.1f} M parameters), 128-token context | ms/token | tokens/s | "
