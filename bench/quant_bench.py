@@ -9,7 +9,8 @@
    (bench/runtime_bench.py's child; --processes of them, interleaved across
    the presets, the lowest median kept); tokens/s, speed-up over float32, bytes
    of weights streamed per token and that rate against this machine's
-   measured DRAM read bandwidth (the median of 9 reads of 1 GiB).
+   DRAM read rate measured between the decode runs (this host's moves over
+   minutes: the median of those readings).
 2. MiniLM-shaped encoder (6 layers, hidden 384), batch 1, seq 128:
    edgetorch float32 and int8-dynamic against ONNX Runtime float32 and
    ONNX Runtime quantize_dynamic of the same weights (2 threads); each the
@@ -37,6 +38,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 from _timing import load_avg, timeit  # noqa: E402
 
 PRESETS = ("int8-weight", "int4-weight", "8da4w")
+READS = []      # DRAM read rates (GB/s) measured between the decode runs
 
 
 SHAPES = {   # stories15M and stories110M (llama2.c), tied embeddings
@@ -51,7 +53,7 @@ def llama_decode(repeats, tmp, shape="15M", processes=2, kv_cache="float32"):
     import edgetorch as et
     from edgetorch.exporter import Dim, quantize
     from edgetorch.models import Decoder, DecoderConfig
-    from runtime_bench import run_child
+    from runtime_bench import dram_bandwidth, run_child
     cfg = DecoderConfig(**SHAPES[shape], kv_cache_dtype=kv_cache)
     et.manual_seed(0)
     m = Decoder(cfg).eval()
@@ -73,6 +75,7 @@ def llama_decode(repeats, tmp, shape="15M", processes=2, kv_cache="float32"):
         for preset, path in paths.items():
             t = run_child(path, "llama", (128,), repeats)
             best[preset] = min(best.get(preset, t), t)
+            READS.append(dram_bandwidth(3)[0])      # the read rate of the same minutes
     rows = []
     for preset, path in paths.items():
         # bytes one decode step reads: every linear weight and the LM head (the tied table);
@@ -147,19 +150,18 @@ def main(argv=None):
     a = p.parse_args(argv)
     import edgetorch as et
     from edgetorch.runtime import threads
-    from runtime_bench import dram_bandwidth
     l0 = load_avg()
     with tempfile.TemporaryDirectory() as tmp:
         tables = [("15M",) + llama_decode(a.repeats, tmp, processes=a.processes, kv_cache=a.kv_cache)]
         if a.big:
             tables.append(("110M",) + llama_decode(a.repeats, tmp, "110M", a.processes, a.kv_cache))
         enc = encoder(a.repeats, tmp, a.processes)
-    bw, bw_best = dram_bandwidth()
+    bw, lo, hi = float(np.median(READS)), min(READS), max(READS)
     ppl = None if a.skip_ppl else tiny_llama_perplexity()
     print(f"edgetorch {et.__version__}; {os.cpu_count()} cpus; threading {threads.info()}; "
           f"1-min load {l0:.2f} -> {load_avg():.2f}; median of {a.repeats}; decode and encoder: lowest of "
-          f"{a.processes} processes a preset; {a.kv_cache} KV cache; DRAM read {bw:.1f} GB/s (measured: median of 9 "
-          f"1 GiB reads, best {bw_best:.1f}; the % column is against the median)")
+          f"{a.processes} processes a preset; {a.kv_cache} KV cache; DRAM read {bw:.1f} GB/s (measured between the "
+          f"decode runs: the median of {len(READS)} readings, {lo:.1f}-{hi:.1f}; the % column is against the median)")
     print()
     for shape, rows, n in tables:
         print(f"| Llama {shape} decode ({n / 1e6:.1f} M parameters), 128-token context | ms/token | tokens/s | "
