@@ -820,3 +820,28 @@ def test_quantize_and_dequantize_per_tensor_match_the_numpy_formula(dtype):
             f = np.empty(shape, np.float32)
             KERNELS["dequantize_per_tensor"](f, q, scale=scale, zero_point=zp)
             np.testing.assert_array_equal(f, (q.astype(np.int32) - np.int32(zp)).astype(np.float32) * np.float32(scale))
+
+
+def test_per_element_divisions_compile_without_raising_checks():
+    """SiLU / SwiGLU / GELU (erf) divide by a value that changes per element (and is >= 1): under
+    Numba's default error model each division carries a zero check that raises, and LLVM keeps the
+    loop scalar (`vdivss`); the kernels compile with error_model="numpy" so it vectorizes.  A fresh
+    compile of the GELU body shows both."""
+    import re
+
+    from numba import njit
+
+    from edgetorch.runtime.kernels import elementwise as E
+    for disp in (E._silu, E._swiglu, E._silu32, E._silu32_par, E._gelu_erf_s, E._gelu_erf_p):
+        assert disp.targetoptions.get("error_model") == "numpy", disp
+    x = np.linspace(-8, 8, 999).astype(np.float32)
+    vector_div = re.compile(r"\bv(?:divps|rcp14ps|rcpps)\s[^\n]*%[yz]mm")     # a division on 8 or 16 lanes
+    for model, vector in (("python", False), ("numpy", True)):
+        f = njit(fastmath=True, error_model=model)(E._gelu_erf_s.py_func)
+        out = np.empty_like(x)
+        f(x, out)
+        assert bool(vector_div.search(f.inspect_asm(f.signatures[0]))) == vector, model
+    out, ref = np.empty_like(x), np.empty_like(x)
+    E._gelu_erf_s(x, out)
+    njit(fastmath=True)(E._gelu_erf_s.py_func)(x, ref)
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-7)     # fastmath: a refined reciprocal estimate
