@@ -110,6 +110,41 @@ def test_decode_attention_masks(par, monkeypatch):
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("e", [1, 5, 16, 17, 48, 64, 100, 128, 129])
+@pytest.mark.parametrize("half", [False, True])
+def test_decode_attention_vector_kernel_head_sizes(e, half, monkeypatch):
+    """The 16-lane decode kernel (head sizes up to 128: 1-8 vectors, the last one masked) against the
+    reference, serial and parallel, grouped heads, 1 and 3 queries, float32 or float16 caches; each
+    array ends right before an unreadable page (the masked loads and stores stay inside); 129 takes
+    the scalar loops."""
+    from edgetorch._native import simd
+    from edgetorch.runtime.kernels import nn as knn
+    from tests.test_conv_direct import _guarded
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F")
+
+    def at_end(a):
+        g = _guarded((-(-a.nbytes // 4),), True).view(np.uint8)[-a.nbytes:].view(a.dtype).reshape(a.shape)
+        g[...] = a
+        return g
+    rng = np.random.default_rng(e)
+    dt = np.float16 if half else np.float32
+    for l, hq, hk, s in ((1, 6, 6, 40), (3, 4, 2, 19)):
+        q = rng.normal(size=(1, hq, l, e)).astype(np.float32)
+        k = rng.normal(size=(1, hk, s, e)).astype(dt)
+        v = rng.normal(size=(1, hk, s, e)).astype(dt)
+        mask = np.arange(s)[None, :] <= (np.arange(l)[:, None] + s - 4 - l)
+        want = REGISTRY["scaled_dot_product_attention"].forward(q, k, v, mask, enable_gqa=hq != hk)
+        kern = knn._decode_attention(q, k, v, q)
+        assert (kern is knn._attention) == (e > 128)
+        for par in (False, True):
+            monkeypatch.setattr(knn, "DECODE_PAR_WORK", 0 if par else 1 << 62)
+            out = at_end(np.full((1, hq, l, e), np.nan, np.float32))
+            KERNELS["scaled_dot_product_attention"](out, at_end(q), at_end(k), at_end(v), at_end(mask[None, None]),
+                                                    enable_gqa=hq != hk)
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("l,s,hq,hk", [(1, 37, 6, 6), (3, 130, 8, 2), (20, 33, 4, 4)])
 @pytest.mark.parametrize("par", [pytest.param(False, id="serial"), pytest.param(True, id="parallel")])
 def test_attention_over_a_float16_kv_cache(l, s, hq, hk, par, monkeypatch):
