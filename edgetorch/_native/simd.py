@@ -32,21 +32,17 @@ as Numba intrinsics that emit the LLVM IR directly:
                                 the even (odd) lanes of u, then those of v
     vprefetch(a, i)             hint the cache line of flat element i into L1
     f = f32_of_bits(n)          the float32 whose bits are the int32 n (any CPU)
-    v = wload(a, i), wload4(c, i), wdot(acc, u, s), wand(v, w), wsrl4(v), wsplat(n), wcvt(v)
+    v = wload(a, i), wdot(acc, u, s), wand(v, w), wsplat(n), wcvt(v)
                                 the integer operations on 16 int32 lanes (zmm, 64 bytes; only where
                                 HAVE_VNNI and HAVE_AVX512)
     v = wbcast4(a, i), wsra4(v)
                                 the 4 bytes a[i:i+4] in all 16 lanes; each lane shifted right 4,
                                 arithmetic (the int4 panel kernel's high nibbles, summed as 16 q)
-    v = wload_half(a, i), wload4_half(c, i)
-                                32 bytes (8 int32) into the low half, zeros in the high half
     w = wfmul(w, u); v = wadd(v, w)
                                 lane-wise float product; int32 sum
     w = wscales(a, i, m); x = sload(a, i)
                                 16 (masked) or 1 float32 from a float32 array or from float16
                                 bits in a uint16 array (int4 group scales as the file stores them)
-    w = wperm(v, w)             lane l: lane v[l] % 16 of w (vpermps)
-    v = wsplat2(a, b)           the int32 a in lanes 0-7, b in lanes 8-15
 
 The vectors are 256 bits wide (AVX512-VL, the width LLVM picks for this
 machine's other loops), except the 16-lane float ones: Zen 4 runs a 512-bit
@@ -217,26 +213,8 @@ vstore = _storer(types.int32, i32x8, _VI)
 vfstore = _storer(types.float32, f32x8, _VF)
 wfload = _loader(lambda a: _array_of(a, types.float32), f32x16, _VF16, 4)
 wload = _loader(_byte_array, i32x16, _VI16, 1)
-wload4 = _loader(lambda a: _array_of(a, types.int32), i32x16, _VI16, 4)
 
 
-def _half_loader(ok, align):
-    @intrinsic
-    def load(typingctx, a, i):
-        if not (ok(a) and isinstance(i, types.Integer)):
-            return None
-
-        def codegen(ctx, b, sig, args):
-            v = b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _VI), align=align)
-            return b.shuffle_vector(v, ir.Constant(_VI, None), ir.Constant(_VI16, list(range(16))))
-        return i32x16(a, i), codegen
-    return load
-
-
-# 32 bytes (8 int32) from flat element i in the low half, zeros in the high half: a row's last
-# 32 columns where a 64-byte step would read past them
-wload_half = _half_loader(_byte_array, 1)
-wload4_half = _half_loader(lambda a: _array_of(a, types.int32), 4)
 wfstore = _storer(types.float32, f32x16, _VF16)
 
 
@@ -488,41 +466,7 @@ def sload(typingctx, a, i):
     return types.float32(a, i), codegen
 
 
-@intrinsic
-def wsplat2(typingctx, lo, hi):
-    """The int32 lo in lanes 0-7, hi in lanes 8-15."""
-    if not (isinstance(lo, types.Integer) and isinstance(hi, types.Integer)):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        v = ir.Constant(ir.VectorType(_I32, 2), None)
-        v = b.insert_element(v, ctx.cast(b, args[0], sig.args[0], types.int32), ir.Constant(_I32, 0))
-        v = b.insert_element(v, ctx.cast(b, args[1], sig.args[1], types.int32), ir.Constant(_I32, 1))
-        return b.shuffle_vector(v, v, ir.Constant(_VI16, [0] * 8 + [1] * 8))
-    return i32x16(lo, hi), codegen
-
-
-@intrinsic
-def wperm(typingctx, idx, v):
-    """Lane l of the result is lane idx[l] % 16 of v (vpermps)."""
-    if not (idx is i32x16 and v is f32x16):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(_VF16, [_VF16, _VI16]),
-                                            "llvm.x86.avx512.permvar.sf.512")
-        return b.call(fn, [args[1], args[0]])
-    return f32x16(idx, v), codegen
-
-
 wdot = _byte_dot(i32x16, _VI16)
-
-
-@intrinsic
-def wsrl4(typingctx, x):
-    if x is not i32x16:
-        return None
-    return i32x16(x), lambda ctx, b, sig, args: b.lshr(args[0], ir.Constant(_VI16, [4] * 16))
 
 
 @intrinsic
