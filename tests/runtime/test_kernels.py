@@ -307,6 +307,23 @@ def test_int8_linear_paths(m, n, k):
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("tile_rows", [16, 37, 1000])
+def test_int8_weight_prefill_tiles(tile_rows, monkeypatch):
+    """Prefill-sized rows dequantize the weight a tile of rows at a time (a partial last tile, one
+    tile for the whole weight) into one buffer; the result is the reference's."""
+    from edgetorch.runtime.kernels import quant as Q
+    monkeypatch.setattr(Q, "Q8_TILE_BYTES", 4 * 70 * tile_rows)
+    rng = np.random.default_rng(tile_rows)
+    x = rng.normal(size=(6, 70)).astype(np.float32)
+    wq = rng.integers(-127, 128, size=(1000, 70)).astype(np.int8)
+    s = rng.uniform(0.001, 0.01, size=1000).astype(np.float32)
+    b = rng.normal(size=1000).astype(np.float32)
+    out = np.full((6, 1000), np.nan, np.float32)
+    KERNELS["linear_q8"](out, x, wq, s, b, activation="relu")
+    want = REGISTRY["linear_q8"].forward(x, wq, s, b, activation="relu")
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("m", [1, 2, 4])
 @pytest.mark.parametrize("k", [1, 3, 4, 15, 16, 63, 64, 80, 100, 257, 768])
 @pytest.mark.parametrize("n", [1, 16, 37])
