@@ -382,24 +382,21 @@ def vzero(typingctx):
     return i32x8(), lambda ctx, b, sig, args: ir.Constant(_VI, None)
 
 
-@intrinsic
-def vbcast4(typingctx, a, i):
-    if not (_byte_array(a) and isinstance(i, types.Integer)):
-        return None
+def _bcast4(vt, lty):
+    """An intrinsic f(a, i): the 4 bytes a[i:i+4] of a 1-byte array in every int32 lane of a vt."""
+    @intrinsic
+    def bcast(typingctx, a, i):
+        if not (_byte_array(a) and isinstance(i, types.Integer)):
+            return None
 
-    def codegen(ctx, b, sig, args):
-        return _splat(b, b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _I32), align=1), _VI)
-    return i32x8(a, i), codegen
+        def codegen(ctx, b, sig, args):
+            return _splat(b, b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _I32), align=1), lty)
+        return vt(a, i), codegen
+    return bcast
 
 
-@intrinsic
-def wbcast4(typingctx, a, i):
-    if not (_byte_array(a) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(ctx, b, sig, args):
-        return _splat(b, b.load(_ptr(ctx, b, sig.args[0], args[0], args[1], _I32), align=1), _VI16)
-    return i32x16(a, i), codegen
+vbcast4 = _bcast4(i32x8, _VI)
+wbcast4 = _bcast4(i32x16, _VI16)
 
 
 def _byte_dot(vt, lty):

@@ -326,6 +326,17 @@ def _kv_at(a, b, h, j, e):
     return lambda a, b, h, j, e: a[b, h, j, e]
 
 
+@njit(cache=True, inline="always")
+def _live_keys(bias, L, S):
+    # one past the last key any of the L queries may see (a KV cache's unused tail is never read)
+    n = 0
+    for i in range(L):
+        for j in range(S):
+            if _bias_at_py(bias, i, j) != -np.inf and j + 1 > n:
+                n = j + 1
+    return n
+
+
 def _attention_py(j_lo, j_hi, q, k, v, bias, scale, out):
     # float32 throughout: a float64 accumulator (acc = 0.0) does not vectorize with the float32 loads
     # q (B, Hq, L, E); k (B, Hk, S, E); v (B, Hk, S, Ev) (float32, or float16 bits in uint16: a
@@ -337,11 +348,7 @@ def _attention_py(j_lo, j_hi, q, k, v, bias, scale, out):
     Hk, S = k.shape[1], k.shape[2]
     rep = Hq // Hk
     Ev = v.shape[3]
-    n = 0
-    for i in range(L):
-        for j in range(S):
-            if _bias_at_py(bias, i, j) != -np.inf and j + 1 > n:
-                n = j + 1
+    n = _live_keys(bias, L, S)
     s = np.empty(n, dtype=np.float32)
     p = np.empty(n, dtype=np.float32)
     bits = np.empty(n, dtype=np.int32)
@@ -401,11 +408,7 @@ def _attention_vec_py(j_lo, j_hi, q, k, v, bias, scale, out):
     B, Hq, L, E = q.shape
     Hk, S = k.shape[1], k.shape[2]
     rep = Hq // Hk
-    n = 0
-    for i in range(L):
-        for j in range(S):
-            if _bias_at_py(bias, i, j) != -np.inf and j + 1 > n:
-                n = j + 1
+    n = _live_keys(bias, L, S)
     s = np.empty(n, dtype=np.float32)
     p = np.empty(n, dtype=np.float32)
     bits = np.empty(n, dtype=np.int32)

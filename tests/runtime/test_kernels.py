@@ -18,6 +18,15 @@ def _int8_paths():
             pytest.param(False, id="portable")]
 
 
+def at_end(a):
+    """A copy of a whose last byte sits right before an unreadable page: a kernel that reads or
+    writes past the array faults (tests.test_conv_direct._guarded)."""
+    from tests.test_conv_direct import _guarded
+    g = _guarded((-(-a.nbytes // 4),), True).view(np.uint8)[-a.nbytes:].view(a.dtype).reshape(a.shape)
+    g[...] = a
+    return g
+
+
 def test_kernel_table_and_registry_agree():
     assert set(KERNELS) == set(REGISTRY) - HELPERS
     assert not set(KERNELS) - set(REGISTRY)
@@ -119,14 +128,8 @@ def test_decode_attention_vector_kernel_head_sizes(e, half, monkeypatch):
     the scalar loops."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import nn as knn
-    from tests.test_conv_direct import _guarded
     if not simd.HAVE_AVX512:
         pytest.skip("needs AVX-512F")
-
-    def at_end(a):
-        g = _guarded((-(-a.nbytes // 4),), True).view(np.uint8)[-a.nbytes:].view(a.dtype).reshape(a.shape)
-        g[...] = a
-        return g
     rng = np.random.default_rng(e)
     dt = np.float16 if half else np.float32
     for l, hq, hk, s in ((1, 6, 6, 40), (3, 4, 2, 19)):
@@ -334,14 +337,8 @@ def test_int8_weight_gemv_panel_kernel(m, k, n, monkeypatch):
     for contiguous decode rows and keeps the portable loop for a strided output."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import quant as Q
-    from tests.test_conv_direct import _guarded
     if not simd.HAVE_AVX512:
         pytest.skip("needs AVX-512F")
-
-    def at_end(a):
-        g = _guarded((-(-a.nbytes // 4),), True).view(np.uint8)[-a.nbytes:].view(a.dtype).reshape(a.shape)
-        g[...] = a
-        return g
     rng = np.random.default_rng(m * 1000 + k + n)
     x = rng.normal(size=(m, k)).astype(np.float32)
     wq = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
@@ -467,14 +464,8 @@ def test_int4_vnni_kernel_reads_nothing_past_its_arrays(m, n, k, g, rows, asym):
     from edgetorch.quant.grids import dequantize_int4, fake_quant_blocks_int8, fake_quant_rows_dynamic
     from edgetorch.quant.grids import quantize_groups_int4
     from edgetorch.runtime.kernels import quant as Q, quant4, vnni
-    from tests.test_conv_direct import _guarded
     if not quant4._blocks_vnni():
         pytest.skip("no AVX512-VNNI")
-
-    def at_end(a):
-        g = _guarded((-(-a.nbytes // 4),), True).view(np.uint8)[-a.nbytes:].view(a.dtype).reshape(a.shape)
-        g[...] = a
-        return g
     rng = np.random.default_rng(k + n)
     x = rng.normal(size=(m, k)).astype(np.float32)
     wp, s, z = quantize_groups_int4(rng.normal(size=(n, k)), g, symmetric=not asym)
