@@ -1,14 +1,14 @@
 """int4-weight kernels (linear_q4, embedding_q4): row pairs of nibbles with group scales (the file's
 layout), against int8 activations on AVX512-VNNI (vnni.gemv_q4 on the weights repacked once into
 panels of 16 rows, any row count: int4-weight's blocks of 32 with their own scales, act_block=32, the
-default; 8da4w's rows) or float activations (act_block=0, or no VNNI: the
-16-lane nibble-to-float GEMV where the CPU has AVX-512F, a portable loop elsewhere; 8da4w without
-VNNI: a portable int8 GEMV).  The layouts and measurements: docs/quantization.md.
+default; 8da4w's rows) or float activations (act_block=0, or no VNNI: the 16-lane nibble-to-float
+GEMV where the CPU has AVX-512F, a portable loop elsewhere; 8da4w without VNNI: a portable int8
+GEMV).  The layouts and measurements: docs/quantization.md.
 
-Float activations, decode-sized inputs (<= 4 rows): one byte stream per two rows, blocks of 32 columns (a literal trip
-count: 2.2x faster than a loop bounded by the group size), group scales per block, the zero point
-applied once per group through the group sums of x.  Larger inputs with float activations: 256 rows
-at a time dequantized into a reused buffer, then BLAS."""
+Float activations, decode-sized inputs (<= 4 rows): one byte stream per two rows, blocks of 32
+columns (a literal trip count: 2.2x faster than a loop bounded by the group size), group scales per
+block, the zero point applied once per group through the group sums of x.  Larger inputs with float
+activations: 256 rows at a time dequantized into a reused buffer, then BLAS."""
 import numpy as np
 from numba import int32, njit, prange
 
@@ -421,8 +421,7 @@ def p_linear_q4(out, x, wp, scale, zero=None, b=None, group_size=32, activation=
         xq, bs, bd, xg = _block_scratch(M, K, ng)
         sx = np.empty(M, np.float32)
         zp = 8 if sym else 0
-        kern = vnni.gemv_q4_kernel(M, n, K, not act_block)
-        par = kern is (vnni._gemv_q4p_rows if not act_block else vnni._gemv_q4p_blocks)[1]
+        par = vnni.q4_parallel(M, n, K)
         w0, s0, z0 = wp, scale, zero
         wq, s16, z16 = vnni.q4_panels(wp, scale, zero, n)
         x0, o0 = x, out

@@ -364,8 +364,12 @@ def gemv_q4_kernel(M, n, K, rows):
     """The compiled int4 panel kernel for M rows of K against n outputs: x's scale per row (rows:
     8da4w) or per block, serial below PAR_Q4 multiply-adds.  Its arguments: (xq, bs, bd, sx, xg, wq,
     s16, z16, sym, n, out), the weights from q4_panels."""
-    serial, par = _gemv_q4p_rows if rows else _gemv_q4p_blocks
-    return par if M * n * K >= PAR_Q4 else serial
+    return (_gemv_q4p_rows if rows else _gemv_q4p_blocks)[q4_parallel(M, n, K)]
+
+
+def q4_parallel(M, n, K):
+    """Whether an int4 GEMV of M rows of K against n outputs runs the kernel's parallel copy."""
+    return M * n * K >= PAR_Q4
 
 
 def gemv_q4(xq, bs, bd, sx, xg, wp, scale, zero, n, out):
