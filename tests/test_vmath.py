@@ -4,7 +4,7 @@ import pytest
 
 import edgetorch.runtime  # noqa: F401
 from edgetorch._native.vmath import exp_shifted
-from edgetorch.runtime.kernels import nn
+from edgetorch.runtime.kernels import attention
 
 
 def _exp(x, m=0.0):
@@ -50,7 +50,7 @@ def test_attention_softmax_kernel(par):
     bias[0, 0, 0, 30:] = -np.inf                       # padding mask of the first sequence
     bias[1, 0, 0, :] = -np.inf                         # a fully masked row gives zeros
     want = _softmax_ref(s, np.broadcast_to(bias, s.shape), 0.3)
-    (nn._softmax_scores_par if par else nn._softmax_scores)(s, np.broadcast_to(bias, s.shape), np.float32(0.3))
+    (attention._softmax_scores_par if par else attention._softmax_scores)(s, np.broadcast_to(bias, s.shape), np.float32(0.3))
     np.testing.assert_allclose(s, want, rtol=1e-5, atol=1e-7)
     assert np.all(s[1] == 0)
 

@@ -81,7 +81,7 @@ def test_row_kernels_odd_shapes(rows, n):
                                             (1, 12, 12, 128, 128, 32), (1, 2, 1, 31, 31, 7)])
 @pytest.mark.parametrize("par", [pytest.param(False, id="serial"), pytest.param(True, id="parallel")])
 def test_attention_kernel_odd_shapes(b, hq, hk, l, s, e, par, monkeypatch):
-    from edgetorch.runtime.kernels import nn as knn
+    from edgetorch.runtime.kernels import attention as knn
     monkeypatch.setattr(knn, "DECODE_PAR_WORK", 0 if par else 1 << 62)
     monkeypatch.setattr(knn, "ATTN_PAR_WORK", 0 if par else 1 << 62)
     rng = np.random.default_rng(l * s)
@@ -100,7 +100,7 @@ def test_decode_attention_masks(par, monkeypatch):
     """The decode kernel (<= 8 queries) with a KV cache's unused tail masked (never read: filled with
     NaN here), as a bool mask (read as is) and as the same additive float mask, a (1, 1, L, S) shape,
     and a query row that sees no key (zeros)."""
-    from edgetorch.runtime.kernels import nn as knn
+    from edgetorch.runtime.kernels import attention as knn
     monkeypatch.setattr(knn, "DECODE_PAR_WORK", 0 if par else 1 << 62)
     rng = np.random.default_rng(5)
     b, h, l, s, e, live = 1, 4, 3, 40, 16, 23
@@ -127,7 +127,7 @@ def test_decode_attention_vector_kernel_head_sizes(e, half, monkeypatch):
     array ends right before an unreadable page (the masked loads and stores stay inside); 129 takes
     the scalar loops."""
     from edgetorch._native import simd
-    from edgetorch.runtime.kernels import nn as knn
+    from edgetorch.runtime.kernels import attention as knn
     if not simd.HAVE_AVX512:
         pytest.skip("needs AVX-512F")
     rng = np.random.default_rng(e)
@@ -154,7 +154,7 @@ def test_attention_over_a_float16_kv_cache(l, s, hq, hk, par, monkeypatch):
     """float32 queries over float16 keys and values (a float16 KV cache): the decode loop reads the
     halves as they are, longer query blocks widen the keys they attend over; the unused tail of the
     cache (NaN here) is never read."""
-    from edgetorch.runtime.kernels import nn as knn
+    from edgetorch.runtime.kernels import attention as knn
     monkeypatch.setattr(knn, "DECODE_PAR_WORK", 0 if par else 1 << 62)
     rng = np.random.default_rng(l + s)
     live = s - 3
@@ -203,7 +203,7 @@ def test_packed_attention_odd_shapes(b, t, h, kv, d, monkeypatch):
     """Heads read in place from a packed (B, T, q | k | v) projection: odd head sizes (vector tails),
     grouped-query heads, padding masks, causal, a non-contiguous projection and output, against
     the registry's reference, through the serial and the parallel loop."""
-    from edgetorch.runtime.kernels import nn as knn
+    from edgetorch.runtime.kernels import attention as knn
     rng = np.random.default_rng(b * 1000 + t)
     qkv = rng.normal(size=(b, t, (h + 2 * kv) * d)).astype(np.float32)
     pad = np.ones((b, 1, 1, t), bool)
