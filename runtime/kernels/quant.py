@@ -133,14 +133,17 @@ def _q8_vector(x, out):
     return simd.HAVE_AVX512 and x.flags.c_contiguous and out.flags.c_contiguous
 
 
-def _gemv_q8_run(x, wq, scale, out):
-    """The weight-only int8 GEMV for decode rows x (M, K) into out (M, N): the panel kernel where
-    _q8_vector, else the portable loop (strided rows, no AVX-512)."""
+def _gemv_q8_plan(x, wq, scale, out):
+    """`go(x2, o2)`: the weight-only int8 GEMV of decode rows x2 (M, K) into o2 (M, N) for arrays laid
+    out as x and out: the panel kernel with the packed weight where _q8_vector, else the portable
+    loop (strided rows, no AVX-512); serial or parallel by the weight's size."""
+    N = wq.shape[0]
     if _q8_vector(x, out):
         wp, s16 = q8_panels(wq, scale)
-        (_gemv_q8p_par if wq.size >= Q8_PAR else _gemv_q8p)(x, wp, s16, wq.shape[0], out)
-    else:
-        (_gemv_q8_par if wq.size >= PAR_WEIGHTS else _gemv_q8)(x, wq, f32(scale), out)
+        kern = _gemv_q8p_par if wq.size >= Q8_PAR else _gemv_q8p
+        return lambda x2, o2: kern(x2, wp, s16, N, o2)
+    kern, s = (_gemv_q8_par if wq.size >= PAR_WEIGHTS else _gemv_q8), f32(scale)
+    return lambda x2, o2: kern(x2, wq, s, o2)
 
 
 def _quant_rows_py(x, xq, sx, off):
@@ -453,7 +456,7 @@ def k_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
             o2 *= sx[:, None]
             o2 *= s
     elif x2.shape[0] <= 4:
-        _gemv_q8_run(x2, wq, s, o2)
+        _gemv_q8_plan(x2, wq, s, o2)(x2, o2)
     else:
         # rows of a prefill: the weight dequantized Q8_TILE_BYTES of float32 rows at a time into one
         # buffer, each tile multiplied by BLAS.  The whole float32 copy was a temporary 4x the int8
@@ -532,22 +535,13 @@ def p_linear_q8(out, x, wq, scale, b=None, activation=None, dynamic=False):
             or not (x.flags.c_contiguous and out.flags.c_contiguous):
         return None
     M = x.size // K
-    if _q8_vector(x, out):
-        wp, s16 = q8_panels(wq, scale)
-        kern = _gemv_q8p_par if wq.size >= Q8_PAR else _gemv_q8p
-        w0, sc0 = wq, scale
-
-        def run(out, x, wq, scale, b=None):
-            if wq is not w0 or scale is not sc0:
-                raise ValueError("linear_q8: a prepared run called with other weights")
-            kern(x.reshape(M, K), wp, s16, N, out.reshape(M, N))
-            if b is not None:
-                out += b
-        return run
-    kern = _gemv_q8_par if wq.size >= PAR_WEIGHTS else _gemv_q8
+    go = _gemv_q8_plan(x, wq, scale, out)
+    w0, sc0 = wq, scale
 
     def run(out, x, wq, scale, b=None):
-        kern(x.reshape(M, K), wq, scale, out.reshape(M, N))
+        if wq is not w0 or scale is not sc0:
+            raise ValueError("linear_q8: a prepared run called with other weights")
+        go(x.reshape(M, K), out.reshape(M, N))
         if b is not None:
             out += b
     return run
