@@ -133,7 +133,7 @@ def test_conv_paths_take_winograd():
         run(out, x, wt, b)
         _close(out, want, 16)
         c_out, out = np.full(want.shape, np.nan, np.float32), np.full(want.shape, np.nan, np.float32)
-        run = PREPARE_PAIR[("conv2d", "add_relu")](out, r, c_out, x, wt, b, stride=(1, 1), padding=(1, 1))
+        run = PREPARE_PAIR[("conv2d", "add_relu")](out, [c_out, r], {}, c_out, x, wt, b, stride=(1, 1), padding=(1, 1))
         run(out, x, wt, b, r)
         _close(out, np.maximum(want + r, 0), 16)
         assert np.isnan(c_out).all()

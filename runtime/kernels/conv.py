@@ -453,12 +453,16 @@ def k_adaptive_avg_pool2d(out, x, output_size=(1, 1)):
 
 
 @pair_preparer("conv2d", "add_relu")
-def p_conv2d_add_relu(out, r, c, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+def p_conv2d_add_relu(out, ins2, attrs2, c, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                      groups=1):
     """A float32 convolution whose output only a residual add + ReLU reads: one pass for constant
     weights (_prep_conv with res: a 1x1 projection shortcut on pointwise._pointwise_res, the sum in
     its stores; a 3x3 through the row or panel kernels, the sum added to each task's outputs).  Declined
     where the sum's output shares memory with the convolution's input (the pass reads x while it
     writes out) or with r (the 3x3 kernels store a task's convolution first, then add r to it)."""
+    if attrs2 or len(ins2) != 2:
+        return None
+    r = ins2[1] if ins2[0] is c else ins2[0]
     if not (x.dtype == w.dtype == out.dtype == r.dtype == c.dtype == np.float32 and x.flags.c_contiguous
             and w.flags.c_contiguous and out.flags.c_contiguous and r.flags.c_contiguous) \
             or w.flags.writeable or (b is not None and (b.flags.writeable or b.dtype != np.float32)):

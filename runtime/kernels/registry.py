@@ -44,9 +44,10 @@ def preparer(name):
 
 def pair_preparer(first, second):
     """Register `prep` for instruction `first` followed by `second`, the only reader of first's output:
-    `prep(out2, other, out1, *inputs1, **attrs1)` (out2: second's output; other: second's other
-    input; out1: first's planned output, which the fused run need not write) returns `run(out2,
-    *inputs1, other)` doing both, or None.  The same rules as a preparer's `run`."""
+    `prep(out2, inputs2, attrs2, out1, *inputs1, **attrs1)` (out2: second's output; inputs2: second's
+    inputs, out1 among them once; out1: first's planned output, which the fused run need not write)
+    returns `run(out2, *inputs1, *others2)` doing both, others2 being inputs2 without out1, in
+    order; or None.  The same rules as a preparer's `run`."""
     def deco(fn):
         if (first, second) in PREPARE_PAIR:
             raise RuntimeError(f"pair preparer {(first, second)!r} registered twice")

@@ -307,11 +307,53 @@ def test_float_linear_gemv_and_blas_paths(m, n, k):
     x = rng.normal(size=(1, m, k)).astype(np.float32)
     w = rng.normal(size=(n, k)).astype(np.float32)
     b = rng.normal(size=n).astype(np.float32)
-    out = np.full((1, m, n), np.nan, np.float32)
-    KERNELS["fused_linear"](out, x, w, b, activation="relu")
-    np.testing.assert_allclose(out, np.maximum(x @ w.T + b, 0), rtol=1e-4, atol=1e-4)
-    KERNELS["fused_linear"](out, x, w, None, activation="gelu")
-    np.testing.assert_allclose(out, REGISTRY["gelu"].forward(x @ w.T), rtol=1e-4, atol=1e-4)
+    for const in (False, True):                 # a caller's weight, then a program's constant (packed)
+        w.flags.writeable = not const
+        out = np.full((1, m, n), np.nan, np.float32)
+        KERNELS["fused_linear"](out, x, w, b, activation="relu")
+        np.testing.assert_allclose(out, np.maximum(x @ w.T + b, 0), rtol=1e-4, atol=1e-4)
+        KERNELS["fused_linear"](out, x, w, None, activation="gelu")
+        np.testing.assert_allclose(out, REGISTRY["gelu"].forward(x @ w.T), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("k", [1, 3, 4, 5, 17, 288, 785])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 32, 33, 100])
+def test_float_gemv_panel_kernel(m, k, n, monkeypatch):
+    """The float32 GEMV over sgemm's 32-row panels: steps of 4 columns into 8 accumulators and a
+    column tail, a last panel of 1..32 rows (masked bias loads and stores), with and without bias and
+    ReLU; serial and parallel copies, every operand right before an unreadable page (a fault
+    otherwise); against float64 numpy.  A constant weight takes it (packed once, the packed copy
+    shared with the GEMM path); a caller's writeable weight keeps the row loop."""
+    from edgetorch._native import simd
+    from edgetorch.runtime.kernels import linalg as L
+    from edgetorch.runtime.kernels import sgemm
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F")
+    rng = np.random.default_rng(m * 1000 + k + n)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    w = rng.normal(size=(n, k)).astype(np.float32)
+    b = rng.normal(size=n).astype(np.float32)
+    p = sgemm.pack_wide(w)[0]
+    assert p.size == -(-n // 32) * 32 * k
+    for bias in (b, np.zeros(0, np.float32)):
+        lin = x.astype(np.float64) @ w.T.astype(np.float64) + (b if bias.size else 0)
+        for relu in (False, True):
+            want = np.maximum(lin, 0) if relu else lin
+            for fn in (L._gemv_panels, L._gemv_panels_par):
+                out = at_end(np.full((m, n), np.nan, np.float32))
+                fn(at_end(x), at_end(p), at_end(bias), relu, out)
+                np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want).max()))
+    calls = []
+    for name in ("_gemv_panels", "_gemv_panels_par", "_gemv", "_gemv_par"):
+        real = getattr(L, name)
+        monkeypatch.setattr(L, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    for const in (True, False):
+        w.flags.writeable = not const
+        out = np.full((m, n), np.nan, np.float32)
+        KERNELS["fused_linear"](out, x, w, b, activation="relu")
+        np.testing.assert_allclose(out, np.maximum(x @ w.T + b, 0), rtol=1e-4, atol=1e-4)
+    assert calls[0].startswith("_gemv_panels") and not calls[1].startswith("_gemv_panels")
 
 
 @pytest.mark.parametrize("index", [(slice(None, 1), slice(None), "#"), (Ellipsis, "#", slice(None)),

@@ -10,6 +10,7 @@ from edgetorch.models import MLP, Decoder, ResNet
 from edgetorch.ops import REGISTRY
 from edgetorch.runtime import InputError, load
 from edgetorch.runtime.kernels import KERNELS, PREPARE, PREPARE_PAIR
+from edgetorch.runtime.program import _done as P_done
 
 from ..exporter.test_capture import export_llama, small_llama
 
@@ -42,6 +43,12 @@ def _cases():
     yield "linear", (3, 300), lambda: [_f32(3, 250), wbig, None], {}
     yield "fused_linear", (2, 13), lambda: [_f32(2, 7), w, b], {"activation": "relu"}
     yield "fused_linear", (1, 1, 13), lambda: [_f32(1, 1, 7), w, b], {"activation": "gelu"}
+    # constant (read-only) weights: the panel GEMV on the packed copy, serial and parallel
+    wfc, wfcbig = w.copy(), _f32(300, 250)
+    wfc.flags.writeable = wfcbig.flags.writeable = False
+    yield "linear", (1, 13), lambda: [_f32(1, 7), wfc, b], {}
+    yield "fused_linear", (1, 1, 300), lambda: [_f32(1, 1, 250), wfcbig, _f32(300)], {"activation": "relu"}
+    yield "fused_linear", (4, 13), lambda: [_f32(4, 7), wfc, None], {"activation": "gelu"}
     yield "linear_q8", (1, 1, 37), lambda: [_f32(1, 1, 29), w8, s8, None], {}
     yield "linear_q8", (4, 37), lambda: [_f32(4, 29), w8, s8, _f32(37)], {}
     yield "linear_q8", (1, 1, 301), lambda: [_f32(1, 1, 263), w8big, s8big, None], {}
@@ -161,6 +168,19 @@ def test_preparers_decline_what_they_do_not_cover():
                                  np.ones(4, np.float32)) is None
 
 
+@pytest.mark.parametrize("op", ["linear", "linear_q8"])
+def test_prepared_linear_refuses_other_weights(op):
+    """A prepared GEMV may hold a packed copy of its weight: run with another weight it refuses, never
+    computes with the stale copy."""
+    w = _f32(13, 7) if op == "linear" else RNG.integers(-127, 128, (13, 7), dtype=np.int8)
+    w.flags.writeable = False
+    extra = [] if op == "linear" else [_f32(13)]
+    run = PREPARE[op](np.empty((1, 13), np.float32), _f32(1, 7), w, *extra)
+    assert run is not None
+    with pytest.raises(ValueError, match="another weight|other weights"):
+        run(np.empty((1, 13), np.float32), _f32(1, 7), w.copy(), *extra)
+
+
 def test_prepared_index_put_still_checks_the_position():
     c = _f32(1, 2, 11, 8)
     run = PREPARE["index_put"](c, c, _f32(1, 2, 1, 8), np.array([0]), index=(slice(None, 1), slice(None), "#"))
@@ -227,8 +247,83 @@ def test_mlp_prepares_on_its_second_call_of_a_size():
     np.testing.assert_allclose(p(x2), want2, atol=1e-5)
     assert f._prepared is not None and f._prepared is not f._runner
     np.testing.assert_allclose(p(x1), want1, atol=1e-5)     # prepared, new data
+    assert f._fast_sig == ((np.dtype(np.float32), (1, 20)),)  # steady calls of this shape skip the binding
+    # what the steady path does not take still runs, through the binding: a float64 input (cast),
+    # a strided one, a keyword call; the same numbers
+    np.testing.assert_allclose(p(x1.astype(np.float64)), want1, atol=1e-5)
+    np.testing.assert_allclose(p(np.asfortranarray(np.repeat(x1, 2, 0))[:1]), want1, atol=1e-5)
+    np.testing.assert_allclose(p(x=x1), want1, atol=1e-5)
+    with pytest.raises(InputError, match="expected rank 2"):
+        p(x1[0])
     np.testing.assert_allclose(p(_f32(7, 20)).shape, (7, 5))  # another size: its own (unprepared) run
-    assert f._prepared is None
+    assert f._prepared is None and f._fast_sig is None
+    np.testing.assert_allclose(p(x2), want2, atol=1e-5)     # back to batch 1: unprepared, then again
+    np.testing.assert_allclose(p(x1), want1, atol=1e-5)
+    np.testing.assert_allclose(p(x2), want2, atol=1e-5)
+
+
+@pytest.mark.parametrize("sizes,batch", [((300, 256, 256, 10), 1), ((300, 256, 256, 10), 3), ((20, 32, 32, 5), 1),
+                                         ((257, 300, 333, 7), 1), ((64, 1100, 100, 3), 2)])
+def test_mlp_hidden_pair_runs_in_one_region(sizes, batch):
+    """A batch-1..4 MLP's first two linears (constant weights, each past GEMV_PAR) are prepared as one
+    step, the pair GEMV (hidden values computed and consumed per task, the partial sums added after
+    the region): the same numbers as eager, and a third linear on its own."""
+    from edgetorch.runtime.kernels import linalg
+    et.manual_seed(0)
+    m = MLP(sizes).eval()
+    p = load(et.export(m, (et.randn(2, sizes[0]),), dynamic_shapes={"x": {0: et.exporter.Dim("batch", max=8)}})
+             .to_bytes())
+    f = p.method("forward")
+    for i in range(4):
+        x = _f32(batch, sizes[0])
+        with et.no_grad():
+            want = m(et.tensor(x)).numpy()
+        np.testing.assert_allclose(p(x), want, rtol=1e-5, atol=1e-5)
+    ops = [(st[5].op, st[0] is P_done) for st in f._prepared_steps]
+    paired = simd.HAVE_AVX512 and all(a * b >= linalg.GEMV_PAR for a, b in zip(sizes[:2], sizes[1:3]))
+    assert [done for _, done in ops] == ([False, True, False] if paired else [False, False, False])
+
+
+@pytest.mark.parametrize("m,k1,n1,n2,parts", [(1, 5, 1, 1, 2), (1, 33, 70, 17, 2), (2, 100, 64, 33, 3),
+                                              (4, 7, 31, 65, 1), (1, 300, 257, 40, 5), (3, 1, 40, 3, 2)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gemv_pair_kernel(m, k1, n1, n2, parts, bias):
+    """The pair GEMV on its own: any split of the hidden panels over the tasks (more tasks than
+    panels leave some empty: their partial sums must be zeros), ReLU on either side, operands right
+    before an unreadable page; against float64 numpy."""
+    from edgetorch.runtime.kernels import linalg as L
+    from edgetorch.runtime.kernels import sgemm
+    from .test_kernels import at_end
+    if not simd.HAVE_AVX512:
+        pytest.skip("needs AVX-512F")
+    rng = np.random.default_rng(m + k1 + n1 + n2)
+    x, w1, w2 = (rng.normal(size=s).astype(np.float32) for s in ((m, k1), (n1, k1), (n2, n1)))
+    b1, b2 = (rng.normal(size=n).astype(np.float32) if bias else np.zeros(0, np.float32) for n in (n1, n2))
+    for relu1, relu2 in ((True, False), (False, True)):
+        h = x.astype(np.float64) @ w1.T + (b1 if bias else 0)
+        h = np.maximum(h, 0) if relu1 else h
+        want = h @ w2.T + (b2 if bias else 0)
+        want = np.maximum(want, 0) if relu2 else want
+        out = at_end(np.full((m, n2), np.nan, np.float32))
+        h, part = np.empty((m, n1), np.float32), np.full((parts, m, n2), np.nan, np.float32)
+        L._gemv_pair(at_end(x), at_end(sgemm.pack_wide(w1)[0]), at_end(b1), relu1, at_end(h),
+                     at_end(sgemm.pack_wide(w2)[0]), at_end(b2), relu2, at_end(part), out)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()))
+
+
+def test_gemv_pair_declines():
+    w1, w2 = _ro(_f32(300, 256)), _ro(_f32(10, 300))
+    out1, out2, x = np.empty((1, 300), np.float32), np.empty((1, 10), np.float32), _f32(1, 256)
+    prep = PREPARE_PAIR[("fused_linear", "linear")]
+    assert prep(out2, [out1, w2], {}, out1, x, w1, None, activation="relu") is None       # the second is small
+    w2 = _ro(_f32(300, 300))
+    out2 = np.empty((1, 300), np.float32)
+    assert (prep(out2, [out1, w2], {}, out1, x, w1, None, activation="relu") is not None) == simd.HAVE_AVX512
+    assert prep(out2, [out1, w2], {}, out1, x, w1, None, activation="gelu") is None       # not fused in the kernel
+    assert prep(out2, [out1, _f32(300, 300)], {}, out1, x, w1, activation="relu") is None  # a writeable weight
+    assert prep(out2, [w2, out1], {}, out1, x, w1, activation="relu") is None              # the hidden value not x
+    big = np.empty((5, 300), np.float32)
+    assert prep(np.empty((5, 300), np.float32), [big, w2], {}, big, _f32(5, 256), w1) is None   # 5 rows: a GEMM
 
 
 def _ro(a):
@@ -251,7 +346,7 @@ def test_fused_shortcut_conv_add_relu(n, c, h, w, o, s, bias):
     r = rng.normal(size=(n, o, oh, ow)).astype(np.float32)
     c_out, out = np.full((n, o, oh, ow), np.nan, np.float32), np.full((n, o, oh, ow), np.nan, np.float32)
     args = [x, wt, b] if bias else [x, wt]
-    run = PREPARE_PAIR[("conv2d", "add_relu")](out, r, c_out, *args, stride=(s, s))
+    run = PREPARE_PAIR[("conv2d", "add_relu")](out, [c_out, r], {}, c_out, *args, stride=(s, s))
     assert run is not None
     run(out, *[np.array(a) for a in args], r.copy())       # fresh arrays: the run keeps none of them
     conv = np.einsum("oc,nchw->nohw", wt[:, :, 0, 0].astype(np.float64), x[:, :, ::s, ::s].astype(np.float64))
@@ -281,7 +376,7 @@ def test_fused_conv3x3_add_relu(n, c, h, w, o, s, pad, bias):
     c_out = np.full((n, o, oh, ow), np.nan, np.float32)
     out = np.full((n, o, oh, ow), np.nan, np.float32)
     args = [x, wt, b] if bias else [x, wt]
-    run = PREPARE_PAIR[("conv2d", "add_relu")](out, r, c_out, *args, stride=(s, s), padding=(pad, pad))
+    run = PREPARE_PAIR[("conv2d", "add_relu")](out, [c_out, r], {}, c_out, *args, stride=(s, s), padding=(pad, pad))
     assert run is not None
     run(out, *[np.array(a) for a in args], r.copy())
     conv = REGISTRY["conv2d"].forward(x.astype(np.float64), wt.astype(np.float64),
@@ -305,7 +400,7 @@ def test_fused_conv_add_relu_on_the_8_lane_panels(monkeypatch):
         oh, ow = (h - 1) // s + 1, (w - 1) // s + 1
         r = rng.normal(size=(n, o, oh, ow)).astype(np.float32)
         c_out, out = np.full((n, o, oh, ow), np.nan, np.float32), np.full((n, o, oh, ow), np.nan, np.float32)
-        run = PREPARE_PAIR[("conv2d", "add_relu")](out, r, c_out, x, wt, b, stride=(s, s), padding=(1, 1))
+        run = PREPARE_PAIR[("conv2d", "add_relu")](out, [c_out, r], {}, c_out, x, wt, b, stride=(s, s), padding=(1, 1))
         assert run is not None
         run(out, x, wt, b, r)
         conv = REGISTRY["conv2d"].forward(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64),
@@ -320,7 +415,9 @@ def test_fused_shortcut_declines():
     w8 = _ro(rng.normal(size=(8, 16, 1, 1)).astype(np.float32))
     w3 = _ro(rng.normal(size=(8, 16, 3, 3)).astype(np.float32))
     o = np.empty((2, 8, 8, 8), np.float32)
-    prep = PREPARE_PAIR[("conv2d", "add_relu")]
+    def prep(out, r, c, *a, **k):      # the sum's output, its other operand, the convolution's output
+        return PREPARE_PAIR[("conv2d", "add_relu")](out, [c, r], {}, c, *a, **k)
+
     assert prep(o, o.copy(), o.copy(), x, w3, stride=(2, 2), padding=(1, 1)) is not None          # 3x3
     assert prep(o, o, o.copy(), x, w3, stride=(2, 2), padding=(1, 1)) is None           # the sum over r
     ob = np.empty(o.size + 1, np.float32)               # the sum and r overlapping, one place apart
