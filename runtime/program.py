@@ -99,6 +99,7 @@ class Method:
                 if isinstance(d, DimE) and d.expr[0] == "sym":
                     self._in_dims.append((k, ax, d.expr[1]))
         self.stateful = bool(info.state_updates)
+        self._in_idx, self._out_idx = tuple(info.inputs), tuple(info.outputs)
         self._fast = [(self._dtypes[vi], len(vals[vi].shape)) for vi in info.inputs]
         # input axes not set directly by a dim (the loop above checks those): static sizes and expressions
         self._derived_axes = [(k, ax, d) for k, vi in enumerate(info.inputs) for ax, d in enumerate(vals[vi].shape)
@@ -212,8 +213,11 @@ class Method:
         try:
             return fn(*args)
         except (ZeroDivisionError, OverflowError, MemoryError) as e:
-            raise ProgramError(f"method {self.name!r}: {type(e).__name__} while running ({e}); the program's "
-                               "shapes or attributes are inconsistent") from None
+            raise self._inconsistent(e) from None
+
+    def _inconsistent(self, e):
+        return ProgramError(f"method {self.name!r}: {type(e).__name__} while running ({e}); the program's "
+                            "shapes or attributes are inconsistent")
 
     def _template(self, arena, dims):
         env = self._views(arena, dims)
@@ -286,12 +290,14 @@ class Method:
             raise
         except (ValueError, IndexError, TypeError, KeyError, AttributeError, NumbaError) as e:
             self._fail(self._steps[where[0]][5], e)
+        except (ZeroDivisionError, OverflowError, MemoryError) as e:
+            raise self._inconsistent(e) from None
         return self._results(env)
 
     def _results(self, env):
         for name, vi in self._writes:
             np.copyto(self._p.state[name], env[vi])
-        return tuple([env[k].copy() for k in self.info.outputs])    # copies: the arena is reused
+        return tuple([env[k].copy() for k in self._out_idx])    # copies: the arena is reused
 
     def _prepare(self, env, dims):
         """The step list with each kernel that has a preparer replaced by its prepared run for the
@@ -360,9 +366,9 @@ class Method:
                     try:
                         if self._fast_sig is sig:           # still prepared for these shapes
                             env = list(self._cache_env)
-                            for k, a in zip(self.info.inputs, args):
+                            for k, a in zip(self._in_idx, args):
                                 env[k] = a
-                            outs = self._checked(self._steady, self._prepared, env, self._cache_dims)
+                            outs = self._steady(self._prepared, env, self._cache_dims)
                             return outs[0] if len(outs) == 1 else outs
                     finally:
                         self._lock.release()
