@@ -64,10 +64,15 @@ def run_case(case, timeout=900):
                        timeout=timeout)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
     if not lines:      # (ExecuTorch may also abort at interpreter exit, after printing)
+        # torchao's optional CUDA extensions log "Failed to load ..." on every import: not the failure
         err = [ln for ln in (r.stderr or "").splitlines()
-               if ("No module named" in ln or "fail" in ln.lower() or "Error" in ln) and "cpuinfo" not in ln]
+               if ("No module named" in ln or "fail" in ln.lower() or "Error" in ln) and "cpuinfo" not in ln
+               and "torchao" not in ln]
         if any("No module named" in ln for ln in err):
             return "not installed"
+        if r.returncode < 0 or r.returncode > 128:
+            sig = -r.returncode if r.returncode < 0 else r.returncode - 128
+            return f"crashed (signal {sig})" + (f": {err[-1].split(']')[-1].strip()[:60]}" if err else "")
         return "failed (" + (err[-1].split("]")[-1].strip()[:70] if err else f"exit {r.returncode}") + ")"
     return json.loads(lines[-1])[0]
 

@@ -23,7 +23,7 @@ from edgetorch.schemas.reader import read
 from edgetorch.symbolic import evaluate
 
 from . import threads
-from .kernels import KERNELS, PREPARE, PREPARE_PAIR
+from .kernels import KERNELS, PREPARE, PREPARE_GROUP
 from .verify import DEFAULT_BUDGET, _numel_key, planned_view, verify  # noqa: F401 (_numel_key: tests)
 
 # Input casts done silently: same-kind conversions (float64 -> float32,
@@ -266,7 +266,7 @@ class Method:
                     self._prepared = self._prepare(env, dims)
                 steps = self._prepared_steps
             for at, (fn, ins, out, attrs, static, info) in enumerate(steps):
-                if fn is _done:                 # ran inside the step before (a fused pair)
+                if fn is _done:                 # ran inside a group's first step
                     continue
                 t0 = time.perf_counter()
                 try:
@@ -277,8 +277,12 @@ class Method:
                 except (ValueError, IndexError, TypeError, KeyError, AttributeError, NumbaError) as e:
                     self._fail(info, e)
                 dt = time.perf_counter() - t0
-                pair = at + 1 < len(steps) and steps[at + 1][0] is _done
-                timings.append((info, dt, f"{info.op}+{steps[at + 1][5].op}" if pair else info.op))
+                ops = [info.op]
+                for st in steps[at + 1:]:       # a fused group: the steps it ran, no-ops here
+                    if st[0] is not _done:
+                        break
+                    ops.append(st[5].op)
+                timings.append((info, dt, "+".join(ops)))
         return self._results(env)
 
     def _steady(self, runner, env, dims):
@@ -303,16 +307,17 @@ class Method:
         """The step list with each kernel that has a preparer replaced by its prepared run for the
         arrays in env (registry.py); the same steps, so failures report the same instruction."""
         steps, n = [], 0
-        fused_into = None
+        skip = 0
         for at, step in enumerate(self._steps):
             fn, ins, out, attrs, static, info = step
-            if at == fused_into:            # run by the step before: kept as a no-op, so indices hold
+            if skip:                        # run by a group's first step: kept as a no-op, so indices hold
                 steps.append((_done, (), out, {}, True, info))
+                skip -= 1
                 continue
-            pair = self._pair(at, env, dims)
-            if pair is not None:
-                steps.append(pair)
-                fused_into = at + 1
+            group = self._group(at, env, dims)
+            if group is not None:
+                skip, fused = group
+                steps.append(fused)
                 n += 1
                 continue
             prep = PREPARE.get(info.op)
@@ -331,23 +336,27 @@ class Method:
         self._prepared_steps = steps
         return _straight_line(steps) if n else self._runner
 
-    def _pair(self, at, env, dims):
-        """Step `at` and the next one as one prepared step (registry.pair_preparer), or None."""
-        if at + 1 >= len(self._steps):
+    def _group(self, at, env, dims):
+        """Step `at` and the next ones as one prepared step (registry.group_preparer), the longest
+        group registered whose preparer takes them: (steps made no-ops after it, the step); or None."""
+        if not FUSE_PAIRS:
             return None
-        fn, ins, out, attrs, static, info = self._steps[at]
-        fn2, ins2, out2, attrs2, static2, info2 = self._steps[at + 1]
-        prep = PREPARE_PAIR.get((info.op, info2.op))
-        if prep is None or not FUSE_PAIRS or self._readers.get(out) != 1 or list(ins2).count(out) != 1:
-            return None
-        others = tuple(k for k in ins2 if k != out)
-        try:
-            a = attrs if static else {k: eval_attr(v, dims) for k, v in attrs.items()}
-            a2 = attrs2 if static2 else {k: eval_attr(v, dims) for k, v in attrs2.items()}
-            run = prep(env[out2], [env[k] for k in ins2], a2, env[out], *[env[k] for k in ins], **a)
-        except Exception:           # the kernels report what does not fit, when they run
-            return None
-        return None if run is None else (run, tuple(ins) + others, out2, {}, True, info)
+        for n in sorted({len(k) for k in PREPARE_GROUP}, reverse=True):
+            group = self._steps[at:at + n]
+            prep = PREPARE_GROUP.get(tuple(st[5].op for st in group))
+            if len(group) < n or prep is None:
+                continue
+            if any(self._readers.get(a[2]) != 1 or list(b[1]).count(a[2]) != 1 for a, b in zip(group, group[1:])):
+                continue
+            try:
+                run = prep([env[st[2]] for st in group], [[env[k] for k in st[1]] for st in group],
+                           [st[3] if st[4] else {k: eval_attr(v, dims) for k, v in st[3].items()} for st in group])
+            except Exception:           # the kernels report what does not fit, when they run
+                run = None
+            if run is not None:
+                flat = tuple(group[0][1]) + tuple(k for a, b in zip(group, group[1:]) for k in b[1] if k != a[2])
+                return n - 1, (run, flat, group[-1][2], {}, True, group[0][5])
+        return None
 
     def _fail(self, info, e):
         where = f" ({info.source}:{info.line})" if info.source else ""

@@ -115,7 +115,7 @@ def test_winograd_declines_what_it_does_not_cover():
 def test_conv_paths_take_winograd():
     """conv2d_into and the prepared conv2d (plain, and fused with a residual add + ReLU) run these
     shapes on winograd.py; an output overlapping the input is left to the other kernels."""
-    from edgetorch.runtime.kernels.registry import PREPARE, PREPARE_PAIR
+    from edgetorch.runtime.kernels.registry import PREPARE, PREPARE_GROUP
     x, wt, b, r = _case(2, 16, 16, 8, 16)
     want = reference(x, wt, b, 1, (1, 1))
     calls = []
@@ -133,7 +133,8 @@ def test_conv_paths_take_winograd():
         run(out, x, wt, b)
         _close(out, want, 16)
         c_out, out = np.full(want.shape, np.nan, np.float32), np.full(want.shape, np.nan, np.float32)
-        run = PREPARE_PAIR[("conv2d", "add_relu")](out, [c_out, r], {}, c_out, x, wt, b, stride=(1, 1), padding=(1, 1))
+        run = PREPARE_GROUP[("conv2d", "add_relu")]([c_out, out], [[x, wt, b], [c_out, r]],
+                                                     [dict(stride=(1, 1), padding=(1, 1)), {}])
         run(out, x, wt, b, r)
         _close(out, np.maximum(want + r, 0), 16)
         assert np.isnan(c_out).all()

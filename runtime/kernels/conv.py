@@ -18,7 +18,7 @@ from .pad import _pad2, _subsample  # noqa: F401  (_pad2: the tests take it here
 from ._jit import chunked, twins
 from .linalg import apply_activation
 from ._derived import derived, filled
-from .registry import kernel, pair_preparer, preparer
+from .registry import group_preparer, kernel, preparer
 
 
 def _plane_means_py(x, out):
@@ -452,17 +452,20 @@ def k_adaptive_avg_pool2d(out, x, output_size=(1, 1)):
             out[..., i, j] = x[..., h0:h1, w0:w1].mean(axis=(-2, -1))
 
 
-@pair_preparer("conv2d", "add_relu")
-def p_conv2d_add_relu(out, ins2, attrs2, c, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-                      groups=1):
+@group_preparer("conv2d", "add_relu")
+def p_conv2d_add_relu(outs, ins, attrs):
+    (c, out), (ins1, ins2) = outs, ins
+    if attrs[1] or len(ins2) != 2 or not 2 <= len(ins1) <= 3:
+        return None
+    return _prep_conv_add_relu(out, ins2[1] if ins2[0] is c else ins2[0], c, *ins1, **attrs[0])
+
+
+def _prep_conv_add_relu(out, r, c, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     """A float32 convolution whose output only a residual add + ReLU reads: one pass for constant
     weights (_prep_conv with res: a 1x1 projection shortcut on pointwise._pointwise_res, the sum in
     its stores; a 3x3 through the row or panel kernels, the sum added to each task's outputs).  Declined
     where the sum's output shares memory with the convolution's input (the pass reads x while it
     writes out) or with r (the 3x3 kernels store a task's convolution first, then add r to it)."""
-    if attrs2 or len(ins2) != 2:
-        return None
-    r = ins2[1] if ins2[0] is c else ins2[0]
     if not (x.dtype == w.dtype == out.dtype == r.dtype == c.dtype == np.float32 and x.flags.c_contiguous
             and w.flags.c_contiguous and out.flags.c_contiguous and r.flags.c_contiguous) \
             or w.flags.writeable or (b is not None and (b.flags.writeable or b.dtype != np.float32)):

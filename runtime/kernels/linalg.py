@@ -11,7 +11,7 @@ from . import sgemm
 from ._derived import derived
 from ._jit import twins
 from .elementwise import gelu_into, sigmoid_into
-from .registry import kernel, pair_preparer, preparer
+from .registry import group_preparer, kernel, preparer
 
 
 @kernel("matmul")
@@ -121,19 +121,23 @@ def _gemv_panels_py(x, p, b, relu, out):
 _gemv_panels, _gemv_panels_par = twins(_gemv_panels_py, fastmath=True)
 
 
-def _gemv_pair_py(x, p1, b1, relu1, h, p2, b2, relu2, part, out):
-    # Two GEMVs, out = act2(act1(x @ w1.T + b1) @ w2.T + b2), in one parallel region: task t (of T =
+def _gemv_chain_py(x, p1, b1, relu1, h, p2, b2, relu2, part, out, w3, b3, relu3, out3):
+    # Two or three GEMVs in a row, out = act2(act1(x @ w1.T + b1) @ w2.T + b2) and, unless w3 has no
+    # rows, out3 = act3(out @ w3.T + b3), in one call and one parallel region: task t (of T =
     # part.shape[0]) computes its share of the hidden values h (w1's panels q0..q1-1: rows lo..hi-1,
     # the whole dot over x), then multiplies just those by w2's columns lo..hi-1 for every output
     # (part[t] = h[:, lo:hi] @ w2[:, lo:hi].T): a task reads only the hidden values it wrote, so no
     # barrier is needed between the layers (Megatron-LM's column- then row-parallel linear pair).
-    # The partial sums are added after the region, with b2 and act2.  p1, p2 packed by
-    # sgemm.pack_wide; h (M, N1) and part (T, M, N2) scratch.
+    # The partial sums are added after the region, with b2 and act2; then the small third layer (a
+    # classifier head, row-major w3), serial.  p1, p2 packed by sgemm.pack_wide; h (M, N1) and part
+    # (T, M, N2) scratch, out too when there is a third layer.  (Hinting w3 into the cache during the
+    # region, by the task that runs the head or by another, measured no faster.)
     M, K1 = x.shape
     N1 = h.shape[1]
+    N2 = out.shape[1]
     T = part.shape[0]
     P1 = (N1 + 31) // 32
-    P2 = (out.shape[1] + 31) // 32
+    P2 = (N2 + 31) // 32
     nob = b2[:0]
     for t in prange(T):
         q0 = t * P1 // T
@@ -145,16 +149,33 @@ def _gemv_pair_py(x, p1, b1, relu1, h, p2, b2, relu2, part, out):
             _panel_dots(h, m, p2, N1, lo, hi, 0, P2, nob, False, part[t], m)
     hb = b2.shape[0] > 0
     for m in range(M):
-        for n in range(out.shape[1]):
+        for n in range(N2):
             a = part[0, m, n]
             for t in range(1, T):
                 a += part[t, m, n]
             if hb:
                 a += b2[n]
             out[m, n] = max(a, np.float32(0.0)) if relu2 else a
+    N3 = w3.shape[0]
+    hb3 = b3.shape[0] > 0
+    for m in range(M):
+        for j in range(N3):
+            a = np.float32(0.0)
+            for k in range(N2):
+                a += out[m, k] * w3[j, k]
+            if hb3:
+                a += b3[j]
+            out3[m, j] = max(a, np.float32(0.0)) if relu3 else a
 
 
-_gemv_pair = twins(_gemv_pair_py, fastmath=True)[1]
+_gemv_chain = twins(_gemv_chain_py, fastmath=True)[1]
+
+
+def _panels_pay(n):
+    """Whether n weight rows fill their 32-row panels to 3/4 or more: the panel kernel reads the
+    zero rows too (a 10-way classifier head read 64 KB for its 20: 2.4 us after the MLP's hidden
+    layers, the row loop 0.7 us)."""
+    return 4 * n >= 3 * (-(-n // 32) * 32)
 
 
 def _gemv_plan(w):
@@ -163,7 +184,7 @@ def _gemv_plan(w):
     AVX-512 and w is a constant (read-only: a program's), else the row loop on w itself; serial
     below GEMV_PAR weights."""
     par = w.shape[0] * w.shape[1] >= GEMV_PAR
-    if simd.HAVE_AVX512 and not w.flags.writeable:
+    if simd.HAVE_AVX512 and not w.flags.writeable and _panels_pay(w.shape[0]):
         return (_gemv_panels_par if par else _gemv_panels), derived(w, "sgemm_wide", sgemm.pack_wide)[0]
     return (_gemv_par if par else _gemv), w
 
@@ -436,50 +457,82 @@ def _prep_linear(out, x, w, b, activation):
     return run
 
 
-def _prep_gemv_pair(out2, ins2, attrs2, out1, *ins1, activation=None):
-    """Two GEMVs in a row, the first's output read by the second alone (a batch-1 MLP's hidden
-    layer): one parallel region (_gemv_pair_py) where both are large enough to run parallel, their
-    weights constants, the first's activation ReLU or none.  The MLP 784-512-512-10 at batch 1,
-    arrays alone: 22.6 -> 21.6 us (one region's start and one call fewer)."""
-    act2 = attrs2.get("activation")
-    if not 2 <= len(ins1) <= 3:
+def _gemv_layer(out, ins, attrs):
+    """(x, w, b, activation) of a linear or fused_linear instruction taken by the GEMV chain: <= 4 rows
+    of float32 (_gemv_case), a constant weight; else None."""
+    if not 2 <= len(ins) <= 3 or set(attrs) - {"activation"}:
         return None
-    x, w1 = ins1[:2]
-    b1 = ins1[2] if len(ins1) == 3 else None
-    if not simd.HAVE_AVX512 or set(attrs2) - {"activation"} or activation not in (None, "relu") \
-            or (act2 is not None and act2 not in ACTS) or not 2 <= len(ins2) <= 3 or ins2[0] is not out1:
+    x, w = ins[:2]
+    b = ins[2] if len(ins) == 3 else None
+    if not _gemv_case(out, x, w, b) or w.flags.writeable:
         return None
-    w2 = ins2[1]
-    b2 = ins2[2] if len(ins2) == 3 else None
-    if not (_gemv_case(out1, x, w1, b1) and _gemv_case(out2, out1, w2, b2)) or w1.flags.writeable \
-            or w2.flags.writeable or w1.size < GEMV_PAR or w2.size < GEMV_PAR:
+    return x, w, b, attrs.get("activation")
+
+
+def _prep_gemv_chain(outs, ins, attrs):
+    """Two or three GEMVs in a row, each output read by the next alone (a batch-1 MLP): one call and
+    one parallel region (_gemv_chain_py) where the first two are large enough to run parallel (each
+    past GEMV_PAR), their panels well filled, the activations between them ReLU or none; a third
+    layer only if small (below GEMV_PAR: a head the region's end runs serially).  The MLP
+    784-512-512-10 at batch 1: the pair against two GEMVs 22.6 -> 21.6 us (kernels alone); the
+    program with the head in the chain against the pair and the head apart 26.8 -> 26.4 us
+    (in-process, alternating, five rounds of medians)."""
+    layers = [_gemv_layer(o, i, a) for o, i, a in zip(outs, ins, attrs)]
+    if not simd.HAVE_AVX512 or None in layers:
         return None
+    (x, w1, b1, act1), (h1, w2, b2, act2) = layers[:2]
+    third = layers[2] if len(layers) == 3 else None
+    if h1 is not outs[0] or (third is not None and third[0] is not outs[1]) or act1 not in (None, "relu") \
+            or w1.size < GEMV_PAR or w2.size < GEMV_PAR or not (_panels_pay(w1.shape[0]) and _panels_pay(w2.shape[0])):
+        return None
+    if third is None:
+        act_out, w3, b3, relu3, out3 = act2, np.zeros((0, w2.shape[0]), np.float32), _NOBIAS, False, None
+    else:
+        _, w3, b3, act_out = third
+        if act2 not in (None, "relu") or w3.size >= GEMV_PAR or not w3.flags.c_contiguous:
+            return None
+        relu3 = act_out == "relu"
+    if act_out is not None and act_out != "relu" and act_out not in ACTS:
+        return None
+    post = None if act_out is None or act_out == "relu" else ACTS[act_out]
     N1, K1 = w1.shape
     N2 = w2.shape[0]
     M = x.size // K1
     p1 = derived(w1, "sgemm_wide", sgemm.pack_wide)[0]
     p2 = derived(w2, "sgemm_wide", sgemm.pack_wide)[0]
-    h = np.empty((M, N1), np.float32)             # scratch the run keeps (runs are one at a time)
+    # scratch the run keeps (prepared runs are called one at a time): the hidden values, the tasks'
+    # partial sums, the second layer's output where a third reads it
+    h = np.empty((M, N1), np.float32)
     part = np.empty((max(1, numba.get_num_threads()), M, N2), np.float32)
-    relu1, relu2 = activation == "relu", act2 == "relu"
-    post = None if act2 is None or relu2 else ACTS[act2]
-    w10, w20, n1 = w1, w2, len(ins1)
+    mid = np.empty((M, N2), np.float32) if third is not None else None
+    relu1, relu2 = act1 == "relu", act2 == "relu"
+    n1, n2 = len(ins[0]), len(ins[1]) - 1          # flat: the first's inputs, then the second's w2 [, b2] ...
+    weights = (w1, w2) + ((w3,) if third is not None else ())
+    at = (1, n1) + ((n1 + n2,) if third is not None else ())
 
-    def run(out2, *a):            # a: the first's inputs, then the second's other than the hidden value
-        if a[1] is not w10 or a[n1] is not w20:
-            raise ValueError("linear: a prepared run called with another weight")
+    def run(out, *a):
+        for i, w in zip(at, weights):
+            if a[i] is not w:
+                raise ValueError("linear: a prepared run called with another weight")
         bb1 = a[2] if n1 == 3 and a[2] is not None else _NOBIAS
-        bb2 = a[n1 + 1] if len(a) > n1 + 1 and a[n1 + 1] is not None else _NOBIAS
-        o2 = out2.reshape(M, N2)
-        _gemv_pair(a[0].reshape(M, K1), p1, bb1, relu1, h, p2, bb2, relu2, part, o2)
+        bb2 = a[n1 + 1] if n2 == 2 and a[n1 + 1] is not None else _NOBIAS
+        if third is None:
+            o2 = out.reshape(M, N2)
+            _gemv_chain(a[0].reshape(M, K1), p1, bb1, relu1, h, p2, bb2, relu2, part, o2, w3, b3, relu3, o2)
+        else:
+            bb3 = a[-1] if len(a) == n1 + n2 + 2 and a[-1] is not None else _NOBIAS
+            _gemv_chain(a[0].reshape(M, K1), p1, bb1, relu1, h, p2, bb2, relu2, part, mid, w3, bb3, relu3,
+                        out.reshape(M, w3.shape[0]))
         if post is not None:
-            post(out2)
+            post(out)
     return run
 
 
 for _first in ("linear", "fused_linear"):
     for _second in ("linear", "fused_linear"):
-        pair_preparer(_first, _second)(_prep_gemv_pair)
+        group_preparer(_first, _second)(_prep_gemv_chain)
+        for _third in ("linear", "fused_linear"):
+            group_preparer(_first, _second, _third)(_prep_gemv_chain)
 
 
 @preparer("linear")

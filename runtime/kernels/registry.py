@@ -13,12 +13,13 @@ dtypes and layouts with its attribute checks and branch choices made once
 None to keep the kernel.  `run` must not keep the arrays it was prepared
 with (a concurrent call passes its own arena's); it may keep what it
 derives from read-only constants, which stay the same objects per program.
-A pair preparer (below) does the same for two instructions the runtime then
-runs as one (a convolution and the residual add + ReLU that alone reads it).
+A group preparer (below) does the same for instructions in a row the runtime
+then runs as one (a convolution and the residual add + ReLU that alone reads
+it; a batch-1 MLP's linears).
 """
 KERNELS = {}
 PREPARE = {}
-PREPARE_PAIR = {}
+PREPARE_GROUP = {}
 
 
 def kernel(name, *, alias=False):
@@ -42,15 +43,19 @@ def preparer(name):
     return deco
 
 
-def pair_preparer(first, second):
-    """Register `prep` for instruction `first` followed by `second`, the only reader of first's output:
-    `prep(out2, inputs2, attrs2, out1, *inputs1, **attrs1)` (out2: second's output; inputs2: second's
-    inputs, out1 among them once; out1: first's planned output, which the fused run need not write)
-    returns `run(out2, *inputs1, *others2)` doing both, others2 being inputs2 without out1, in
-    order; or None.  The same rules as a preparer's `run`."""
+def group_preparer(*ops):
+    """Register `prep` for the instructions `ops` in a row, each output but the last read by the next
+    instruction alone (once): `prep(outs, inputs, attrs)` (per instruction, in order: its planned
+    output, its input arrays, its attributes; the outputs but the last need not be written) returns
+    `run(out_last, *flat)` doing them all, flat being the first instruction's inputs, then each next
+    one's inputs without the output before it, in order; or None.  The same rules as a preparer's
+    `run`.  The runtime tries the longest registered group first."""
+    if len(ops) < 2:
+        raise ValueError("a group is two instructions or more")
+
     def deco(fn):
-        if (first, second) in PREPARE_PAIR:
-            raise RuntimeError(f"pair preparer {(first, second)!r} registered twice")
-        PREPARE_PAIR[(first, second)] = fn
+        if ops in PREPARE_GROUP:
+            raise RuntimeError(f"group preparer {ops!r} registered twice")
+        PREPARE_GROUP[ops] = fn
         return fn
     return deco

@@ -324,7 +324,8 @@ def test_float_gemv_panel_kernel(m, k, n, monkeypatch):
     column tail, a last panel of 1..32 rows (masked bias loads and stores), with and without bias and
     ReLU; serial and parallel copies, every operand right before an unreadable page (a fault
     otherwise); against float64 numpy.  A constant weight takes it (packed once, the packed copy
-    shared with the GEMM path); a caller's writeable weight keeps the row loop."""
+    shared with the GEMM path) where its rows fill their panels; a caller's writeable weight keeps
+    the row loop."""
     from edgetorch._native import simd
     from edgetorch.runtime.kernels import linalg as L
     from edgetorch.runtime.kernels import sgemm
@@ -353,7 +354,10 @@ def test_float_gemv_panel_kernel(m, k, n, monkeypatch):
         out = np.full((m, n), np.nan, np.float32)
         KERNELS["fused_linear"](out, x, w, b, activation="relu")
         np.testing.assert_allclose(out, np.maximum(x @ w.T + b, 0), rtol=1e-4, atol=1e-4)
-    assert calls[0].startswith("_gemv_panels") and not calls[1].startswith("_gemv_panels")
+    # a constant weight takes the panels where its rows fill them to 3/4 (a 10-row head read 64 KB for 20)
+    assert calls[0].startswith("_gemv_panels") == L._panels_pay(n) and not calls[1].startswith("_gemv_panels")
+    assert [L._panels_pay(r) for r in (1, 23, 24, 32, 33, 47, 48, 64, 65, 97)] == \
+        [False, False, True, True, False, False, True, True, False, True]
 
 
 @pytest.mark.parametrize("index", [(slice(None, 1), slice(None), "#"), (Ellipsis, "#", slice(None)),

@@ -9,7 +9,7 @@ from edgetorch.exporter import quantize
 from edgetorch.models import MLP, Decoder, ResNet
 from edgetorch.ops import REGISTRY
 from edgetorch.runtime import InputError, load
-from edgetorch.runtime.kernels import KERNELS, PREPARE, PREPARE_PAIR
+from edgetorch.runtime.kernels import KERNELS, PREPARE, PREPARE_GROUP
 from edgetorch.runtime.program import _done as P_done
 
 from ..exporter.test_capture import export_llama, small_llama
@@ -263,11 +263,13 @@ def test_mlp_prepares_on_its_second_call_of_a_size():
 
 
 @pytest.mark.parametrize("sizes,batch", [((300, 256, 256, 10), 1), ((300, 256, 256, 10), 3), ((20, 32, 32, 5), 1),
-                                         ((257, 300, 333, 7), 1), ((64, 1100, 100, 3), 2)])
-def test_mlp_hidden_pair_runs_in_one_region(sizes, batch):
-    """A batch-1..4 MLP's first two linears (constant weights, each past GEMV_PAR) are prepared as one
-    step, the pair GEMV (hidden values computed and consumed per task, the partial sums added after
-    the region): the same numbers as eager, and a third linear on its own."""
+                                         ((257, 300, 333, 7), 1), ((64, 1100, 100, 3), 2), ((300, 256, 256), 1),
+                                         ((300, 256, 256, 300, 5), 1), ((300, 256, 40), 4)])
+def test_mlp_linears_run_as_one_chain(sizes, batch):
+    """A batch-1..4 MLP's linears (constant weights; the first two each past GEMV_PAR, their panels
+    well filled) are prepared as one step with a small third one, the GEMV chain (hidden values
+    computed and consumed per task, the partial sums added after the region, then the head): the
+    same numbers as eager; a large third layer stays apart, and what follows runs on its own."""
     from edgetorch.runtime.kernels import linalg
     et.manual_seed(0)
     m = MLP(sizes).eval()
@@ -279,51 +281,77 @@ def test_mlp_hidden_pair_runs_in_one_region(sizes, batch):
         with et.no_grad():
             want = m(et.tensor(x)).numpy()
         np.testing.assert_allclose(p(x), want, rtol=1e-5, atol=1e-5)
-    ops = [(st[5].op, st[0] is P_done) for st in f._prepared_steps]
-    paired = simd.HAVE_AVX512 and all(a * b >= linalg.GEMV_PAR for a, b in zip(sizes[:2], sizes[1:3]))
-    assert [done for _, done in ops] == ([False, True, False] if paired else [False, False, False])
+    done = [st[0] is P_done for st in f._prepared_steps]
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    chained = simd.HAVE_AVX512 and all(a * b >= linalg.GEMV_PAR and linalg._panels_pay(b) for a, b in layers[:2])
+    if not chained:
+        assert not any(done)
+    elif len(layers) > 2 and layers[2][0] * layers[2][1] < linalg.GEMV_PAR:
+        assert done[:3] == [False, True, True] and not any(done[3:])
+    else:
+        assert done[:2] == [False, True] and not any(done[2:])
 
 
-@pytest.mark.parametrize("m,k1,n1,n2,parts", [(1, 5, 1, 1, 2), (1, 33, 70, 17, 2), (2, 100, 64, 33, 3),
-                                              (4, 7, 31, 65, 1), (1, 300, 257, 40, 5), (3, 1, 40, 3, 2)])
+@pytest.mark.parametrize("m,k1,n1,n2,n3,parts", [(1, 5, 1, 1, 0, 2), (1, 33, 70, 17, 3, 2), (2, 100, 64, 33, 0, 3),
+                                                 (4, 7, 31, 65, 10, 1), (1, 300, 257, 40, 1, 5),
+                                                 (3, 1, 40, 3, 2, 2)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_gemv_pair_kernel(m, k1, n1, n2, parts, bias):
-    """The pair GEMV on its own: any split of the hidden panels over the tasks (more tasks than
-    panels leave some empty: their partial sums must be zeros), ReLU on either side, operands right
-    before an unreadable page; against float64 numpy."""
+def test_gemv_chain_kernel(m, k1, n1, n2, n3, parts, bias):
+    """The GEMV chain on its own: any split of the hidden panels over the tasks (more tasks than
+    panels leave some empty: their partial sums must be zeros), ReLU on any layer, with and without
+    a third layer, operands right before an unreadable page; against float64 numpy."""
     from edgetorch.runtime.kernels import linalg as L
     from edgetorch.runtime.kernels import sgemm
     from .test_kernels import at_end
     if not simd.HAVE_AVX512:
         pytest.skip("needs AVX-512F")
-    rng = np.random.default_rng(m + k1 + n1 + n2)
-    x, w1, w2 = (rng.normal(size=s).astype(np.float32) for s in ((m, k1), (n1, k1), (n2, n1)))
-    b1, b2 = (rng.normal(size=n).astype(np.float32) if bias else np.zeros(0, np.float32) for n in (n1, n2))
-    for relu1, relu2 in ((True, False), (False, True)):
+    rng = np.random.default_rng(m + k1 + n1 + n2 + n3)
+    x, w1, w2, w3 = (rng.normal(size=s).astype(np.float32) for s in ((m, k1), (n1, k1), (n2, n1), (n3, n2)))
+    b1, b2, b3 = (rng.normal(size=n).astype(np.float32) if bias else np.zeros(0, np.float32) for n in (n1, n2, n3))
+    for relu1, relu2, relu3 in ((True, False, True), (False, True, False)):
         h = x.astype(np.float64) @ w1.T + (b1 if bias else 0)
         h = np.maximum(h, 0) if relu1 else h
         want = h @ w2.T + (b2 if bias else 0)
         want = np.maximum(want, 0) if relu2 else want
-        out = at_end(np.full((m, n2), np.nan, np.float32))
+        if n3:
+            want = want @ w3.T + (b3 if bias else 0)
+            want = np.maximum(want, 0) if relu3 else want
+        out = at_end(np.full((m, n3 or n2), np.nan, np.float32))
+        mid = at_end(np.full((m, n2), np.nan, np.float32)) if n3 else out
         h, part = np.empty((m, n1), np.float32), np.full((parts, m, n2), np.nan, np.float32)
-        L._gemv_pair(at_end(x), at_end(sgemm.pack_wide(w1)[0]), at_end(b1), relu1, at_end(h),
-                     at_end(sgemm.pack_wide(w2)[0]), at_end(b2), relu2, at_end(part), out)
+        L._gemv_chain(at_end(x), at_end(sgemm.pack_wide(w1)[0]), at_end(b1), relu1, at_end(h),
+                      at_end(sgemm.pack_wide(w2)[0]), at_end(b2), relu2, at_end(part), mid, at_end(w3), at_end(b3),
+                      relu3, out)
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()))
 
 
-def test_gemv_pair_declines():
+def test_gemv_chain_declines():
+    def prep(outs, ins, acts):
+        ops = tuple("fused_linear" if a else "linear" for a in acts)
+        return PREPARE_GROUP[ops](outs, ins, [{"activation": a} if a else {} for a in acts])
     w1, w2 = _ro(_f32(300, 256)), _ro(_f32(10, 300))
     out1, out2, x = np.empty((1, 300), np.float32), np.empty((1, 10), np.float32), _f32(1, 256)
-    prep = PREPARE_PAIR[("fused_linear", "linear")]
-    assert prep(out2, [out1, w2], {}, out1, x, w1, None, activation="relu") is None       # the second is small
+    assert prep([out1, out2], [[x, w1, None], [out1, w2]], ["relu", None]) is None      # the second is small
     w2 = _ro(_f32(300, 300))
     out2 = np.empty((1, 300), np.float32)
-    assert (prep(out2, [out1, w2], {}, out1, x, w1, None, activation="relu") is not None) == simd.HAVE_AVX512
-    assert prep(out2, [out1, w2], {}, out1, x, w1, None, activation="gelu") is None       # not fused in the kernel
-    assert prep(out2, [out1, _f32(300, 300)], {}, out1, x, w1, activation="relu") is None  # a writeable weight
-    assert prep(out2, [w2, out1], {}, out1, x, w1, activation="relu") is None              # the hidden value not x
+    assert (prep([out1, out2], [[x, w1, None], [out1, w2]], ["relu", None]) is not None) == simd.HAVE_AVX512
+    assert prep([out1, out2], [[x, w1, None], [out1, w2]], ["gelu", None]) is None      # not fused in the kernel
+    assert prep([out1, out2], [[x, w1], [out1, _f32(300, 300)]], ["relu", None]) is None  # a writeable weight
+    assert prep([out1, out2], [[x, w1], [w2, out1]], ["relu", None]) is None              # the hidden value not x
     big = np.empty((5, 300), np.float32)
-    assert prep(np.empty((5, 300), np.float32), [big, w2], {}, big, _f32(5, 256), w1) is None   # 5 rows: a GEMM
+    assert prep([big, np.empty((5, 300), np.float32)], [[_f32(5, 256), w1], [big, w2]], [None, None]) is None  # a GEMM
+    w3, out3 = _ro(_f32(10, 300)), np.empty((1, 10), np.float32)
+    assert (prep([out1, out2, out3], [[x, w1], [out1, w2], [out2, w3]], ["relu", "relu", None]) is not None) \
+        == simd.HAVE_AVX512
+    assert prep([out1, out2, out3], [[x, w1], [out1, w2], [out2, w3]], ["relu", "gelu", None]) is None
+    w3, out3 = _ro(_f32(300, 300)), np.empty((1, 300), np.float32)                        # a large third layer
+    assert prep([out1, out2, out3], [[x, w1], [out1, w2], [out2, w3]], ["relu", "relu", None]) is None
+
+
+def _conv_add_relu(out, r, c, *inputs, **attrs):
+    """The conv2d + add_relu group preparer, called as the runtime calls it: the sum's output, its other
+    operand, the convolution's output, then the convolution's inputs and attributes."""
+    return PREPARE_GROUP[("conv2d", "add_relu")]([c, out], [list(inputs), [c, r]], [attrs, {}])
 
 
 def _ro(a):
@@ -346,7 +374,7 @@ def test_fused_shortcut_conv_add_relu(n, c, h, w, o, s, bias):
     r = rng.normal(size=(n, o, oh, ow)).astype(np.float32)
     c_out, out = np.full((n, o, oh, ow), np.nan, np.float32), np.full((n, o, oh, ow), np.nan, np.float32)
     args = [x, wt, b] if bias else [x, wt]
-    run = PREPARE_PAIR[("conv2d", "add_relu")](out, [c_out, r], {}, c_out, *args, stride=(s, s))
+    run = _conv_add_relu(out, r, c_out, *args, stride=(s, s))
     assert run is not None
     run(out, *[np.array(a) for a in args], r.copy())       # fresh arrays: the run keeps none of them
     conv = np.einsum("oc,nchw->nohw", wt[:, :, 0, 0].astype(np.float64), x[:, :, ::s, ::s].astype(np.float64))
@@ -376,7 +404,7 @@ def test_fused_conv3x3_add_relu(n, c, h, w, o, s, pad, bias):
     c_out = np.full((n, o, oh, ow), np.nan, np.float32)
     out = np.full((n, o, oh, ow), np.nan, np.float32)
     args = [x, wt, b] if bias else [x, wt]
-    run = PREPARE_PAIR[("conv2d", "add_relu")](out, [c_out, r], {}, c_out, *args, stride=(s, s), padding=(pad, pad))
+    run = _conv_add_relu(out, r, c_out, *args, stride=(s, s), padding=(pad, pad))
     assert run is not None
     run(out, *[np.array(a) for a in args], r.copy())
     conv = REGISTRY["conv2d"].forward(x.astype(np.float64), wt.astype(np.float64),
@@ -400,7 +428,7 @@ def test_fused_conv_add_relu_on_the_8_lane_panels(monkeypatch):
         oh, ow = (h - 1) // s + 1, (w - 1) // s + 1
         r = rng.normal(size=(n, o, oh, ow)).astype(np.float32)
         c_out, out = np.full((n, o, oh, ow), np.nan, np.float32), np.full((n, o, oh, ow), np.nan, np.float32)
-        run = PREPARE_PAIR[("conv2d", "add_relu")](out, [c_out, r], {}, c_out, x, wt, b, stride=(s, s), padding=(1, 1))
+        run = _conv_add_relu(out, r, c_out, x, wt, b, stride=(s, s), padding=(1, 1))
         assert run is not None
         run(out, x, wt, b, r)
         conv = REGISTRY["conv2d"].forward(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64),
@@ -415,9 +443,7 @@ def test_fused_shortcut_declines():
     w8 = _ro(rng.normal(size=(8, 16, 1, 1)).astype(np.float32))
     w3 = _ro(rng.normal(size=(8, 16, 3, 3)).astype(np.float32))
     o = np.empty((2, 8, 8, 8), np.float32)
-    def prep(out, r, c, *a, **k):      # the sum's output, its other operand, the convolution's output
-        return PREPARE_PAIR[("conv2d", "add_relu")](out, [c, r], {}, c, *a, **k)
-
+    prep = _conv_add_relu
     assert prep(o, o.copy(), o.copy(), x, w3, stride=(2, 2), padding=(1, 1)) is not None          # 3x3
     assert prep(o, o, o.copy(), x, w3, stride=(2, 2), padding=(1, 1)) is None           # the sum over r
     ob = np.empty(o.size + 1, np.float32)               # the sum and r overlapping, one place apart
