@@ -1,6 +1,7 @@
 """ExecuTorch (XNNPACK delegate, fp32) on the benchmark models, for bench/runtime_bench.py.
 
     python bench/executorch_peer.py mlp:1    # prints JSON: [median seconds, max |diff| vs torch]
+    python bench/executorch_peer.py llama:128   # decode a token at a 128-token context
 
 One case per process: an ExecuTorch failure can abort the interpreter.
 
@@ -33,8 +34,78 @@ def lower(torch_model, args):
     return Runtime.get().load_program(prog.buffer).load_method("forward")
 
 
+# the llama::sdpa_with_kv_cache custom op (KV-cache update and attention in one kernel), as ExecuTorch's
+# export_llama flow uses it (its -kv --use_sdpa_with_kv_cache): 4.97 ms a token here against 5.97 without;
+# ET_SDPA_OP=0 lowers the plain attention
+SDPA_OP = os.environ.get("ET_SDPA_OP", "1") == "1"
+
+
+def llama(ctx, repeats=7):
+    """ExecuTorch's own Llama (examples/models/llama: KV cache, HF-style rotary) on the decode
+    benchmark's 15M-shaped Decoder and weights, lowered to XNNPACK fp32 here (torch.export and
+    XnnpackPartitioner; not its hydra-configured export_llama script, whose other source transforms
+    this skips); decode at position ctx after ctx tokens fed one at a time. Prints [median seconds a
+    token, max |logit diff| vs edgetorch's eager Decoder over the same tokens]."""
+    import numpy as np
+    import torch
+    from executorch.examples.models.llama.llama_transformer import construct_transformer
+    from executorch.examples.models.llama.model_args import ModelArgs
+    from runtime_bench import llama_model
+    torch.set_num_threads(2)
+    if SDPA_OP:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers llama::sdpa_with_kv_cache)
+    m = llama_model()
+    c = m.config
+    args = ModelArgs(dim=c.hidden_size, n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
+                     n_kv_heads=c.num_key_value_heads, vocab_size=c.vocab_size, hidden_dim=c.intermediate_size,
+                     norm_eps=c.rms_norm_eps, rope_theta=c.rope_theta, max_seq_len=c.max_position_embeddings,
+                     max_context_len=c.max_position_embeddings, use_kv_cache=True, use_hf_rope=True,
+                     use_sdpa_with_kv_cache_op=SDPA_OP, generate_full_logits=False)
+    tm = construct_transformer(args).eval()
+    names = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk", "self_attn.v_proj": "attention.wv",
+             "self_attn.o_proj": "attention.wo", "mlp.gate_proj": "feed_forward.w1", "mlp.up_proj": "feed_forward.w3",
+             "mlp.down_proj": "feed_forward.w2", "input_layernorm": "attention_norm",
+             "post_attention_layernorm": "ffn_norm"}
+    sd = {}
+    for k, v in m.state_dict().items():
+        t = torch.tensor(np.asarray(v.numpy(), dtype=np.float32))
+        if k == "model.embed_tokens.weight":
+            sd["tok_embeddings.weight"] = t
+        elif k == "model.norm.weight":
+            sd["norm.weight"] = t
+        elif k == "lm_head.weight":
+            sd["output.weight"] = t
+        elif k.startswith("model.layers."):
+            i, rest = k[len("model.layers."):].split(".", 1)
+            mod, leaf = rest.rsplit(".", 1)
+            sd[f"layers.{i}.{names[mod]}.{leaf}"] = t
+    missing, unexpected = tm.load_state_dict(sd, strict=False)
+    if unexpected or [k for k in missing if "cache" not in k and "freqs" not in k and "mask" not in k]:
+        raise RuntimeError(f"weights did not map: missing {missing}, unexpected {unexpected}")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+    ex = (torch.tensor([[1]]), {"input_pos": torch.tensor([0])})
+    with torch.no_grad():
+        ep = torch.export.export(tm, ex, strict=False)
+    prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+    method = Runtime.get().load_program(prog.buffer).load_method("forward")
+    ids = np.random.default_rng(0).integers(0, c.vocab_size, size=(1, ctx))
+    import edgetorch as et
+    with et.no_grad():                          # the reference: edgetorch's eager Decoder, full sequence
+        ref = m(et.tensor(ids)).numpy()[0]
+    err = 0.0
+    for p in range(ctx):
+        out = method.execute([torch.tensor(ids[:, p:p + 1]), torch.tensor([p])])[0].numpy().reshape(-1)
+        err = max(err, float(np.abs(out - ref[p]).max()))
+    tok, pos = torch.tensor([[7]]), torch.tensor([ctx])
+    print(json.dumps([timeit(lambda: method.execute([tok, pos]), repeats), err]))
+
+
 def main(case, repeats=7):
     warnings.simplefilter("ignore")
+    if case.startswith("llama:"):
+        return llama(int(case.split(":")[1]), repeats)
     import numpy as np
     import torch
     torch.set_num_threads(2)

@@ -13,7 +13,7 @@ model exported with torch.onnx.export, opset 17, 2 intra-op threads) and
 PyTorch eager (2 threads). Reports median latency and the ratio
 edgetorch / ONNX Runtime, and ExecuTorch 1.5.1 with its XNNPACK delegate
 (bench/executorch_peer.py, one case per child process) where it runs. Then Llama decode tokens/s against PyTorch eager
-(transformers with its KV cache) and the DRAM floor, a 64-token prefill (last position's logits), cold and warm start in
+(transformers with its KV cache), ExecuTorch's own Llama on XNNPACK and the DRAM floor, a 64-token prefill (last position's logits), cold and warm start in
 fresh processes, and the load time of a 100 MB program.
 """
 from __future__ import annotations
@@ -174,17 +174,25 @@ def dram_bandwidth(passes=9):
     return rates[len(rates) // 2], rates[-1]
 
 
-def llama_decode(repeats, ctx=128):
-    import torch
-
+def llama_model():
+    """The decode benchmark's Llama (dim 288, 6 layers, 6 heads, vocab 32000), seeded: the same
+    weights in every process (bench/executorch_peer.py builds its ExecuTorch twin from it)."""
     import edgetorch as et
-    from edgetorch.exporter import Dim
     from edgetorch.models import Decoder, DecoderConfig
-    import peers
     cfg = DecoderConfig(vocab_size=32000, hidden_size=288, intermediate_size=768, num_hidden_layers=6,
                         num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=256)
     et.manual_seed(0)
-    m = Decoder(cfg).eval()
+    return Decoder(cfg).eval()
+
+
+def llama_decode(repeats, ctx=128, quick=False):
+    import torch
+
+    import edgetorch as et
+    import executorch_peer
+    import peers
+    from edgetorch.exporter import Dim
+    m = llama_model()
     seq = Dim("seq", min=1, max=256)
     path = os.path.join(tempfile.mkdtemp(prefix="etbench"), "llama.etp")
     ep = et.export_methods(m, {
@@ -216,7 +224,8 @@ def llama_decode(repeats, ctx=128):
             return o
         t_torch = best(lambda: timeit(step, repeats))
     weight_bytes = sum(p.numel() for p in m.parameters()) * 4
-    return t_et, t_q8, t_torch, weight_bytes, t_pf, t_torch_pf
+    t_xt = executorch_peer.run_case(f"llama:{ctx}") if not quick else "skipped (--quick)"
+    return t_et, t_q8, t_torch, weight_bytes, t_pf, t_torch_pf, t_xt
 
 
 def start_times(tmp):
@@ -275,7 +284,7 @@ def main(argv=None):
     from edgetorch.runtime import threads
     l0 = load_avg()
     rows = compare(a.repeats, a.quick)
-    t_et, t_q8, t_torch, wbytes, t_pf, t_torch_pf = llama_decode(a.repeats)
+    t_et, t_q8, t_torch, wbytes, t_pf, t_torch_pf, t_xt = llama_decode(a.repeats, quick=a.quick)
     bw, bw_best = dram_bandwidth()
     with tempfile.TemporaryDirectory() as tmp:
         cold, warm = start_times(tmp)
@@ -288,9 +297,11 @@ def main(argv=None):
     print()
     print("| model | batch | edgetorch | ONNX Runtime | PyTorch eager | ExecuTorch XNNPACK | edgetorch / ORT |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
+    def ms(t):      # 4 significant figures: a batch-1 MLP's 0.0263 ms
+        return f"{t * 1e3:.4f} ms" if t < 1e-4 else f"{t * 1e3:.3f} ms"
     for name, bsz, te, to, tt, err, tx in rows:
-        xt = f"{tx * 1e3:.3f} ms" if isinstance(tx, float) else tx
-        print(f"| {name} | {bsz} | {te * 1e3:.3f} ms | {to * 1e3:.3f} ms | {tt * 1e3:.3f} ms | {xt} | {te / to:.2f}x |")
+        xt = ms(tx) if isinstance(tx, float) else tx
+        print(f"| {name} | {bsz} | {ms(te)} | {ms(to)} | {ms(tt)} | {xt} | {te / to:.2f}x |")
     floor = wbytes / (bw * 1e9)
     print()
     print("| Llama 15M decode, 128-token context | ms/token | tokens/s |")
@@ -299,6 +310,8 @@ def main(argv=None):
     print(f"| edgetorch runtime (int8-weight; {wbytes / 4e6:.0f} MB streamed: {wbytes / 4 / t_q8 / 1e9:.1f} GB/s) | "
           f"{t_q8 * 1e3:.2f} | {1 / t_q8:.0f} |")
     print(f"| PyTorch eager (transformers, KV cache) | {t_torch * 1e3:.2f} | {1 / t_torch:.0f} |")
+    print("| ExecuTorch XNNPACK fp32 (its examples/models/llama, KV cache) | "
+          + (f"{t_xt * 1e3:.2f} | {1 / t_xt:.0f} |" if isinstance(t_xt, float) else f"{t_xt} | - |"))
     print(f"| DRAM floor: {wbytes / 1e6:.0f} MB of weights at {bw:.1f} GB/s (measured here: median of 9 reads, best "
           f"{bw_best:.1f}) | {floor * 1e3:.2f} | "
           f"{1 / floor:.0f} |")

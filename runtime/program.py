@@ -207,11 +207,8 @@ class Method:
         return env
 
     def _run(self, arena, arrays, dims, timings=None):
-        return self._checked(self._run_unchecked, arena, arrays, dims, timings)
-
-    def _checked(self, fn, *args):
         try:
-            return fn(*args)
+            return self._run_unchecked(arena, arrays, dims, timings)
         except (ZeroDivisionError, OverflowError, MemoryError) as e:
             raise self._inconsistent(e) from None
 
@@ -339,7 +336,7 @@ class Method:
     def _group(self, at, env, dims):
         """Step `at` and the next ones as one prepared step (registry.group_preparer), the longest
         group registered whose preparer takes them: (steps made no-ops after it, the step); or None."""
-        if not FUSE_PAIRS:
+        if not FUSE_GROUPS:
             return None
         for n in sorted({len(k) for k in PREPARE_GROUP}, reverse=True):
             group = self._steps[at:at + n]
@@ -405,8 +402,8 @@ class Method:
         return f"<Method {self.name} inputs={self.inputs} outputs={self.outputs}>"
 
 
-# fuse instruction pairs when preparing (registry.pair_preparer); off for A/B measurements
-FUSE_PAIRS = True
+# fuse instruction groups when preparing (registry.group_preparer); off for A/B measurements
+FUSE_GROUPS = True
 
 
 def _done(out):

@@ -83,6 +83,12 @@ def seeds():
     # runs F(2x2) on 8-wide pieces
     out.append(et.export(ResNet(num_classes=3, widths=(8, 8, 8), in_channels=1).eval(),
                          (et.randn(4, 1, 16, 16),)).to_bytes())
+    # batch-1 GEMVs on constant weights: 32-row panels (serial), and the chain of a hidden pair past
+    # GEMV_PAR with a head (one parallel region, the head after it)
+    out.append(et.export(MLP((6, 32, 32, 3)).eval(), (et.randn(2, 6),),
+                         dynamic_shapes={"x": {0: Dim("b", max=4)}}).to_bytes())
+    out.append(et.export(MLP((256, 256, 256, 5)).eval(), (et.randn(2, 256),),
+                         dynamic_shapes={"x": {0: Dim("b", max=4)}}).to_bytes())
     return out
 
 
@@ -124,6 +130,7 @@ def run_one(data, check_crc=True):
             m = prog.method(name)
             m(*random_inputs(m, "min"))
             m(*random_inputs(m, "min", seed=1))     # the second call of a size runs the prepared kernels
+            m(*random_inputs(m, "min", seed=2))     # and the third the steady path (no binding)
         return "ok"
     except (ProgramError, InputError):
         return "rejected"

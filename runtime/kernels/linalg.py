@@ -1,5 +1,6 @@
-"""Matrix kernels: BLAS through numpy's matmul writing into the planned output, and a Numba
-matrix-vector loop for decode-sized float32 linears."""
+"""Matrix kernels: BLAS through numpy's matmul writing into the planned output; Numba GEMVs for
+decode-sized float32 linears (on constant weights packed in 32-row panels, or a row loop), a small
+GEMM, and the GEMV chain that runs a batch-1 MLP's linears as one call."""
 import numba
 import numpy as np
 from numba import njit, prange

@@ -1,7 +1,7 @@
 """1x1 float32 convolutions (stride 1 or 2) as one direct pass, optionally with a residual block's
 sum and ReLU in its epilogue (AVX-512): 8 output channels x 16 pixels a step, the stride-2 pixels the
 even places of 16-value loads, no copy of the input.  conv.py runs every 1x1 convolution this
-admits (pointwise_res_applies) on it, and the runtime's conv2d + add_relu pair preparer the
+admits (pointwise_res_applies) on it, and the runtime's conv2d + add_relu group preparer the
 projection shortcuts of residual networks.  (Split out of conv_panels.py in session 11.)"""
 import numpy as np
 
