@@ -5,7 +5,8 @@
 
 One case per process: an ExecuTorch failure can abort the interpreter.
 
-Needs `pip install executorch==1.5.1` (it installs beside torch 2.13.0); the
+Needs `pip install -c c.txt executorch==1.5.1`, c.txt holding `torch==2.13.0+cpu` (so that pip
+keeps the local torch: it installs beside it); the
 runtime benchmark calls this in a child process and reports "not installed"
 when the import fails. Weights: the same seeded edgetorch models, copied
 into the PyTorch twins of bench/peers.py, exported with torch.export and
