@@ -423,6 +423,10 @@ def k_fused_linear(out, x, w, b=None, activation=None):
         apply_activation(out, activation)
 
 
+# a prepared GEMV may hold its weight's packed copy: run with another weight it refuses
+_OTHER_WEIGHT = "linear: a prepared run called with another weight"
+
+
 def _prep_linear(out, x, w, b, activation):
     """The GEMV case of _linear (<= GEMV_ROWS rows: decode steps, batch-1 MLPs), its checks made
     once: the run is the Numba call and an activation other than ReLU."""
@@ -440,18 +444,18 @@ def _prep_linear(out, x, w, b, activation):
         if nob:
             def run(out, x, w, b=None):
                 if w is not w0:
-                    raise ValueError("linear: a prepared run called with another weight")
+                    raise ValueError(_OTHER_WEIGHT)
                 kern(x, wk, _NOBIAS, relu, out)
         else:
             def run(out, x, w, b):
                 if w is not w0:
-                    raise ValueError("linear: a prepared run called with another weight")
+                    raise ValueError(_OTHER_WEIGHT)
                 kern(x, wk, b, relu, out)
         return run
 
     def run(out, x, w, b=None):
         if w is not w0:
-            raise ValueError("linear: a prepared run called with another weight")
+            raise ValueError(_OTHER_WEIGHT)
         kern(x.reshape(-1, K), wk, _NOBIAS if nob else b, relu, out.reshape(-1, N))
         if act is not None:
             act(out)
@@ -514,7 +518,7 @@ def _prep_gemv_chain(outs, ins, attrs):
     def run(out, *a):
         for i, w in zip(at, weights):
             if a[i] is not w:
-                raise ValueError("linear: a prepared run called with another weight")
+                raise ValueError(_OTHER_WEIGHT)
         bb1 = a[2] if n1 == 3 and a[2] is not None else _NOBIAS
         bb2 = a[n1 + 1] if n2 == 2 and a[n1 + 1] is not None else _NOBIAS
         if third is None:
