@@ -61,7 +61,7 @@ class Method:
         # ((dtype, shape), ...) of the inputs of the call that prepared the kernels: a call with
         # C-contiguous ndarrays of exactly these dtypes and shapes has the same dims, so it skips
         # the binding and dim checks and runs the prepared steps (__call__)
-        self._fast_sig = None
+        self._steady_sig = None
         self._prepared_steps = None  # and its step list (profile times these)
         vals = info.values
         self._dtypes = [np_dtype(v.dtype) for v in vals]
@@ -231,7 +231,7 @@ class Method:
             # arena views, constants and state for these dims are built once and reused
             key = tuple(dims.items()) if len(dims) < 2 else tuple(sorted(dims.items()))
             if self._cache_key != key:
-                self._fast_sig = None
+                self._steady_sig = None
                 self._cache_env = self._template(arena, dims) + [None]     # env[-1] is None: omitted inputs
                 self._cache_key = key
                 self._cache_dims = dict(dims)
@@ -251,7 +251,7 @@ class Method:
                     self._cache_runs += 1
                     if self._cache_runs == 2:
                         self._prepared = self._prepare(env, dims)
-                        self._fast_sig = tuple((a.dtype, a.shape) for a in arrays)
+                        self._steady_sig = tuple((a.dtype, a.shape) for a in arrays)
                 if self._prepared is not None:
                     runner = self._prepared
             return self._steady(runner, env, dims)
@@ -360,7 +360,7 @@ class Method:
         raise ProgramError(f"method {self.name!r}: {info.op}{where} failed: {type(e).__name__}: {e}") from None
 
     def __call__(self, *args, **named):
-        sig = self._fast_sig
+        sig = self._steady_sig
         if sig is not None and not named and len(args) == len(sig):
             # a steady call (the same input shapes as the call that prepared the kernels): ~2 us of
             # binding, dim checks and cache lookups fewer, a third of a batch-1 MLP's overhead
@@ -370,7 +370,7 @@ class Method:
             else:
                 if self._lock.acquire(blocking=self.stateful):
                     try:
-                        if self._fast_sig is sig:           # still prepared for these shapes
+                        if self._steady_sig is sig:           # still prepared for these shapes
                             env = list(self._cache_env)
                             for k, a in zip(self._in_idx, args):
                                 env[k] = a

@@ -247,7 +247,7 @@ def test_mlp_prepares_on_its_second_call_of_a_size():
     np.testing.assert_allclose(p(x2), want2, atol=1e-5)
     assert f._prepared is not None and f._prepared is not f._runner
     np.testing.assert_allclose(p(x1), want1, atol=1e-5)     # prepared, new data
-    assert f._fast_sig == ((np.dtype(np.float32), (1, 20)),)  # steady calls of this shape skip the binding
+    assert f._steady_sig == ((np.dtype(np.float32), (1, 20)),)  # steady calls of this shape skip the binding
     # what the steady path does not take still runs, through the binding: a float64 input (cast),
     # a strided one, a keyword call; the same numbers
     np.testing.assert_allclose(p(x1.astype(np.float64)), want1, atol=1e-5)
@@ -256,7 +256,7 @@ def test_mlp_prepares_on_its_second_call_of_a_size():
     with pytest.raises(InputError, match="expected rank 2"):
         p(x1[0])
     np.testing.assert_allclose(p(_f32(7, 20)).shape, (7, 5))  # another size: its own (unprepared) run
-    assert f._prepared is None and f._fast_sig is None
+    assert f._prepared is None and f._steady_sig is None
     np.testing.assert_allclose(p(x2), want2, atol=1e-5)     # back to batch 1: unprepared, then again
     np.testing.assert_allclose(p(x1), want1, atol=1e-5)
     np.testing.assert_allclose(p(x2), want2, atol=1e-5)
