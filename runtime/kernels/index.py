@@ -4,6 +4,7 @@ import numpy as np
 
 from edgetorch._errors import InputError
 
+from ._jit import twins
 from .registry import kernel, preparer
 
 SLOT = "#"
@@ -158,6 +159,20 @@ def p_index_put(out, base, values, *idx, index=(), accumulate=False):
         return None
     pre, post = key[:at], key[at + 1:]
     n = out.shape[d]
+    if out.dtype == values.dtype == np.float32 and out.flags.c_contiguous and values.flags.c_contiguous \
+            and out[key].shape == values.shape and len(pre) == d \
+            and all(isinstance(k, slice) and k.indices(out.shape[j]) == (0, out.shape[j], 1)
+                    for j, k in enumerate(pre + (slice(None),) + post) if j != d):
+        # the whole rows at one position (a decoder's K or V of one token): a Numba copy over
+        # (before, position, after) views, ~1 us fewer than numpy's indexing of the tuple key
+        a, b = int(np.prod(out.shape[:d], dtype=np.int64)), int(np.prod(out.shape[d + 1:], dtype=np.int64))
+
+        def run(out, base, values, i):
+            p = int(i[0])
+            if not 0 <= p < n:
+                raise InputError(f"index: index {p} is out of range for a dim of size {n}")
+            _put_row(out.reshape(a, n, b), values.reshape(a, 1, b), p)
+        return run
 
     def run(out, base, values, i):
         p = int(i[0])
@@ -165,6 +180,16 @@ def p_index_put(out, base, values, *idx, index=(), accumulate=False):
             raise InputError(f"index: index {p} is out of range for a dim of size {n}")
         out[pre + (slice(p, p + 1),) + post] = values
     return run
+
+
+def _put_row_py(out, values, p):
+    # out (A, S, B), values (A, 1, B): out[:, p, :] = values[:, 0, :]; p in range (checked by the caller)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[2]):
+            out[i, p, j] = values[i, 0, j]
+
+
+_put_row = twins(_put_row_py)[0]
 
 
 @kernel("gather")

@@ -181,6 +181,32 @@ def test_prepared_linear_refuses_other_weights(op):
         run(np.empty((1, 13), np.float32), _f32(1, 7), w.copy(), *extra)
 
 
+@pytest.mark.parametrize("shape,index,dtype,numba_copy", [
+    ((1, 2, 11, 8), (slice(None, 1), slice(None), "#"), np.float32, True),        # a decoder's KV cache
+    ((3, 11, 5), (slice(None), "#"), np.float32, True),
+    ((11, 4), ("#",), np.float32, True),
+    ((1, 2, 11, 8), (slice(None, 1), slice(None), "#"), np.float16, False),       # a float16 cache: numpy
+    ((2, 3, 11, 8), (slice(0, 1), slice(None), "#"), np.float32, False),          # part of a dim: numpy
+    ((1, 2, 11, 8), (Ellipsis, "#", slice(None)), np.float32, False)])
+def test_prepared_kv_write_paths(shape, index, dtype, numba_copy):
+    """The prepared in-place write of one position: whole rows of a float32 cache through the Numba
+    copy, anything else through numpy's indexing; both as the kernel writes, the position checked."""
+    rng = np.random.default_rng(len(shape))
+    cache = rng.normal(size=shape).astype(dtype)
+    vshape = cache[tuple(slice(0, 1) if isinstance(e, str) else e for e in index)].shape   # one position's
+    values = rng.normal(size=vshape).astype(dtype)
+    run = PREPARE["index_put"](cache, cache, values, np.array([0]), index=index)
+    assert run is not None and ("_put_row" in run.__code__.co_names) == numba_copy
+    for p in (0, 4, 10):                                # the indexed dim is 11 long in every case
+        want, got = cache.copy(), cache.copy()
+        KERNELS["index_put"](want, want, values, np.array([p]), index=index)
+        run(got, got, values, np.array([p]))
+        np.testing.assert_array_equal(got, want)
+    for bad in (11, -1):
+        with pytest.raises(InputError, match="out of range"):
+            run(cache, cache, values, np.array([bad]))
+
+
 def test_prepared_index_put_still_checks_the_position():
     c = _f32(1, 2, 11, 8)
     run = PREPARE["index_put"](c, c, _f32(1, 2, 1, 8), np.array([0]), index=(slice(None, 1), slice(None), "#"))
